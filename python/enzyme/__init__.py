@@ -1,0 +1,35 @@
+"""enzyme-ffi: exact derivatives of C code from Python, with the Enzyme LLVM plugin.
+
+Examples
+--------
+>>> import enzyme
+>>> mod = enzyme.compile("double f(double x, double y) { return x*x + 3*y; }")
+>>> enzyme.autodiff(enzyme.Reverse, mod.f, enzyme.Active(3.0), enzyme.Active(5.0)).derivs
+(6.0, 3.0)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .activity import (Active, Const, Duplicated, DuplicatedNoNeed, Forward,
+                       ForwardWithPrimal, Mode, Reverse, ReverseWithPrimal)
+from .api import (Kernel, KernelNotFoundError, Module, autodiff, compile, derivative,
+                  get_include, grad, value_and_grad)
+from .call import ForwardResult, ReverseResult
+from .errors import (ActivityError, ArgumentError, ArgumentTypeError, ArgumentValueError,
+                     CacheError, CompileError, DifferentiationError, EnzymeError,
+                     ShadowError, ShadowTypeError, ShadowValueError, ToolchainError,
+                     UnsupportedSignatureError)
+
+__all__ = [
+    "__version__", "compile", "Module", "Kernel", "autodiff", "derivative", "grad",
+    "value_and_grad", "get_include",
+    "Mode", "Reverse", "ReverseWithPrimal", "Forward", "ForwardWithPrimal",
+    "Const", "Active", "Duplicated", "DuplicatedNoNeed",
+    "ReverseResult", "ForwardResult",
+    "EnzymeError", "ToolchainError", "CompileError", "DifferentiationError", "ActivityError",
+    "ArgumentError", "ArgumentTypeError", "ArgumentValueError", "ShadowError",
+    "ShadowTypeError", "ShadowValueError", "UnsupportedSignatureError", "CacheError",
+    "KernelNotFoundError",
+]

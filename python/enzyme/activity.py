@@ -1,0 +1,286 @@
+"""Stage 3: activity annotations and modes, resolved against a signature.
+
+The user writes Enzyme's annotations on the Python side (``Const``,
+``Active``, ``Duplicated``, ``DuplicatedNoNeed``) and picks a mode
+(``Reverse``, ``ReverseWithPrimal``, ``Forward``, ``ForwardWithPrimal``).
+:func:`resolve_activities` checks that they fit the C signature and returns
+a :class:`DerivativeSpec`, the frozen description the code generator works
+from. Nothing here touches values; value checks happen in the calling layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ActivityError
+from .signature import CType, Signature
+
+__all__ = [
+    "Mode", "Reverse", "ReverseWithPrimal", "Forward", "ForwardWithPrimal",
+    "Annotation", "Const", "Active", "Duplicated", "DuplicatedNoNeed",
+    "ArgSpec", "DerivativeSpec", "resolve_activities", "activity_class_of",
+]
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A differentiation mode: reverse or forward, with or without the primal."""
+
+    name: str
+    reverse: bool
+    with_primal: bool
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+Reverse = Mode("Reverse", reverse=True, with_primal=False)
+ReverseWithPrimal = Mode("ReverseWithPrimal", reverse=True, with_primal=True)
+Forward = Mode("Forward", reverse=False, with_primal=False)
+ForwardWithPrimal = Mode("ForwardWithPrimal", reverse=False, with_primal=True)
+
+
+class Annotation:
+    """Base of the activity annotations. ``val`` is the primal value."""
+
+    kind = ""
+    __slots__ = ("val",)
+
+    def __init__(self, val: Any) -> None:
+        self.val = val
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.val!r})"
+
+
+class Const(Annotation):
+    """An argument that is not differentiated (no shadow).
+
+    Examples
+    --------
+    >>> Const(3)
+    Const(3)
+    """
+
+    kind = "const"
+    __slots__ = ()
+
+
+class Active(Annotation):
+    """A floating-point scalar whose adjoint is returned (reverse mode only).
+
+    Examples
+    --------
+    >>> Active(3.0)
+    Active(3.0)
+    """
+
+    kind = "active"
+    __slots__ = ()
+
+
+class Duplicated(Annotation):
+    """A primal with its shadow.
+
+    For an array, the shadow is an array of the same dtype and shape: in
+    reverse mode the adjoint is *added* to it (and an output's shadow is the
+    seed, consumed and zeroed by the call); in forward mode it carries the
+    tangent (the input direction, or the output tangent written by the call).
+    For a floating scalar in forward mode the shadow is its tangent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.ones(3)
+    >>> Duplicated(w, np.zeros_like(w))      # doctest: +ELLIPSIS
+    Duplicated(array([1., 1., 1.]), array([0., 0., 0.]))
+    """
+
+    kind = "dup"
+    __slots__ = ("dval",)
+
+    def __init__(self, val: Any, dval: Any) -> None:
+        super().__init__(val)
+        self.dval = dval
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.val!r}, {self.dval!r})"
+
+
+class DuplicatedNoNeed(Duplicated):
+    """Like :class:`Duplicated`, but the primal result is not needed: the
+    kernel may leave the primal output array unwritten."""
+
+    kind = "dupnoneed"
+    __slots__ = ()
+
+
+_ANNOTATIONS = {cls.__name__: cls for cls in (Const, Active, Duplicated, DuplicatedNoNeed)}
+
+
+def activity_class_of(obj: Any) -> type[Annotation]:
+    """The annotation class of an instance, or the class itself."""
+    if isinstance(obj, type) and issubclass(obj, Annotation) and obj is not Annotation:
+        return obj
+    if isinstance(obj, Annotation) and type(obj) is not Annotation:
+        return type(obj)
+    raise ActivityError(f"{obj!r} is not an activity annotation; use one of "
+                        f"{', '.join(_ANNOTATIONS)}.")
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One parameter with its resolved activity (``const``, ``active``, ``dup``,
+    ``dupnoneed``)."""
+
+    index: int
+    name: str
+    ctype: CType
+    activity: str
+
+    @property
+    def has_shadow(self) -> bool:
+        return self.activity in ("dup", "dupnoneed")
+
+
+@dataclass(frozen=True)
+class DerivativeSpec:
+    """A fully resolved derivative request: what the code generator needs."""
+
+    signature: Signature
+    reverse: bool
+    with_primal: bool
+    args: tuple[ArgSpec, ...]
+    ret: str  # "void", "const", "active" (reverse), "dup", "dupnoneed" (forward)
+
+    @property
+    def kernel(self) -> str:
+        return self.signature.name
+
+    @property
+    def pattern(self) -> str:
+        names = {"const": "Const", "active": "Active", "dup": "Duplicated",
+                 "dupnoneed": "DuplicatedNoNeed", "void": "void"}
+        mode = ("Reverse" if self.reverse else "Forward") + ("WithPrimal" if self.with_primal else "")
+        inner = ", ".join(names[a.activity] for a in self.args)
+        return f"{mode}({inner}; ret={names[self.ret]})"
+
+
+def _fix_for(arg_name: str, ctype: CType) -> str:
+    if ctype.is_pointer:
+        return f"Duplicated(array, shadow_array) or Const(array) for '{arg_name}'"
+    if ctype.is_float:
+        return f"Active(x) (reverse), Duplicated(x, dx) (forward) or Const(x) for '{arg_name}'"
+    return f"Const(n) for '{arg_name}'"
+
+
+def _resolve_arg(index: int, param, kind: str, reverse: bool) -> ArgSpec:
+    ctype = param.ctype
+    where = f"argument {index} ('{param.name}', C type `{ctype.spelling}`)"
+    if kind == "const":
+        return ArgSpec(index, param.name, ctype, kind)
+    if not ctype.is_float:
+        raise ActivityError(
+            f"{where} is {'a pointer to ' if ctype.is_pointer else ''}{ctype.base}, which has "
+            f"no derivative, so it cannot be {kind_name(kind)}. Use {_fix_for(param.name, ctype)}."
+        )
+    if kind == "active":
+        if ctype.is_pointer:
+            raise ActivityError(f"{where} is a pointer: Active is only for floating scalars. "
+                                f"Use {_fix_for(param.name, ctype)}.")
+        if not reverse:
+            raise ActivityError(f"{where}: Active is a reverse-mode annotation. In forward "
+                                f"mode give a tangent with Duplicated({param.name}, d{param.name}).")
+    elif not ctype.is_pointer and reverse:
+        raise ActivityError(
+            f"{where} is a scalar passed by value: in reverse mode it has nowhere to "
+            f"accumulate a shadow. Use Active({param.name}) to get its adjoint in r.derivs."
+        )
+    return ArgSpec(index, param.name, ctype, kind)
+
+
+def kind_name(kind: str) -> str:
+    return {"const": "Const", "active": "Active", "dup": "Duplicated",
+            "dupnoneed": "DuplicatedNoNeed"}[kind]
+
+
+def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
+    rtype = signature.ret
+    if rtype.kind == "void":
+        if ret not in (None, Const):
+            raise ActivityError(f"'{signature.name}' returns void, so ret= must be omitted "
+                                "(or Const).")
+        return "void"
+    if ret is None:
+        if not rtype.is_float:
+            return "const"
+        return "active" if mode.reverse else "dup"
+    cls = activity_class_of(ret)
+    if isinstance(ret, Annotation):
+        raise ActivityError("ret= takes an annotation class (ret=Const), not an instance.")
+    if cls is Const:
+        return "const"
+    if not rtype.is_float:
+        raise ActivityError(f"'{signature.name}' returns {rtype.base}, which has no "
+                            "derivative: use ret=Const (the default).")
+    if mode.reverse:
+        if cls is Active:
+            return "active"
+        raise ActivityError(f"In reverse mode ret= is Active (seeded by seed=) or Const, "
+                            f"not {cls.__name__}.")
+    if cls is Duplicated:
+        return "dup"
+    if cls is DuplicatedNoNeed:
+        if mode.with_primal:
+            raise ActivityError("ret=DuplicatedNoNeed asks for the tangent without the primal, "
+                                "which contradicts ForwardWithPrimal: use ret=Duplicated.")
+        return "dupnoneed"
+    raise ActivityError(f"In forward mode ret= is Duplicated, DuplicatedNoNeed or Const, "
+                        f"not {cls.__name__}.")
+
+
+def resolve_activities(signature: Signature, mode: Mode, activities: Sequence[Any],
+                       ret: Any = None) -> DerivativeSpec:
+    """Check an activity pattern against a signature.
+
+    Parameters
+    ----------
+    signature : Signature
+    mode : Mode
+        ``Reverse``, ``ReverseWithPrimal``, ``Forward`` or ``ForwardWithPrimal``.
+    activities : sequence
+        One annotation (class or instance) per C parameter.
+    ret : annotation class, optional
+        Activity of the return value; default Active (reverse) / Duplicated
+        (forward) for floating returns, Const otherwise.
+
+    Raises
+    ------
+    ActivityError
+        Wrong count, or an annotation that does not fit its parameter.
+
+    Examples
+    --------
+    >>> spec = resolve_activities(sig, Reverse, [Active, Active])   # doctest: +SKIP
+    >>> spec.pattern
+    'Reverse(Active, Active; ret=Active)'
+    """
+    if not isinstance(mode, Mode):
+        raise ActivityError(f"{mode!r} is not a mode; use Reverse, ReverseWithPrimal, Forward "
+                            "or ForwardWithPrimal.")
+    signature.check_supported()
+    if len(activities) != len(signature.params):
+        raise ActivityError(
+            f"'{signature.name}' takes {len(signature.params)} argument(s) "
+            f"({', '.join(p.name for p in signature.params) or 'none'}), but "
+            f"{len(activities)} activit{'y was' if len(activities) == 1 else 'ies were'} given. "
+            f"Signature: {signature}"
+        )
+    args = tuple(
+        _resolve_arg(i, param, activity_class_of(act).kind, mode.reverse)
+        for i, (param, act) in enumerate(zip(signature.params, activities))
+    )
+    return DerivativeSpec(signature, mode.reverse, mode.with_primal, args,
+                          _resolve_ret(signature, mode, ret))

@@ -1,0 +1,390 @@
+"""The orchestrator: the public API, wiring the stages together.
+
+toolchain -> signature -> activity -> codegen -> build -> call. This is the
+only module that imports several stages.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import build, toolchain
+from .activity import (Active, Const, Duplicated, Mode, Reverse, ReverseWithPrimal,
+                       activity_class_of, resolve_activities)
+from .activity import Annotation as _Annotation
+from .call import DerivativeFunction, PrimalFunction, flatten_annotations
+from .codegen import generate_derivative, primal_cdef
+from .errors import ActivityError, CompileError, EnzymeError
+from .signature import Signature, parse_signatures
+
+__all__ = ["compile", "Module", "Kernel", "autodiff", "derivative", "grad", "value_and_grad",
+           "KernelNotFoundError", "get_include"]
+
+
+def get_include() -> str:
+    """Directory of the shipped C header, for ``#include <enzyme/enzyme.h>``.
+
+    Examples
+    --------
+    >>> import os, enzyme
+    >>> os.path.exists(os.path.join(enzyme.get_include(), "enzyme", "enzyme.h"))
+    True
+    """
+    return str(Path(__file__).resolve().parent / "include")
+
+
+class KernelNotFoundError(EnzymeError, AttributeError):
+    """The module defines no external function of that name."""
+
+
+_toolchain_lock = threading.Lock()
+_default_toolchain: toolchain.Toolchain | None = None
+
+
+def _resolve_toolchain(tc: toolchain.Toolchain | None) -> toolchain.Toolchain:
+    global _default_toolchain
+    if tc is not None:
+        return tc
+    with _toolchain_lock:
+        env = tuple(os.environ.get(v) for v in ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT"))
+        if _default_toolchain is None or getattr(_resolve_toolchain, "env", None) != env:
+            _default_toolchain = toolchain.resolve()
+            _resolve_toolchain.env = env
+        return _default_toolchain
+
+
+class Kernel:
+    """One external C function of a compiled :class:`Module`.
+
+    Call it like the C function, with numpy arrays for pointers and Python
+    numbers for scalars. Derivatives come from :func:`autodiff`,
+    :func:`derivative`, :func:`grad` and :func:`value_and_grad`.
+
+    Examples
+    --------
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> mod.f(3.0, 5.0)
+    24.0
+    >>> str(mod.f.signature)
+    'double f(double x, double y)'
+    """
+
+    def __init__(self, module: Module, signature: Signature) -> None:
+        self.module = module
+        self.signature = signature
+        self.name = signature.name
+        self._primal: PrimalFunction | None = None
+        self._derivatives: dict[tuple, DerivativeFunction] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<enzyme.Kernel {self.signature}>"
+
+    def __call__(self, *args: Any) -> Any:
+        primal = self._primal
+        if primal is None:
+            self.signature.check_supported()
+            primal = self._primal = PrimalFunction(
+                self.signature, self.module._artifact.so_path, primal_cdef(self.signature))
+        return primal(*args)
+
+    def derivative_function(self, mode: Mode, kinds: tuple, ret: Any = None) -> DerivativeFunction:
+        """The compiled derivative for a mode and activity classes (cached)."""
+        key = (mode, kinds, ret)
+        found = self._derivatives.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._derivatives.get(key)
+            if found is None:
+                spec = resolve_activities(self.signature, mode, kinds, ret)
+                wrapper = generate_derivative(spec)
+                so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
+                                                 wrapper.c_source, self.name, spec.pattern)
+                found = DerivativeFunction(spec, wrapper, str(so_path))
+                self._derivatives[key] = found
+        return found
+
+
+class Module:
+    """A compiled C module: a :class:`Kernel` per external function.
+
+    Get kernels as attributes (``mod.loss``) or items (``mod["loss"]``).
+    """
+
+    def __init__(self, artifact: build.ModuleArtifact, tc: toolchain.Toolchain,
+                 signatures: Mapping[str, Signature]) -> None:
+        self._artifact = artifact
+        self._toolchain = tc
+        self.signatures = dict(signatures)
+        self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
+
+    def __getitem__(self, name: str) -> Kernel:
+        try:
+            return self._kernels[name]
+        except KeyError:
+            raise KernelNotFoundError(
+                f"the module defines no external function '{name}'; it has: "
+                f"{', '.join(sorted(self._kernels)) or 'none'} (static functions are not "
+                "exported).") from None
+
+    def __getattr__(self, name: str) -> Kernel:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __iter__(self):
+        return iter(self._kernels.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._kernels
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._kernels))
+
+    def __repr__(self) -> str:
+        return f"<enzyme.Module {', '.join(sorted(self._kernels))}>"
+
+
+_modules: dict[str, tuple[build.ModuleArtifact, Module]] = {}
+
+
+def _source_inputs(source: str | None, path: str | os.PathLike | None,
+                   sources: Iterable[str | os.PathLike] | None) -> list[build.SourceInput]:
+    given = [x is not None for x in (source, path, sources)]
+    if sum(given) != 1:
+        raise TypeError("give exactly one of: source text, path=, or sources=[...]")
+    files: list[str | os.PathLike] = []
+    if source is not None:
+        if not isinstance(source, str):
+            raise TypeError(f"source must be C source text or a path, got {type(source).__name__}")
+        if "\n" not in source and source.strip().endswith((".c", ".h")):
+            files = [source.strip()]
+        else:
+            return [build.SourceInput(source, "<source>")]
+    elif path is not None:
+        files = [path]
+    else:
+        files = list(sources)
+        if not files:
+            raise TypeError("sources= is empty")
+    inputs = []
+    for file in files:
+        try:
+            text = Path(file).read_text()
+        except OSError as exc:
+            raise CompileError(f"cannot read C source {file}: {exc.strerror}") from exc
+        inputs.append(build.SourceInput(text, str(file), os.path.abspath(file)))
+    return inputs
+
+
+def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
+            sources: Sequence[str | os.PathLike] | None = None,
+            include_dirs: Sequence[str | os.PathLike] = (),
+            defines: Mapping[str, str | int | None] | Sequence[str] | None = None,
+            flags: Sequence[str] = (), libraries: Sequence[str] = (),
+            toolchain: toolchain.Toolchain | None = None) -> Module:
+    """Compile C code and return a :class:`Module` of callable, differentiable kernels.
+
+    Parameters
+    ----------
+    source : str, optional
+        C source text, or the path of one ``.c`` file.
+    path : path-like, optional
+        One C file.
+    sources : sequence of path-like, optional
+        Several C files, linked into one module.
+    include_dirs, defines, flags, libraries
+        ``-I``, ``-D``, extra clang flags (e.g. ``-ffast-math``) and ``-l``
+        libraries. ``enzyme.get_include()`` is always on the include path.
+    toolchain : Toolchain, optional
+        From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
+
+    Returns
+    -------
+    Module
+
+    Raises
+    ------
+    CompileError
+        clang's diagnostics, with file:line:col and the source line.
+    ToolchainError
+        The toolchain is missing or mismatched (see ``python -m enzyme doctor``).
+
+    Examples
+    --------
+    >>> mod = compile("double sq(double x) { return x * x; }")
+    >>> mod.sq(3.0)
+    9.0
+    """
+    tc = _resolve_toolchain(toolchain)
+    inputs = _source_inputs(source, path, sources)
+    args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
+    if isinstance(defines, Mapping):
+        args += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
+    elif defines:
+        args += [f"-D{d}" for d in defines]
+    args += [*flags, f"-I{get_include()}"]
+
+    def describe(paths: list[str]) -> dict:
+        signatures = parse_signatures(paths, args, tc.resource_dir)
+        return {"signatures": [s.to_json() for s in signatures.values()]}
+
+    artifact = build.build_module(tc, inputs, args, tuple(libraries), describe)
+    known = _modules.get(artifact.key)
+    if known is not None and known[0] is artifact:
+        return known[1]
+    signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
+    module = Module(artifact, tc, signatures)
+    _modules[artifact.key] = (artifact, module)
+    return module
+
+
+def _as_kernel(kernel: Any) -> Kernel:
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"expected a kernel such as mod.f, got {type(kernel).__name__}")
+    return kernel
+
+
+def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any = 1.0):
+    """Differentiate a kernel call with Enzyme, with call-site activities.
+
+    Parameters
+    ----------
+    mode : Mode
+        ``Reverse``, ``ReverseWithPrimal``, ``Forward`` or ``ForwardWithPrimal``.
+    kernel : Kernel
+    *args
+        One per C parameter: ``Const(x)``, ``Active(x)`` (reverse, floating
+        scalars), ``Duplicated(x, dx)`` or ``DuplicatedNoNeed(x, dx)``. A bare
+        value means ``Const``. In reverse mode shadows *accumulate* (``+=``);
+        an output array's shadow is its seed and is zeroed by the call.
+    ret : annotation class, optional
+        The return value's activity (default Active in reverse, Duplicated in
+        forward, for floating returns).
+    seed : float
+        The adjoint of an Active return (default 1.0).
+
+    Returns
+    -------
+    ReverseResult(derivs, primal) or ForwardResult(tangent, primal)
+
+    Examples
+    --------
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> autodiff(Reverse, mod.f, Active(3.0), Active(5.0)).derivs
+    (6.0, 3.0)
+    """
+    kernel = _as_kernel(kernel)
+    annotations = [a if isinstance(a, _Annotation) else Const(a) for a in args]
+    kinds = tuple(type(a) for a in annotations)
+    if ret is not None:
+        activity_class_of(ret)
+    fn = kernel.derivative_function(mode, kinds, ret)
+    return fn(*flatten_annotations(annotations), seed=seed)
+
+
+def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None) -> DerivativeFunction:
+    """Build one derivative with fixed activities (like Rust's ``#[autodiff]``).
+
+    The result is called with each primal followed by its shadow (for
+    ``Duplicated``/``DuplicatedNoNeed``), plus ``seed=`` for an Active
+    return, and returns what :func:`autodiff` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mod = compile("double dot(const double *x, const double *y, int n) {"
+    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s; }")
+    >>> df = derivative(mod.dot, Reverse, Duplicated, Const, Const)
+    >>> x, dx, y = np.ones(3), np.zeros(3), np.arange(3.0)
+    >>> _ = df(x, dx, y, 3)
+    >>> dx
+    array([0., 1., 2.])
+    """
+    kernel = _as_kernel(kernel)
+    kinds = tuple(activity_class_of(a) for a in activities)
+    if ret is not None:
+        activity_class_of(ret)
+    return kernel.derivative_function(mode, kinds, ret)
+
+
+def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[int, ...], bool]:
+    single = isinstance(argnums, (int, np.integer))
+    nums = (int(argnums),) if single else tuple(int(a) for a in argnums)
+    if not nums:
+        raise ActivityError("argnums is empty")
+    for num in nums:
+        if not -nargs <= num < nargs:
+            raise ActivityError(f"argnums={num} is out of range for a kernel of {nargs} arguments")
+    return tuple(n % nargs for n in nums), single
+
+
+def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
+    sig = kernel.signature
+    if not sig.ret.is_float:
+        raise ActivityError(f"grad needs a kernel returning a floating scalar; '{sig.name}' "
+                            f"returns {sig.ret.spelling}. Use autodiff with a seeded output "
+                            "shadow instead.")
+    nums, single = _normalize_argnums(argnums, len(sig.params))
+    annotations: list[Any] = []
+    for i, value in enumerate(args):
+        if i not in nums:
+            annotations.append(Const(value))
+        elif sig.params[i].ctype.is_pointer if i < len(sig.params) else False:
+            if not isinstance(value, np.ndarray):
+                raise ActivityError(f"argument {i} ('{sig.params[i].name}') is a pointer: pass "
+                                    "a numpy array to differentiate it.")
+            annotations.append(Duplicated(value, np.zeros_like(value, order="C")))
+        else:
+            annotations.append(Active(value))
+    result = autodiff(mode, kernel, *annotations)
+    grads = tuple(result.derivs[i] if isinstance(annotations[i], Active) else annotations[i].dval
+                  for i in nums)
+    return (grads[0] if single else grads), result.primal
+
+
+def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """The gradient of a scalar-returning kernel with respect to ``argnums``.
+
+    Arrays are differentiated with a fresh zero shadow (the result has the
+    array's shape); floating scalars give a float. Other arguments are Const.
+
+    Examples
+    --------
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> grad(mod.f, argnums=(0, 1))(3.0, 5.0)
+    (6.0, 3.0)
+    """
+    kernel = _as_kernel(kernel)
+
+    def gradient(*args: Any) -> Any:
+        return _grad_call(kernel, argnums, args, Reverse)[0]
+
+    gradient.__name__ = f"grad_{kernel.name}"
+    return gradient
+
+
+def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """Like :func:`grad`, returning ``(value, gradient)`` from one reverse pass.
+
+    Examples
+    --------
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> value_and_grad(mod.f)(3.0, 5.0)
+    (24.0, 6.0)
+    """
+    kernel = _as_kernel(kernel)
+
+    def value_and_gradient(*args: Any) -> tuple[Any, Any]:
+        grads, value = _grad_call(kernel, argnums, args, ReverseWithPrimal)
+        return value, grads
+
+    value_and_gradient.__name__ = f"value_and_grad_{kernel.name}"
+    return value_and_gradient

@@ -1,0 +1,408 @@
+"""Stage 5: run the compile chain in subprocesses, and cache what it makes.
+
+The chain (checked on the pinned toolchain):
+
+1. ``clang -O2 -fno-vectorize -fno-slp-vectorize -fno-unroll-loops -emit-llvm``
+   per source (optimise before AD, but keep vector IR away from Enzyme),
+2. ``llvm-link`` of the module's bitcode (plus a generated wrapper),
+3. ``opt --load-pass-plugin=LLVMEnzyme -passes=preserve-nvvm,enzyme,default<O3>``
+   (``preserve-nvvm`` first, or custom-derivative globals are dropped),
+4. ``clang -O3 -shared`` to a shared library.
+
+Every tool runs as a subprocess: a crash or an Enzyme error becomes an
+exception, never the death of the user's interpreter. Artifacts are cached
+under a key that hashes every input that changes the output; files are
+published with ``os.replace`` under a per-key file lock, and an entry whose
+recorded hashes do not match is rebuilt, never loaded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CompileError, DifferentiationError, ToolchainError
+from .paths import atomic_write_bytes, cache_dir, sha256_file
+from .toolchain import Toolchain
+
+__all__ = ["SourceInput", "ModuleArtifact", "build_module", "build_derivative",
+           "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
+
+FORMAT_VERSION = "1"  # bump when the cache layout or the chain changes
+PRE_AD_FLAGS = ("-O2", "-fno-vectorize", "-fno-slp-vectorize", "-fno-unroll-loops", "-fPIC")
+OPT_PASSES = "preserve-nvvm,enzyme,default<O3>"
+POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
+
+# Counts subprocess launches; tests use it to prove a cache hit runs none.
+subprocess_runs = 0
+
+_memo_lock = threading.Lock()
+_module_memo: dict[str, ModuleArtifact] = {}
+_derivative_memo: dict[str, Path] = {}
+
+
+@dataclass(frozen=True)
+class SourceInput:
+    """A C source: its text, and the name diagnostics should use."""
+
+    text: str
+    display_name: str
+    path: str | None = None  # the real file, when the user gave one
+
+
+@dataclass(frozen=True)
+class ModuleArtifact:
+    key: str
+    bc_path: str
+    so_path: str
+    bc_sha256: str
+    libraries: tuple[str, ...]
+    extra: dict = field(hash=False, compare=False)
+    dep_stamps: tuple[tuple[str, int, int], ...] = ()
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _header_digest() -> str:
+    from . import get_include
+
+    digest = hashlib.sha256()
+    for header in sorted(Path(get_include()).rglob("*.h")):
+        digest.update(header.read_bytes())
+    return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """The cache directory, created private (0700). When it cannot be created
+    or written, a private temporary directory is used instead, with a warning:
+    cache trouble never breaks a compile."""
+    root = cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(f"{root} is not writable")
+        return root
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"enzyme-ffi-{os.getuid()}"
+        warnings.warn(f"enzyme-ffi: cache dir {root} unusable ({exc}); using {fallback}. "
+                      "Set ENZYME_CACHE_DIR to a writable directory.", stacklevel=3)
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        return fallback
+
+
+def _timeout() -> float:
+    try:
+        return float(os.environ.get("ENZYME_COMPILE_TIMEOUT", "600"))
+    except ValueError:
+        return 600.0
+
+
+def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
+    global subprocess_runs
+    subprocess_runs += 1
+    limit = _timeout()
+    try:
+        return subprocess.run(list(cmd), capture_output=True, text=True, errors="replace",
+                              timeout=limit, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise DifferentiationError(
+            f"`{Path(cmd[0]).name}` did not finish within {limit:g} s and was stopped. "
+            "Large kernels can take Enzyme a long time: raise ENZYME_COMPILE_TIMEOUT, or split "
+            "the kernel.", enzyme_message="timeout") from exc
+    except OSError as exc:
+        raise ToolchainError(f"cannot run {cmd[0]}: {exc}. Run `python -m enzyme doctor`.") from exc
+
+
+_DIAG = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?:fatal )?error: ", re.M)
+
+
+def clang_diagnostics(stderr: str, rename: dict[str, str]) -> tuple[str, ...]:
+    """Split clang's stderr into one block per error (with its source line),
+    naming files as the user knows them."""
+    for real, shown in rename.items():
+        stderr = stderr.replace(real, shown)
+    starts = [m.start() for m in _DIAG.finditer(stderr)]
+    blocks = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else len(stderr)
+        block = stderr[start:end].rstrip()
+        # keep the error, its source line and caret; drop trailing notes/warnings
+        lines = block.splitlines()
+        keep = [lines[0]] + [ln for ln in lines[1:4] if not re.match(r"^\S+:\d+:\d+: ", ln)]
+        blocks.append("\n".join(keep))
+    return tuple(blocks)
+
+
+def enzyme_message(stderr: str) -> str:
+    """Enzyme's own words from opt's stderr (or the tail when there are none)."""
+    hits = [ln.strip() for ln in stderr.splitlines() if "Enzyme" in ln or "error:" in ln]
+    text = "\n".join(hits) if hits else stderr.strip()
+    return text[-4000:]
+
+
+@contextmanager
+def _key_lock(root: Path, key: str):
+    locks = root / "locks"
+    locks.mkdir(exist_ok=True, mode=0o700)
+    with open(locks / f"{key}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stamp(path: str) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return (path, st.st_size, st.st_mtime_ns)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _files_intact(root: Path, files: dict[str, str]) -> bool:
+    try:
+        return all(sha256_file(root / name) == digest for name, digest in files.items())
+    except OSError:
+        return False
+
+
+def _deps_intact(deps: dict[str, str]) -> bool:
+    try:
+        return all(sha256_file(Path(dep)) == digest for dep, digest in deps.items())
+    except OSError:
+        return False
+
+
+def _user_headers(depfile: Path, sources: set[str], system_roots: tuple[str, ...]) -> list[str]:
+    try:
+        text = depfile.read_text().replace("\\\n", " ")
+    except OSError:
+        return []
+    _, _, deps = text.partition(":")
+    found = []
+    for dep in deps.split():
+        real = os.path.realpath(dep)
+        if real in sources or real.startswith(system_roots):
+            continue
+        found.append(real)
+    return found
+
+
+def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
+                libraries: Sequence[str]) -> str:
+    material = {
+        "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
+        "header": _header_digest(), "pre": PRE_AD_FLAGS, "passes": OPT_PASSES,
+        "post": POST_AD_FLAGS, "args": list(args), "libraries": list(libraries),
+        "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
+                            libraries: Sequence[str], work: Path,
+                            on_enzyme_error: Callable[[str], Exception]) -> None:
+    if len(bitcode) == 1:
+        linked = bitcode[0]
+    else:
+        linked = str(work / "linked.bc")
+        done = _run([tc.llvm_link, *bitcode, "-o", linked])
+        if done.returncode != 0:
+            raise on_enzyme_error(done.stderr)
+    ad = str(work / "ad.bc")
+    done = _run([tc.opt, linked, f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}",
+                 "-o", ad])
+    if done.returncode != 0:
+        raise on_enzyme_error(done.stderr)
+    done = _run([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
+                 *(f"-l{lib}" for lib in libraries), "-lm"])
+    if done.returncode != 0:
+        raise on_enzyme_error(done.stderr)
+
+
+def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
+                 libraries: Sequence[str], describe: Callable[[list[str]], dict]) -> ModuleArtifact:
+    """Compile a module's sources to pre-AD bitcode and a primal shared library.
+
+    ``describe(paths)`` is called on a cache miss with the C files as written
+    to disk; its JSON-able result is stored with the entry (the orchestrator
+    stores the parsed signatures there).
+    """
+    key = _module_key(tc, sources, args, libraries)
+    with _memo_lock:
+        hit = _module_memo.get(key)
+    if hit is not None:
+        try:
+            if all(_stamp(path) == (path, size, mtime) for path, size, mtime in hit.dep_stamps):
+                return hit
+        except OSError:
+            pass
+    root = cache_root()
+    entries = root / "modules"
+    entries.mkdir(exist_ok=True, mode=0o700)
+    manifest_path = entries / f"{key}.json"
+
+    def load() -> ModuleArtifact | None:
+        manifest = _read_manifest(manifest_path)
+        if not manifest or manifest.get("key") != key:
+            return None
+        if not _files_intact(entries, manifest["files"]) or not _deps_intact(manifest["deps"]):
+            return None
+        return ModuleArtifact(
+            key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
+            bc_sha256=manifest["files"][f"{key}.bc"], libraries=tuple(libraries),
+            extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]))
+
+    artifact = load()
+    if artifact is None:
+        with _key_lock(root, key):
+            artifact = load()  # another process may have finished it meanwhile
+            if artifact is None:
+                artifact = _build_module_locked(tc, sources, args, libraries, describe, key,
+                                                entries, manifest_path)
+    with _memo_lock:
+        _module_memo[key] = artifact
+    return artifact
+
+
+def _build_module_locked(tc, sources, args, libraries, describe, key, entries, manifest_path):
+    with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
+        work = Path(tmp)
+        paths, rename, bitcode, headers = [], {}, [], []
+        for i, source in enumerate(sources):
+            if source.path:
+                path = os.path.realpath(source.path)
+            else:
+                path = str(work / f"source{i}.c")
+                Path(path).write_text(source.text)
+                rename[path] = source.display_name
+            paths.append(path)
+        system_roots = ("/usr/include", "/usr/lib", "/usr/local/include", tc.resource_dir)
+        system_roots = tuple(r for r in system_roots if r)
+        for i, path in enumerate(paths):
+            out = str(work / f"source{i}.bc")
+            dep = work / f"source{i}.d"
+            done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", path, "-o", out,
+                         "-MD", "-MF", str(dep), *args])
+            if done.returncode != 0:
+                diags = clang_diagnostics(done.stderr, rename)
+                shown = rename.get(path, path)
+                raise CompileError(
+                    f"clang could not compile {shown}:\n" + ("\n".join(diags) or done.stderr.strip()),
+                    diags)
+            bitcode.append(out)
+            headers += _user_headers(dep, set(paths), system_roots)
+        if len(bitcode) > 1:
+            linked = str(work / "module.bc")
+            done = _run([tc.llvm_link, *bitcode, "-o", linked])
+            if done.returncode != 0:
+                raise CompileError("llvm-link could not link the sources:\n" + done.stderr.strip())
+        else:
+            linked = bitcode[0]
+        so = work / "module.so"
+
+        def module_failure(stderr: str) -> Exception:
+            message = enzyme_message(stderr)
+            return DifferentiationError(
+                f"Building the module failed in the Enzyme/link step (this runs the "
+                f"__enzyme_* calls written in your C):\n{message}",
+                kernel="<module>", pattern="(calls in the C source)", enzyme_message=message)
+
+        _link_and_differentiate(tc, [linked], so, libraries, work, module_failure)
+        extra = describe(paths)
+        bc_name, so_name = f"{key}.bc", f"{key}.so"
+        shutil.copyfile(linked, work / bc_name)
+        os.replace(so, work / so_name)
+        files = {bc_name: sha256_file(work / bc_name), so_name: sha256_file(work / so_name)}
+        deps = {h: sha256_file(Path(h)) for h in sorted(set(headers))}
+        for name in files:
+            os.replace(work / name, entries / name)
+        manifest = {"key": key, "files": files, "deps": deps, "extra": extra}
+        atomic_write_bytes(manifest_path, json.dumps(manifest).encode(), 0o600)
+    return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
+                          bc_sha256=files[bc_name], libraries=tuple(libraries), extra=extra,
+                          dep_stamps=tuple(_stamp(d) for d in deps))
+
+
+def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
+                     kernel: str, pattern: str) -> Path:
+    """Compile a generated wrapper against a module's bitcode through Enzyme;
+    return the shared library's path (cached)."""
+    material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
+                           wrapper_source, PRE_AD_FLAGS, OPT_PASSES, POST_AD_FLAGS,
+                           list(module.libraries)])
+    key = hashlib.sha256(material.encode()).hexdigest()[:32]
+    with _memo_lock:
+        hit = _derivative_memo.get(key)
+    if hit is not None:
+        return hit
+    root = cache_root()
+    entries = root / "derivatives"
+    entries.mkdir(exist_ok=True, mode=0o700)
+    so_path = entries / f"{key}.so"
+    manifest_path = entries / f"{key}.json"
+
+    def intact() -> bool:
+        manifest = _read_manifest(manifest_path)
+        return bool(manifest) and _files_intact(entries, manifest.get("files", {})) \
+            and f"{key}.so" in manifest.get("files", {})
+
+    if not intact():
+        with _key_lock(root, key):
+            if not intact():
+                _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key,
+                                         entries, manifest_path)
+    with _memo_lock:
+        _derivative_memo[key] = so_path
+    return so_path
+
+
+def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, entries,
+                             manifest_path) -> None:
+    with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
+        work = Path(tmp)
+        wrapper_c = work / "wrapper.c"
+        wrapper_c.write_text(wrapper_source)
+        wrapper_bc = str(work / "wrapper.bc")
+        done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c), "-o",
+                     wrapper_bc])
+        if done.returncode != 0:
+            raise DifferentiationError(
+                f"enzyme-ffi generated a wrapper for '{kernel}' that clang rejected; this is a "
+                f"bug in enzyme-ffi, please report it with this message:\n{done.stderr[-3000:]}",
+                kernel=kernel, pattern=pattern, enzyme_message=done.stderr)
+
+        def failure(stderr: str) -> Exception:
+            message = enzyme_message(stderr)
+            return DifferentiationError(
+                f"Enzyme could not differentiate '{kernel}' as {pattern}:\n{message}",
+                kernel=kernel, pattern=pattern, enzyme_message=message)
+
+        so = work / f"{key}.so"
+        _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, module.libraries, work,
+                                failure)
+        files = {f"{key}.so": sha256_file(so)}
+        os.replace(so, entries / f"{key}.so")
+        atomic_write_bytes(manifest_path, json.dumps({"key": key, "files": files}).encode(),
+                           0o600)

@@ -1,0 +1,106 @@
+"""The exception hierarchy of enzyme-ffi.
+
+Every failure the package knows about is raised as a subclass of
+:class:`EnzymeError`. Errors about the *value* or *type* of something the
+user passed are also the matching builtin (``TypeError``/``ValueError``), so
+code that already catches those keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EnzymeError",
+    "ToolchainError",
+    "CompileError",
+    "DifferentiationError",
+    "ActivityError",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "ArgumentValueError",
+    "ShadowError",
+    "ShadowTypeError",
+    "ShadowValueError",
+    "UnsupportedSignatureError",
+    "CacheError",
+]
+
+
+class EnzymeError(Exception):
+    """Base class of every error raised by enzyme-ffi."""
+
+
+class ToolchainError(EnzymeError):
+    """clang, opt or the Enzyme plugin is missing, broken or mismatched."""
+
+
+class CompileError(EnzymeError):
+    """clang rejected the C sources.
+
+    Attributes
+    ----------
+    diagnostics : tuple of str
+        One entry per error, each ``file:line:col: error: message`` followed
+        by the offending source line.
+    """
+
+    def __init__(self, message: str, diagnostics: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.diagnostics = diagnostics
+
+
+class DifferentiationError(EnzymeError):
+    """Enzyme could not differentiate a kernel, or a tool died while trying.
+
+    Attributes
+    ----------
+    kernel : str
+        The C function being differentiated.
+    pattern : str
+        The mode and activity pattern, e.g. ``Reverse(Duplicated, Const)``.
+    enzyme_message : str
+        Enzyme's (or the tool's) own words.
+    """
+
+    def __init__(self, message: str, kernel: str = "", pattern: str = "",
+                 enzyme_message: str = "") -> None:
+        super().__init__(message)
+        self.kernel = kernel
+        self.pattern = pattern
+        self.enzyme_message = enzyme_message
+
+
+class ActivityError(EnzymeError, TypeError):
+    """An activity annotation does not fit the parameter it is applied to."""
+
+
+class ArgumentError(EnzymeError):
+    """A primal argument does not fit its C parameter."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """A primal argument has the wrong kind or dtype."""
+
+
+class ArgumentValueError(ArgumentError, ValueError):
+    """A primal argument has the right type but an unusable value."""
+
+
+class ShadowError(EnzymeError):
+    """A shadow (derivative) buffer does not match its primal."""
+
+
+class ShadowTypeError(ShadowError, TypeError):
+    """A shadow has the wrong kind or dtype."""
+
+
+class ShadowValueError(ShadowError, ValueError):
+    """A shadow has the wrong shape, layout, writeability or aliases its primal."""
+
+
+class UnsupportedSignatureError(EnzymeError, TypeError):
+    """A kernel uses a C type that enzyme-ffi cannot pass yet."""
+
+
+class CacheError(EnzymeError):
+    """The compile cache cannot be used (never raised for a corrupt entry,
+    which is rebuilt instead)."""

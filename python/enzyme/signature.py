@@ -1,0 +1,253 @@
+"""Stage 2: read the C signatures of a module's external functions with libclang.
+
+Types are mapped through their *canonical* form, so ``size_t`` and
+``int64_t`` become the ABI type they stand for; parsing uses the compiling
+clang's resource directory, without which libclang silently types
+``size_t`` as ``int`` (a wrong ABI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from .errors import CompileError, UnsupportedSignatureError
+
+__all__ = ["CType", "Param", "Signature", "parse_signatures"]
+
+
+@dataclass(frozen=True)
+class CType:
+    """A parameter or return type, as far as the calling layer cares.
+
+    ``kind`` is ``"void"``, ``"scalar"``, ``"pointer"`` or ``"unsupported"``.
+    For scalars and pointers ``base`` is the C spelling of the (pointee)
+    element type and ``dtype`` the matching numpy dtype name.
+    """
+
+    kind: str
+    spelling: str
+    base: str = ""
+    dtype: str = ""
+    const: bool = False
+    reason: str = ""
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in ("float32", "float64")
+
+    @property
+    def is_pointer(self) -> bool:
+        return self.kind == "pointer"
+
+    @property
+    def c_decl(self) -> str:
+        """The type as written in generated C and in the cffi cdef."""
+        if self.kind == "void":
+            return "void"
+        if self.kind == "pointer":
+            return f"{'const ' if self.const else ''}{self.base} *"
+        return self.base
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    ctype: CType
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One external C function: name, parameters and return type."""
+
+    name: str
+    params: tuple[Param, ...]
+    ret: CType
+    location: str  # file:line of the definition
+    variadic: bool = False
+
+    def unsupported(self) -> list[str]:
+        """Why this function cannot be called yet (empty when it can)."""
+        problems = []
+        if self.variadic:
+            problems.append("variadic functions (`...`) cannot be called or differentiated")
+        for param in self.params:
+            if param.ctype.kind in ("unsupported", "void"):
+                problems.append(f"parameter '{param.name}' has type `{param.ctype.spelling}`: "
+                                f"{param.ctype.reason or 'not supported'}")
+        if self.ret.kind not in ("void", "scalar"):
+            problems.append(f"the return type `{self.ret.spelling}` is not supported "
+                            "(return void or a scalar; write results through a pointer)")
+        return problems
+
+    def check_supported(self) -> None:
+        problems = self.unsupported()
+        if problems:
+            raise UnsupportedSignatureError(
+                f"{self.location}: kernel '{self.name}' cannot be used from Python: "
+                + "; ".join(problems)
+                + ". Supported now: double, float, integer scalars, pointers to them, "
+                "void or scalar returns. Wrap the function in a C function with such a "
+                "signature."
+            )
+
+    @property
+    def c_prototype(self) -> str:
+        params = ", ".join(p.ctype.c_decl for p in self.params) or "void"
+        return f"{self.ret.c_decl} {self.name}({params})"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Signature:
+        return cls(
+            name=data["name"],
+            params=tuple(Param(p["name"], CType(**p["ctype"])) for p in data["params"]),
+            ret=CType(**data["ret"]),
+            location=data["location"],
+            variadic=data.get("variadic", False),
+        )
+
+    def __str__(self) -> str:
+        params = ", ".join(f"{p.ctype.c_decl} {p.name}".replace("* ", "*") for p in self.params)
+        return f"{self.ret.c_decl} {self.name}({params})"
+
+
+def _scalar_table():
+    from clang.cindex import TypeKind as K
+
+    return {
+        K.DOUBLE: ("double", "float64"),
+        K.FLOAT: ("float", "float32"),
+        K.BOOL: ("_Bool", "bool"),
+        K.CHAR_S: ("char", "int"),
+        K.SCHAR: ("signed char", "int"),
+        K.CHAR_U: ("char", "uint"),
+        K.UCHAR: ("unsigned char", "uint"),
+        K.SHORT: ("short", "int"),
+        K.USHORT: ("unsigned short", "uint"),
+        K.INT: ("int", "int"),
+        K.UINT: ("unsigned int", "uint"),
+        K.LONG: ("long", "int"),
+        K.ULONG: ("unsigned long", "uint"),
+        K.LONGLONG: ("long long", "int"),
+        K.ULONGLONG: ("unsigned long long", "uint"),
+    }
+
+
+def _scalar(t, table) -> tuple[str, str] | None:
+    entry = table.get(t.kind)
+    if entry is None:
+        return None
+    base, family = entry
+    if family in ("int", "uint"):
+        return base, f"{family}{8 * t.get_size()}"
+    return base, family
+
+
+def _ctype(t, table) -> CType:
+    from clang.cindex import TypeKind as K
+
+    spelling = t.spelling
+    canon = t.get_canonical()
+    if canon.kind == K.VOID:
+        return CType("void", spelling, reason="a void parameter")
+    scalar = _scalar(canon, table)
+    if scalar:
+        return CType("scalar", spelling, scalar[0], scalar[1])
+    if canon.kind in (K.POINTER, K.INCOMPLETEARRAY, K.CONSTANTARRAY):
+        pointee = canon.get_pointee() if canon.kind == K.POINTER else canon.element_type
+        element = _scalar(pointee.get_canonical(), table)
+        if element:
+            return CType("pointer", spelling, element[0], element[1],
+                         const=pointee.is_const_qualified())
+        what = pointee.get_canonical().kind.spelling.lower()
+        return CType("unsupported", spelling,
+                     reason=f"pointers to {what} are not supported yet (only pointers to "
+                            "double, float and integer types)")
+    return CType("unsupported", spelling,
+                 reason=f"{canon.kind.spelling.lower()} parameters are not supported yet")
+
+
+_INDEX = None
+
+
+def _index():
+    global _INDEX
+    if _INDEX is None:
+        from clang.cindex import Index
+
+        _INDEX = Index.create()
+    return _INDEX
+
+
+def _diagnostic_text(diag) -> str:
+    loc = diag.location
+    where = f"{loc.file.name if loc.file else '<unknown>'}:{loc.line}:{loc.column}"
+    text = f"{where}: error: {diag.spelling}"
+    if loc.file:
+        try:
+            with open(loc.file.name, errors="replace") as handle:
+                lines = handle.read().splitlines()
+            if 0 < loc.line <= len(lines):
+                text += f"\n    {lines[loc.line - 1]}\n    {' ' * (loc.column - 1)}^"
+        except OSError:
+            pass
+    return text
+
+
+def parse_signatures(sources: Sequence[str], args: Sequence[str],
+                     resource_dir: str) -> dict[str, Signature]:
+    """Parse every C source and return the external functions it defines.
+
+    Parameters
+    ----------
+    sources : sequence of str
+        Paths of the C files.
+    args : sequence of str
+        The ``-I``/``-D``/``-std`` flags used to compile them.
+    resource_dir : str
+        ``clang -print-resource-dir`` of the compiling clang.
+
+    Raises
+    ------
+    CompileError
+        When libclang reports an error (the message has file:line:col).
+
+    Examples
+    --------
+    >>> sigs = parse_signatures(["f.c"], [], "/usr/lib/llvm-15/lib/clang/15.0.6")  # doctest: +SKIP
+    >>> str(sigs["f"])
+    'double f(double x, double y)'
+    """
+    from clang.cindex import CursorKind, LinkageKind, TranslationUnitLoadError
+
+    table = _scalar_table()
+    found: dict[str, Signature] = {}
+    parse_args = ["-x", "c", "-resource-dir", resource_dir, *args]
+    for source in sources:
+        try:
+            tu = _index().parse(source, args=parse_args)
+        except TranslationUnitLoadError as exc:
+            raise CompileError(f"libclang could not parse {source}: {exc}") from exc
+        errors = tuple(_diagnostic_text(d) for d in tu.diagnostics if d.severity >= 3)
+        if errors:
+            raise CompileError(f"Parsing {source} failed:\n" + "\n".join(errors), errors)
+        for cursor in tu.cursor.get_children():
+            if (cursor.kind != CursorKind.FUNCTION_DECL or not cursor.is_definition()
+                    or cursor.linkage != LinkageKind.EXTERNAL):
+                continue
+            params = tuple(
+                Param(arg.spelling or f"arg{i}", _ctype(arg.type, table))
+                for i, arg in enumerate(cursor.get_arguments())
+            )
+            loc = cursor.location
+            found[cursor.spelling] = Signature(
+                name=cursor.spelling,
+                params=params,
+                ret=_ctype(cursor.result_type, table),
+                location=f"{loc.file.name if loc.file else source}:{loc.line}",
+                variadic=cursor.type.is_function_variadic(),
+            )
+    return found

