@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up everything enzyme-ffi needs on a fresh Debian 12 / Ubuntu machine:
+# Debian's clang-15/llvm-15, a .venv with the package (editable) and its test
+# and example dependencies, and the pinned Enzyme plugin. Safe to run again;
+# fast when nothing changed. Sourced by ci/demo.sh and ci/test.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+APT_PACKAGES=(clang-15 llvm-15 libomp-15-dev)
+need_apt=()
+for tool in clang-15 opt-15 llvm-link-15; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt=("${APT_PACKAGES[@]}")
+done
+[ -e /usr/lib/llvm-15/lib/libLLVM-15.so.1 ] || need_apt=("${APT_PACKAGES[@]}")
+PY="${PYTHON:-python3}"
+if ! command -v "$PY" >/dev/null 2>&1; then need_apt+=(python3 python3-venv python3-pip);
+elif ! "$PY" -c "import venv, ensurepip" >/dev/null 2>&1; then need_apt+=(python3-venv python3-pip); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
+    echo "error: need root or sudo to install: ${need_apt[*]}" >&2; exit 1; fi
+  echo "==> apt-get install ${need_apt[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PY" -m venv .venv
+fi
+VPY="$ROOT/.venv/bin/python"
+stamp=".venv/.enzyme-ffi-installed"
+want="$(cat pyproject.toml CMakeLists.txt | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c "import enzyme" >/dev/null 2>&1; then
+  echo "==> pip install -e .[test,examples]"
+  "$VPY" -m pip install -q --upgrade pip >/dev/null
+  "$VPY" -m pip install -q -e ".[test,examples]" ruff
+  echo "$want" > "$stamp"
+fi
+
+echo "==> Enzyme plugin"
+"$VPY" -m enzyme install-toolchain --no-apt

@@ -1,0 +1,94 @@
+"""Command line: ``python -m enzyme doctor | install-toolchain | cache info|clear``."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+
+from . import __version__, toolchain
+from .errors import EnzymeError
+from .paths import cache_dir
+
+
+def _doctor() -> int:
+    print(f"enzyme-ffi {__version__} (python {sys.version.split()[0]})")
+    print(f"cache dir:           {cache_dir()}")
+    print(f"default plugin path: {toolchain.default_plugin_path()}")
+    try:
+        tc = toolchain.resolve()
+    except EnzymeError as exc:
+        print(f"\nPROBLEM: {exc}")
+        return 1
+    print(f"plugin:    {tc.plugin}  (found via {tc.plugin_source})")
+    print(f"           sha256 {tc.plugin_sha256}"
+          + ("  [pinned]" if tc.plugin_sha256 == toolchain.PINNED_PLUGIN_SHA256 else ""))
+    print(f"LLVM:      {tc.llvm_major}")
+    print(f"clang:     {tc.clang}  ({tc.clang_version})")
+    print(f"opt:       {tc.opt}  ({tc.opt_version})")
+    print(f"llvm-link: {tc.llvm_link}")
+    print(f"resource:  {tc.resource_dir}")
+    try:
+        import clang.cindex  # noqa: F401
+
+        from . import Active, Reverse, autodiff, compile
+
+        start = time.perf_counter()
+        mod = compile("double square(double x) { return x * x; }", toolchain=tc)
+        value = autodiff(Reverse, mod.square, Active(3.0)).derivs[0]
+        elapsed = time.perf_counter() - start
+    except (EnzymeError, ImportError, OSError) as exc:
+        print(f"\nPROBLEM: the smoke derivative failed: {exc}")
+        return 1
+    if value != 6.0:
+        print(f"\nPROBLEM: d/dx x*x at 3 gave {value}, expected 6.0")
+        return 1
+    print(f"smoke:     d/dx x*x at x=3 = {value}  ({elapsed:.2f} s)  OK")
+    return 0
+
+
+def _cache(action: str) -> int:
+    root = cache_dir()
+    if action == "clear":
+        if root.exists():
+            shutil.rmtree(root)
+        print(f"cleared {root}")
+        return 0
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    size = sum(p.stat().st_size for p in files)
+    modules = len(list((root / "modules").glob("*.json"))) if root.exists() else 0
+    derivs = len(list((root / "derivatives").glob("*.json"))) if root.exists() else 0
+    print(f"cache dir:   {root}")
+    print(f"modules:     {modules}")
+    print(f"derivatives: {derivs}")
+    print(f"size:        {size / 1e6:.1f} MB in {len(files)} files")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m enzyme", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="show the toolchain found and run a smoke derivative")
+    install = sub.add_parser("install-toolchain",
+                             help="install clang-15/llvm-15 (as root) and the pinned plugin")
+    install.add_argument("--force", action="store_true", help="fetch the plugin again")
+    install.add_argument("--no-apt", action="store_true", help="do not touch Debian packages")
+    cache = sub.add_parser("cache", help="inspect or clear the compile cache")
+    cache.add_argument("action", choices=["info", "clear"])
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return _doctor()
+    if args.command == "cache":
+        return _cache(args.action)
+    try:
+        path = toolchain.install_toolchain(force=args.force, apt=not args.no_apt)
+    except EnzymeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"Enzyme plugin ready: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
