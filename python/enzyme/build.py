@@ -41,7 +41,11 @@ __all__ = ["SourceInput", "ModuleArtifact", "build_module", "build_derivative",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
 
 FORMAT_VERSION = "1"  # bump when the cache layout or the chain changes
-PRE_AD_FLAGS = ("-O2", "-fno-vectorize", "-fno-slp-vectorize", "-fno-unroll-loops", "-fPIC")
+# -fno-math-errno: with errno semantics clang marks libm calls (tanh, erf, ...)
+# writeonly, Enzyme's preprocessing adds readnone, and the LLVM 15 verifier
+# then aborts opt ("Attributes 'readnone and writeonly' are incompatible").
+PRE_AD_FLAGS = ("-O2", "-fno-math-errno", "-fno-vectorize", "-fno-slp-vectorize",
+                "-fno-unroll-loops", "-fPIC")
 OPT_PASSES = "preserve-nvvm,enzyme,default<O3>"
 POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
 
@@ -144,16 +148,20 @@ def clang_diagnostics(stderr: str, rename: dict[str, str]) -> tuple[str, ...]:
         block = stderr[start:end].rstrip()
         # keep the error, its source line and caret; drop trailing notes/warnings
         lines = block.splitlines()
-        keep = [lines[0]] + [ln for ln in lines[1:4] if not re.match(r"^\S+:\d+:\d+: ", ln)]
+        keep = [lines[0]] + [ln for ln in lines[1:4]
+                             if not re.match(r"^(\S+:\d+:\d+: |\d+ errors? generated)", ln)]
         blocks.append("\n".join(keep))
     return tuple(blocks)
 
 
+_NOISE = re.compile(r"^\s*(#\d+ |\d+\.\s+Program arguments|Stack dump:|PLEASE submit)")
+
+
 def enzyme_message(stderr: str) -> str:
-    """Enzyme's own words from opt's stderr (or the tail when there are none)."""
-    hits = [ln.strip() for ln in stderr.splitlines() if "Enzyme" in ln or "error:" in ln]
-    text = "\n".join(hits) if hits else stderr.strip()
-    return text[-4000:]
+    """Enzyme's (or LLVM's) own words from opt's stderr, without the crash
+    backtrace."""
+    lines = [ln.rstrip() for ln in stderr.splitlines() if ln.strip() and not _NOISE.match(ln)]
+    return "\n".join(lines[:40])[-4000:] or stderr.strip()[-2000:]
 
 
 @contextmanager
