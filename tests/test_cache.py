@@ -1,0 +1,124 @@
+"""The compile cache: in-process hits run no subprocess, a new process finds
+entries on disk, header edits and corrupted entries trigger rebuilds."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import enzyme
+from enzyme import Active, Duplicated, Reverse, autodiff, build
+
+KERNEL = """
+double cached_loss(const double *w, const double *x, int n) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (w[i] * x[i] - 1.0) * (w[i] * x[i] - 1.0);
+    return s;
+}
+"""
+
+
+def _forbid_subprocesses(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+def test_second_request_in_process_runs_no_subprocess(cc, monkeypatch):
+    mod = cc(KERNEL)
+    w, x = np.ones(4), np.arange(4.0)
+    dw = np.zeros(4)
+    autodiff(Reverse, mod.cached_loss, Duplicated(w, dw), x, 4)
+    runs = build.subprocess_runs
+    _forbid_subprocesses(monkeypatch)
+    mod2 = cc(KERNEL)
+    dw2 = np.zeros(4)
+    autodiff(Reverse, mod2.cached_loss, Duplicated(w, dw2), x, 4)
+    np.testing.assert_array_equal(dw, dw2)
+    np.testing.assert_allclose(dw, 2 * (w * x - 1) * x)
+    assert build.subprocess_runs == runs
+
+
+def _run_child(code: str, cache: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ENZYME_CACHE_DIR=cache)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+CHILD = """
+import subprocess, numpy as np, enzyme
+from enzyme import build, Reverse, Duplicated, autodiff
+src = {src!r}
+if {forbid}:
+    def refuse(*a, **k):
+        raise AssertionError("subprocess started")
+    subprocess.run = subprocess.Popen = refuse
+mod = enzyme.compile(src)
+w, x, dw = np.ones(3), np.arange(3.0), np.zeros(3)
+autodiff(Reverse, mod.cached_loss, Duplicated(w, dw), x, 3)
+print(list(dw), build.subprocess_runs)
+"""
+
+
+def test_new_process_finds_the_cache_on_disk(tc, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = _run_child(CHILD.format(src=KERNEL, forbid=False), cache)
+    assert first.returncode == 0, first.stderr
+    second = _run_child(CHILD.format(src=KERNEL, forbid=True), cache)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split("]")[0] == first.stdout.split("]")[0]
+    assert second.stdout.strip().endswith(" 0")
+    mode = stat.S_IMODE(os.stat(cache).st_mode)
+    assert mode == 0o700
+    leftovers = [p for p in os.listdir(cache) if p.startswith("build-")]
+    assert leftovers == []  # temporary build dirs are removed
+
+
+def test_corrupted_entries_are_rebuilt_not_loaded(tc, tmp_path):
+    cache = tmp_path / "cache"
+    first = _run_child(CHILD.format(src=KERNEL, forbid=False), str(cache))
+    assert first.returncode == 0, first.stderr
+    for so in list((cache / "modules").glob("*.so")) + list((cache / "derivatives").glob("*.so")):
+        so.write_bytes(b"\x7fELF garbage" * 10)
+    again = _run_child(CHILD.format(src=KERNEL, forbid=False), str(cache))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split("]")[0] == first.stdout.split("]")[0]
+    assert not again.stdout.strip().endswith(" 0")  # it rebuilt
+    # a truncated manifest is also just a miss
+    for manifest in (cache / "modules").glob("*.json"):
+        manifest.write_text("{")
+    third = _run_child(CHILD.format(src=KERNEL, forbid=False), str(cache))
+    assert third.returncode == 0, third.stderr
+    assert json.loads(next((cache / "modules").glob("*.json")).read_text())["files"]
+
+
+def test_header_edit_invalidates_the_module(cc, tmp_path):
+    header = tmp_path / "consts.h"
+    header.write_text("#define K 2.0\n")
+    src = tmp_path / "uses_header.c"
+    src.write_text('#include "consts.h"\ndouble hk(double x) { return K * x * x; }\n')
+    mod = cc(path=src)
+    assert autodiff(Reverse, mod.hk, Active(1.0)).derivs[0] == 4.0
+    header.write_text("#define K 5.0\n")
+    os.utime(header, ns=(1, 1))  # a different stamp even within one mtime tick
+    mod = cc(path=src)
+    assert mod.hk(1.0) == 5.0
+    assert autodiff(Reverse, mod.hk, Active(1.0)).derivs[0] == 10.0
+
+
+def test_unwritable_cache_falls_back_with_a_warning(tc, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("ENZYME_CACHE_DIR", str(blocker / "cache"))
+    with pytest.warns(UserWarning, match="unusable"):
+        mod = enzyme.compile("double fallback_k(double x) { return 3 * x; }", toolchain=tc)
+    assert mod.fallback_k(2.0) == 6.0

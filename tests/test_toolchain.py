@@ -1,0 +1,61 @@
+"""Toolchain resolution and `python -m enzyme doctor`, on the real toolchain."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import enzyme
+from enzyme import toolchain
+
+
+def _doctor(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **env_overrides)
+    return subprocess.run([sys.executable, "-m", "enzyme", "doctor"], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_doctor_runs_the_smoke_derivative(tc):
+    done = _doctor({"ENZYME_PLUGIN": tc.plugin})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "d/dx x*x at x=3 = 6.0" in done.stdout
+    assert tc.plugin_sha256 in done.stdout
+    assert "clang" in done.stdout and tc.clang_version in done.stdout
+
+
+def test_plugin_for_another_llvm_is_a_mismatch(tc, tmp_path):
+    fake = tmp_path / "lib" / "LLVMEnzyme-19.so"
+    fake.parent.mkdir()
+    shutil.copyfile(tc.plugin, fake)
+    with pytest.raises(enzyme.ToolchainError, match="LLVM 19") as info:
+        toolchain.resolve(plugin=fake, clang=tc.clang, opt=tc.opt)
+    assert "Fix:" in str(info.value)
+    done = _doctor({"ENZYME_PLUGIN": str(fake), "ENZYME_CLANG": tc.clang, "ENZYME_OPT": tc.opt})
+    assert done.returncode != 0
+    assert "mismatch" in done.stdout.lower()
+
+
+def test_missing_pieces_say_how_to_fix(tc, tmp_path):
+    with pytest.raises(enzyme.ToolchainError, match="does not exist"):
+        toolchain.resolve(plugin=tmp_path / "LLVMEnzyme-15.so")
+    with pytest.raises(enzyme.ToolchainError, match="does not exist"):
+        toolchain.resolve(plugin=tc.plugin, clang=str(tmp_path / "clang-15"))
+    named_wrong = tmp_path / "enzyme.so"
+    named_wrong.write_bytes(b"")
+    with pytest.raises(enzyme.ToolchainError, match="LLVMEnzyme-NN.so"):
+        toolchain.resolve(plugin=named_wrong)
+
+
+def test_default_plugin_is_pinned_by_hash(tc, tmp_path, monkeypatch):
+    monkeypatch.setenv("ENZYME_TOOLCHAIN_DIR", str(tmp_path))
+    monkeypatch.delenv("ENZYME_PLUGIN", raising=False)
+    monkeypatch.setattr(toolchain, "_known_plugin_locations", lambda: [])
+    target = toolchain.default_plugin_path()
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the plugin")
+    with pytest.raises(enzyme.ToolchainError, match="install-toolchain --force"):
+        toolchain.resolve(clang=tc.clang, opt=tc.opt)
