@@ -7,11 +7,20 @@ import math
 
 import numpy as np
 import pytest
-from conftest import central_difference
+from oracles import central_difference
 
 import enzyme
-from enzyme import (Active, Const, Duplicated, DuplicatedNoNeed, Forward, ForwardWithPrimal,
-                    Reverse, ReverseWithPrimal, autodiff)
+from enzyme import (
+    Active,
+    Const,
+    Duplicated,
+    DuplicatedNoNeed,
+    Forward,
+    ForwardWithPrimal,
+    Reverse,
+    ReverseWithPrimal,
+    autodiff,
+)
 
 SCALAR = """
 double f(double x, double y) { return x * x + 3 * y; }

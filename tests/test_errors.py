@@ -148,9 +148,9 @@ def test_unsupported_type_errors_on_use_not_compile(mod):
 
 def test_unknown_kernel(mod):
     with pytest.raises(enzyme.KernelNotFoundError, match="dot, f"):
-        mod.nope
+        _ = mod.nope
     with pytest.raises(AttributeError):
-        mod.nope
+        _ = mod.nope
     assert not hasattr(mod, "nope")
 
 

@@ -12,15 +12,44 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .activity import (Active, Const, Duplicated, DuplicatedNoNeed, Forward,
-                       ForwardWithPrimal, Mode, Reverse, ReverseWithPrimal)
-from .api import (Kernel, KernelNotFoundError, Module, autodiff, compile, derivative,
-                  get_include, grad, value_and_grad)
+from .activity import (
+                       Active,
+                       Const,
+                       Duplicated,
+                       DuplicatedNoNeed,
+                       Forward,
+                       ForwardWithPrimal,
+                       Mode,
+                       Reverse,
+                       ReverseWithPrimal,
+)
+from .api import (
+                       Kernel,
+                       KernelNotFoundError,
+                       Module,
+                       autodiff,
+                       compile,
+                       derivative,
+                       get_include,
+                       grad,
+                       value_and_grad,
+)
 from .call import ForwardResult, ReverseResult
-from .errors import (ActivityError, ArgumentError, ArgumentTypeError, ArgumentValueError,
-                     CacheError, CompileError, DifferentiationError, EnzymeError,
-                     ShadowError, ShadowTypeError, ShadowValueError, ToolchainError,
-                     UnsupportedSignatureError)
+from .errors import (
+                       ActivityError,
+                       ArgumentError,
+                       ArgumentTypeError,
+                       ArgumentValueError,
+                       CacheError,
+                       CompileError,
+                       DifferentiationError,
+                       EnzymeError,
+                       ShadowError,
+                       ShadowTypeError,
+                       ShadowValueError,
+                       ToolchainError,
+                       UnsupportedSignatureError,
+)
 
 __all__ = [
     "__version__", "compile", "Module", "Kernel", "autodiff", "derivative", "grad",

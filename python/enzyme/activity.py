@@ -263,7 +263,10 @@ def resolve_activities(signature: Signature, mode: Mode, activities: Sequence[An
 
     Examples
     --------
-    >>> spec = resolve_activities(sig, Reverse, [Active, Active])   # doctest: +SKIP
+    >>> from enzyme.signature import CType, Param, Signature
+    >>> dbl = CType("scalar", "double", "double", "float64")
+    >>> sig = Signature("f", (Param("x", dbl), Param("y", dbl)), dbl, "f.c:1")
+    >>> spec = resolve_activities(sig, Reverse, [Active, Active])
     >>> spec.pattern
     'Reverse(Active, Active; ret=Active)'
     """

@@ -15,8 +15,16 @@ from typing import Any
 import numpy as np
 
 from . import build, toolchain
-from .activity import (Active, Const, Duplicated, Mode, Reverse, ReverseWithPrimal,
-                       activity_class_of, resolve_activities)
+from .activity import (
+    Active,
+    Const,
+    Duplicated,
+    Mode,
+    Reverse,
+    ReverseWithPrimal,
+    activity_class_of,
+    resolve_activities,
+)
 from .activity import Annotation as _Annotation
 from .call import DerivativeFunction, PrimalFunction, flatten_annotations
 from .codegen import generate_derivative, primal_cdef

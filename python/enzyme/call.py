@@ -17,8 +17,14 @@ from typing import Any, NamedTuple
 import cffi
 import numpy as np
 
-from .errors import (ActivityError, ArgumentTypeError, ArgumentValueError, EnzymeError,
-                     ShadowTypeError, ShadowValueError)
+from .errors import (
+    ActivityError,
+    ArgumentTypeError,
+    ArgumentValueError,
+    EnzymeError,
+    ShadowTypeError,
+    ShadowValueError,
+)
 from .signature import CType, Signature
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",

@@ -71,9 +71,13 @@ def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
 
     Examples
     --------
-    >>> w = generate_derivative(spec)           # doctest: +SKIP
-    >>> print(w.cdef)
-    void __efi_d_f_0123456789(double x, double y, double seed, double *adj_x, double *adj_y);
+    >>> from enzyme.activity import Active, Reverse, resolve_activities
+    >>> from enzyme.signature import CType, Param, Signature
+    >>> dbl = CType("scalar", "double", "double", "float64")
+    >>> sig = Signature("f", (Param("x", dbl), Param("y", dbl)), dbl, "f.c:1")
+    >>> w = generate_derivative(resolve_activities(sig, Reverse, [Active, Active]))
+    >>> [p.role for p in w.params]
+    ['primal', 'primal', 'seed', 'adjoint_out', 'adjoint_out']
     """
     sig = spec.signature
     uid = hashlib.sha256(f"{CODEGEN_VERSION}|{sig.c_prototype}|{spec.pattern}".encode()).hexdigest()[:12]

@@ -217,7 +217,11 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
 
     Examples
     --------
-    >>> sigs = parse_signatures(["f.c"], [], "/usr/lib/llvm-15/lib/clang/15.0.6")  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> from enzyme.toolchain import resolve
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.c")
+    >>> _ = open(path, "w").write("double f(double x, double y) { return x*x + 3*y; }")
+    >>> sigs = parse_signatures([path], [], resolve().resource_dir)
     >>> str(sigs["f"])
     'double f(double x, double y)'
     """

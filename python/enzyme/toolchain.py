@@ -180,9 +180,9 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
 
     Examples
     --------
-    >>> tc = resolve()                      # doctest: +SKIP
-    >>> tc.llvm_major
-    15
+    >>> tc = resolve()
+    >>> tc.clang_version.split(".")[0] == str(tc.llvm_major)
+    True
     """
     plugin_path, plugin_source = _find_plugin(plugin)
     if not plugin_path.is_file():
@@ -271,7 +271,7 @@ def install_toolchain(force: bool = False, apt: bool = True, log=print) -> Path:
 
     Examples
     --------
-    >>> install_toolchain()                 # doctest: +SKIP
+    >>> install_toolchain()  # doctest: +SKIP
     PosixPath('/root/.local/share/enzyme-ffi/toolchain/llvm-15/lib/LLVMEnzyme-15.so')
     """
     if apt:
