@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from . import build, toolchain
+from . import build
+from . import toolchain as _toolchain_stage
 from .activity import (
     Active,
     Const,
@@ -52,19 +53,20 @@ class KernelNotFoundError(EnzymeError, AttributeError):
 
 
 _toolchain_lock = threading.Lock()
-_default_toolchain: toolchain.Toolchain | None = None
+# The default toolchain, and the environment it was resolved under: changing
+# ENZYME_PLUGIN/ENZYME_CLANG/ENZYME_OPT mid-process resolves it again.
+_default_toolchain: tuple[tuple, _toolchain_stage.Toolchain] | None = None
 
 
-def _resolve_toolchain(tc: toolchain.Toolchain | None) -> toolchain.Toolchain:
+def _resolve_toolchain(tc: _toolchain_stage.Toolchain | None) -> _toolchain_stage.Toolchain:
     global _default_toolchain
     if tc is not None:
         return tc
+    env = tuple(os.environ.get(v) for v in ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT"))
     with _toolchain_lock:
-        env = tuple(os.environ.get(v) for v in ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT"))
-        if _default_toolchain is None or getattr(_resolve_toolchain, "env", None) != env:
-            _default_toolchain = toolchain.resolve()
-            _resolve_toolchain.env = env
-        return _default_toolchain
+        if _default_toolchain is None or _default_toolchain[0] != env:
+            _default_toolchain = (env, _toolchain_stage.resolve())
+        return _default_toolchain[1]
 
 
 class Kernel:
@@ -126,7 +128,7 @@ class Module:
     Get kernels as attributes (``mod.loss``) or items (``mod["loss"]``).
     """
 
-    def __init__(self, artifact: build.ModuleArtifact, tc: toolchain.Toolchain,
+    def __init__(self, artifact: build.ModuleArtifact, tc: _toolchain_stage.Toolchain,
                  signatures: Mapping[str, Signature]) -> None:
         self._artifact = artifact
         self._toolchain = tc
@@ -197,7 +199,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             include_dirs: Sequence[str | os.PathLike] = (),
             defines: Mapping[str, str | int | None] | Sequence[str] | None = None,
             flags: Sequence[str] = (), libraries: Sequence[str] = (),
-            toolchain: toolchain.Toolchain | None = None) -> Module:
+            toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
     Parameters
@@ -260,7 +262,7 @@ def _as_kernel(kernel: Any) -> Kernel:
     return kernel
 
 
-def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any = 1.0):
+def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any = None):
     """Differentiate a kernel call with Enzyme, with call-site activities.
 
     Parameters
@@ -276,8 +278,8 @@ def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any 
     ret : annotation class, optional
         The return value's activity (default Active in reverse, Duplicated in
         forward, for floating returns).
-    seed : float
-        The adjoint of an Active return (default 1.0).
+    seed : float, optional
+        The adjoint of an Active return (default 1.0); only for an Active return.
 
     Returns
     -------

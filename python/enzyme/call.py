@@ -234,7 +234,7 @@ class DerivativeFunction:
             for p in wrapper.params if p.role in ("primal", "shadow")
         ]
 
-    def __call__(self, *args: Any, seed: Any = 1.0) -> Any:
+    def __call__(self, *args: Any, seed: Any = None) -> Any:
         if len(args) != self._nflat:
             raise ActivityError(
                 f"this derivative of {self.spec.kernel} ({self.spec.pattern}) takes "
@@ -244,8 +244,8 @@ class DerivativeFunction:
         for primal_pos, shadow_pos, name in self._pairs:
             _check_pair(args[primal_pos], args[shadow_pos], name)
         if self._has_seed:
-            converted.append(self._seed_convert(seed))
-        elif seed != 1.0:
+            converted.append(self._seed_convert(1.0 if seed is None else seed))
+        elif seed is not None:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
         outs = [self._ffi.new(t) for t, _, _ in self._outputs]

@@ -8,6 +8,7 @@ clang's resource directory, without which libclang silently types
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -173,12 +174,20 @@ def _ctype(t, table) -> CType:
 _INDEX = None
 
 
+def _drop_index() -> None:
+    # libclang's Index.__del__ fails noisily if it runs during interpreter
+    # teardown, after clang.cindex's globals are gone; release it first.
+    global _INDEX
+    _INDEX = None
+
+
 def _index():
     global _INDEX
     if _INDEX is None:
         from clang.cindex import Index
 
         _INDEX = Index.create()
+        atexit.register(_drop_index)
     return _INDEX
 
 

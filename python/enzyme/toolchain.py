@@ -269,10 +269,13 @@ def install_toolchain(force: bool = False, apt: bool = True, log=print) -> Path:
     pathlib.Path
         The installed plugin.
 
+    From a shell: ``python -m enzyme install-toolchain``.
+
     Examples
     --------
-    >>> install_toolchain()  # doctest: +SKIP
-    PosixPath('/root/.local/share/enzyme-ffi/toolchain/llvm-15/lib/LLVMEnzyme-15.so')
+    >>> from enzyme.toolchain import default_plugin_path
+    >>> default_plugin_path().name  # where install_toolchain() puts the plugin
+    'LLVMEnzyme-15.so'
     """
     if apt:
         _apt_install(log)
