@@ -24,9 +24,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Mode:
-    """A differentiation mode: reverse or forward, with or without the primal."""
+    """A differentiation mode: reverse or forward, with or without the primal.
+
+    The four modes are singletons compared by identity, which keeps the
+    per-call derivative lookup (keyed by mode) cheap.
+    """
 
     name: str
     reverse: bool

@@ -45,7 +45,10 @@ def get_include() -> str:
     >>> os.path.exists(os.path.join(enzyme.get_include(), "enzyme", "enzyme.h"))
     True
     """
-    return str(Path(__file__).resolve().parent / "include")
+    return _INCLUDE_DIR
+
+
+_INCLUDE_DIR = str(Path(__file__).resolve().parent / "include")
 
 
 class KernelNotFoundError(EnzymeError, AttributeError):

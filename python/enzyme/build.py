@@ -19,6 +19,7 @@ recorded hashes do not match is rebuilt, never loaded.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -83,7 +84,9 @@ def _package_version() -> str:
     return __version__
 
 
+@functools.lru_cache(maxsize=1)
 def _header_digest() -> str:
+    # the shipped header cannot change under a running process
     from . import get_include
 
     digest = hashlib.sha256()
