@@ -346,11 +346,14 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
                             f"returns {sig.ret.spelling}. Use autodiff with a seeded output "
                             "shadow instead.")
     nums, single = _normalize_argnums(argnums, len(sig.params))
+    if len(args) != len(sig.params):
+        raise ActivityError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} given. "
+                            f"Signature: {sig}")
     annotations: list[Any] = []
     for i, value in enumerate(args):
         if i not in nums:
             annotations.append(Const(value))
-        elif sig.params[i].ctype.is_pointer if i < len(sig.params) else False:
+        elif sig.params[i].ctype.is_pointer:
             if not isinstance(value, np.ndarray):
                 raise ActivityError(f"argument {i} ('{sig.params[i].name}') is a pointer: pass "
                                     "a numpy array to differentiate it.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cffi
 import numpy as np
@@ -26,6 +26,10 @@ from .errors import (
     ShadowValueError,
 )
 from .signature import CType, Signature
+
+if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
+    from .activity import DerivativeSpec
+    from .codegen import GeneratedWrapper
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
            "load_symbol"]
@@ -195,7 +199,7 @@ class DerivativeFunction:
     return.
     """
 
-    def __init__(self, spec, wrapper, so_path: str) -> None:
+    def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str) -> None:
         self.spec = spec
         self._ffi, self._fn = load_symbol(so_path, wrapper.cdef, wrapper.entry)
         ffi = self._ffi

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json"]
@@ -58,7 +59,7 @@ def _identity(path: Path) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def stamped_json(store: Path, subject: Path, compute: callable) -> dict:
+def stamped_json(store: Path, subject: Path, compute: Callable[[], dict]) -> dict:
     """Facts about ``subject`` (a file) computed once and remembered in
     ``store`` until the file's size, mtime or inode changes.
 

