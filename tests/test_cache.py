@@ -93,9 +93,10 @@ def test_corrupted_entries_are_rebuilt_not_loaded(tc, tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stdout.split("]")[0] == first.stdout.split("]")[0]
     assert not again.stdout.strip().endswith(" 0")  # it rebuilt
-    # a truncated manifest is also just a miss
-    for manifest in (cache / "modules").glob("*.json"):
-        manifest.write_text("{")
+    # a truncated manifest, or valid JSON of the wrong shape, is also just a miss
+    for i, manifest in enumerate(sorted((cache / "modules").glob("*.json"))
+                                 + sorted((cache / "derivatives").glob("*.json"))):
+        manifest.write_text(["{", "[]", '{"key": 1}'][i % 3])
     third = _run_child(CHILD.format(src=KERNEL, forbid=False), str(cache))
     assert third.returncode == 0, third.stderr
     assert json.loads(next((cache / "modules").glob("*.json")).read_text())["files"]

@@ -184,11 +184,18 @@ def _stamp(path: str) -> tuple[str, int, int]:
     return (path, st.st_size, st.st_mtime_ns)
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_manifest(path: Path, key: str) -> dict | None:
+    """The manifest of a cache entry, or None when it is missing, unreadable,
+    for another key, or not of the expected shape (a damaged entry is a miss)."""
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if (not isinstance(manifest, dict) or manifest.get("key") != key
+            or not isinstance(manifest.get("files"), dict)
+            or not all(isinstance(v, str) for v in manifest["files"].values())):
+        return None
+    return manifest
 
 
 def _files_intact(root: Path, files: dict[str, str]) -> bool:
@@ -275,10 +282,11 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     manifest_path = entries / f"{key}.json"
 
     def load() -> ModuleArtifact | None:
-        manifest = _read_manifest(manifest_path)
-        if not manifest or manifest.get("key") != key:
-            return None
-        if not _files_intact(entries, manifest["files"]) or not _deps_intact(manifest["deps"]):
+        manifest = _read_manifest(manifest_path, key)
+        if (manifest is None or set(manifest["files"]) != {f"{key}.bc", f"{key}.so"}
+                or not isinstance(manifest.get("deps"), dict) or "extra" not in manifest
+                or not _files_intact(entries, manifest["files"])
+                or not _deps_intact(manifest["deps"])):
             return None
         return ModuleArtifact(
             key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
@@ -375,9 +383,9 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     manifest_path = entries / f"{key}.json"
 
     def intact() -> bool:
-        manifest = _read_manifest(manifest_path)
-        return bool(manifest) and _files_intact(entries, manifest.get("files", {})) \
-            and f"{key}.so" in manifest.get("files", {})
+        manifest = _read_manifest(manifest_path, key)
+        return (manifest is not None and set(manifest["files"]) == {f"{key}.so"}
+                and _files_intact(entries, manifest["files"]))
 
     if not intact():
         with _key_lock(root, key):
