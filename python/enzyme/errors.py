@@ -22,6 +22,7 @@ __all__ = [
     "ShadowValueError",
     "UnsupportedSignatureError",
     "CacheError",
+    "NotImplementedYetError",
 ]
 
 
@@ -104,3 +105,7 @@ class UnsupportedSignatureError(EnzymeError, TypeError):
 class CacheError(EnzymeError):
     """The compile cache cannot be used (never raised for a corrupt entry,
     which is rebuilt instead)."""
+
+
+class NotImplementedYetError(EnzymeError, NotImplementedError):
+    """A documented part of the API that this version does not provide yet."""
