@@ -120,6 +120,27 @@ def test_unwritable_cache_falls_back_with_a_warning(tc, tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     monkeypatch.setenv("ENZYME_CACHE_DIR", str(blocker / "cache"))
-    with pytest.warns(UserWarning, match="unusable"):
+    with pytest.warns(UserWarning, match="refused"):
         mod = enzyme.compile("double fallback_k(double x) { return 3 * x; }", toolchain=tc)
     assert mod.fallback_k(2.0) == 6.0
+
+
+@pytest.mark.parametrize("problem", ["world-writable", "foreign-owner"])
+def test_unsafe_cache_dir_is_refused(tc, tmp_path, monkeypatch, problem):
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    if problem == "world-writable":
+        os.chmod(shared, 0o777)
+        expected = "writable by other users"
+    else:
+        if os.getuid() != 0:
+            pytest.skip("changing a directory's owner needs root")
+        os.chown(shared, 65534, 65534)
+        expected = "owned by uid 65534"
+    monkeypatch.setenv("ENZYME_CACHE_DIR", str(shared))
+    with pytest.warns(UserWarning, match=expected):
+        # a source of its own per case: an in-process hit would not touch the cache dir
+        mod = enzyme.compile(f"double unsafe_k(double x) {{ return 5 * x; }} /* {problem} */",
+                             toolchain=tc)
+    assert autodiff(Reverse, mod.unsafe_k, Active(1.0)).derivs[0] == 5.0
+    assert list(shared.iterdir()) == []  # nothing was written where others could tamper

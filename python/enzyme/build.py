@@ -95,22 +95,42 @@ def _header_digest() -> str:
     return digest.hexdigest()
 
 
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) if needed and check that only this user can
+    write it: shared libraries in it are loaded into the process."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by you")
+    if st.st_mode & 0o022:
+        raise PermissionError(f"{path} is writable by other users (mode {st.st_mode & 0o777:o})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path} is not writable")
+    return path
+
+
+_fallback_root: Path | None = None
+_refused_roots: set[str] = set()  # warn once per refused directory, not per compile
+
+
 def cache_root() -> Path:
     """The cache directory, created private (0700). When it cannot be created
-    or written, a private temporary directory is used instead, with a warning:
-    cache trouble never breaks a compile."""
+    or written, or others could plant files in it, a private temporary
+    directory is used instead, with a warning: cache trouble never breaks a
+    compile."""
+    global _fallback_root
     root = cache_dir()
     try:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise PermissionError(f"{root} is not writable")
-        return root
+        return _private_dir(root)
     except OSError as exc:
-        fallback = Path(tempfile.gettempdir()) / f"enzyme-ffi-{os.getuid()}"
-        warnings.warn(f"enzyme-ffi: cache dir {root} unusable ({exc}); using {fallback}. "
-                      "Set ENZYME_CACHE_DIR to a writable directory.", stacklevel=3)
-        fallback.mkdir(mode=0o700, exist_ok=True)
-        return fallback
+        if _fallback_root is None:
+            _fallback_root = Path(tempfile.mkdtemp(prefix="enzyme-ffi-cache-"))
+        if str(root) not in _refused_roots:
+            _refused_roots.add(str(root))
+            warnings.warn(f"enzyme-ffi: cache dir {root} refused ({exc}); using the private "
+                          f"temporary dir {_fallback_root} for this process. Set "
+                          "ENZYME_CACHE_DIR to a directory only you can write.", stacklevel=3)
+        return _fallback_root
 
 
 def _timeout() -> float:
