@@ -189,12 +189,3 @@ def test_bad_mode_and_annotations(mod):
     with pytest.raises(enzyme.ActivityError, match="seed="):
         autodiff(Reverse, mod.f, Active(1.0), Active(2.0), ret=Const, seed=2.0)
 
-
-def test_planned_api_names_say_so():
-    from enzyme import BatchDuplicated, hessian, jacobian
-
-    with pytest.raises(enzyme.NotImplementedYetError, match="not implemented"):
-        BatchDuplicated(np.ones(2), (np.zeros(2),))
-    for fn in (jacobian, hessian, enzyme.jvp, enzyme.vjp, enzyme.hvp):
-        with pytest.raises(NotImplementedError, match="For now"):
-            fn()

@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 
 from .activity import (
     Active,
+    BatchDuplicated,
+    BatchDuplicatedNoNeed,
     Const,
     Duplicated,
     DuplicatedNoNeed,
@@ -23,7 +25,22 @@ from .activity import (
     Reverse,
     ReverseWithPrimal,
 )
-from .api import Kernel, KernelNotFoundError, Module, autodiff, compile, derivative, get_include, grad, value_and_grad
+from .api import (
+    Kernel,
+    KernelNotFoundError,
+    Module,
+    autodiff,
+    compile,
+    derivative,
+    get_include,
+    grad,
+    hessian,
+    hvp,
+    jacobian,
+    jvp,
+    value_and_grad,
+    vjp,
+)
 from .call import ForwardResult, ReverseResult
 from .errors import (
     ActivityError,
@@ -34,14 +51,12 @@ from .errors import (
     CompileError,
     DifferentiationError,
     EnzymeError,
-    NotImplementedYetError,
     ShadowError,
     ShadowTypeError,
     ShadowValueError,
     ToolchainError,
     UnsupportedSignatureError,
 )
-from .planned import BatchDuplicated, BatchDuplicatedNoNeed, hessian, hvp, jacobian, jvp, vjp
 
 __all__ = [
     "__version__",
@@ -78,8 +93,6 @@ __all__ = [
     "UnsupportedSignatureError",
     "CacheError",
     "KernelNotFoundError",
-    "NotImplementedYetError",
-    # planned: each raises NotImplementedYetError with a workaround
     "BatchDuplicated",
     "BatchDuplicatedNoNeed",
     "jvp",

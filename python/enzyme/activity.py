@@ -20,8 +20,14 @@ from .signature import CType, Signature
 __all__ = [
     "Mode", "Reverse", "ReverseWithPrimal", "Forward", "ForwardWithPrimal",
     "Annotation", "Const", "Active", "Duplicated", "DuplicatedNoNeed",
-    "ArgSpec", "DerivativeSpec", "resolve_activities", "activity_class_of",
+    "BatchDuplicated", "BatchDuplicatedNoNeed",
+    "ArgSpec", "DerivativeSpec", "HvpSpec", "resolve_activities", "resolve_hvp",
+    "activity_class_of", "MAX_WIDTH",
 ]
+
+# Enzyme itself has no hard limit; beyond this the generated prototypes get
+# unwieldy and compile time grows with no speed gain on a CPU.
+MAX_WIDTH = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,7 +127,53 @@ class DuplicatedNoNeed(Duplicated):
     __slots__ = ()
 
 
-_ANNOTATIONS = {cls.__name__: cls for cls in (Const, Active, Duplicated, DuplicatedNoNeed)}
+class BatchDuplicated(Annotation):
+    """A primal with ``W`` shadows, differentiated in one batched Enzyme call
+    (``enzyme_width``): ``W`` tangent directions in forward mode, ``W``
+    accumulated adjoints (one per seed) in reverse mode.
+
+    ``dvals`` is a sequence of ``W`` shadows (arrays shaped like the primal,
+    or floats for a scalar in forward mode); a 2-D array whose rows are the
+    shadows also works.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.ones(3)
+    >>> BatchDuplicated(x, np.eye(3)).width
+    3
+    """
+
+    kind = "dup"
+    __slots__ = ("dval",)
+
+    def __init__(self, val: Any, dvals: Any) -> None:
+        super().__init__(val)
+        if isinstance(dvals, (str, bytes)) or not hasattr(dvals, "__len__"):
+            raise ActivityError(f"{type(self).__name__} takes a sequence of shadows, one per "
+                                f"batch lane; got {type(dvals).__name__}.")
+        if not 1 <= len(dvals) <= MAX_WIDTH:
+            raise ActivityError(f"{type(self).__name__} needs between 1 and {MAX_WIDTH} shadows, "
+                                f"got {len(dvals)}.")
+        self.dval = tuple(dvals)
+
+    @property
+    def width(self) -> int:
+        return len(self.dval)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.val!r}, <{self.width} shadows>)"
+
+
+class BatchDuplicatedNoNeed(BatchDuplicated):
+    """Like :class:`BatchDuplicated`, but the primal output may be left unwritten."""
+
+    kind = "dupnoneed"
+    __slots__ = ()
+
+
+_ANNOTATIONS = {cls.__name__: cls for cls in (Const, Active, Duplicated, DuplicatedNoNeed,
+                                              BatchDuplicated, BatchDuplicatedNoNeed)}
 
 
 def activity_class_of(obj: Any) -> type[Annotation]:
@@ -158,6 +210,8 @@ class DerivativeSpec:
     with_primal: bool
     args: tuple[ArgSpec, ...]
     ret: str  # "void", "const", "active" (reverse), "dup", "dupnoneed" (forward)
+    width: int = 1  # shadows per Duplicated argument (enzyme_width)
+    batched: bool = False  # shadows given as groups (BatchDuplicated), even when width is 1
 
     @property
     def kernel(self) -> str:
@@ -168,6 +222,9 @@ class DerivativeSpec:
         names = {"const": "Const", "active": "Active", "dup": "Duplicated",
                  "dupnoneed": "DuplicatedNoNeed", "void": "void"}
         mode = ("Reverse" if self.reverse else "Forward") + ("WithPrimal" if self.with_primal else "")
+        if self.batched:
+            mode += f"[width={self.width}]"
+            names.update(dup="BatchDuplicated", dupnoneed="BatchDuplicatedNoNeed")
         inner = ", ".join(names[a.activity] for a in self.args)
         return f"{mode}({inner}; ret={names[self.ret]})"
 
@@ -246,7 +303,7 @@ def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
 
 
 def resolve_activities(signature: Signature, mode: Mode, activities: Sequence[Any],
-                       ret: Any = None) -> DerivativeSpec:
+                       ret: Any = None, width: int = 1) -> DerivativeSpec:
     """Check an activity pattern against a signature.
 
     Parameters
@@ -259,6 +316,8 @@ def resolve_activities(signature: Signature, mode: Mode, activities: Sequence[An
     ret : annotation class, optional
         Activity of the return value; default Active (reverse) / Duplicated
         (forward) for floating returns, Const otherwise.
+    width : int
+        Number of shadows of every BatchDuplicated argument (batch mode).
 
     Raises
     ------
@@ -285,9 +344,58 @@ def resolve_activities(signature: Signature, mode: Mode, activities: Sequence[An
             f"{len(activities)} activit{'y was' if len(activities) == 1 else 'ies were'} given. "
             f"Signature: {signature}"
         )
+    classes = [activity_class_of(act) for act in activities]
+    batched = any(issubclass(c, BatchDuplicated) for c in classes)
+    if batched and any(issubclass(c, Duplicated) for c in classes):
+        raise ActivityError("Duplicated and BatchDuplicated cannot be mixed in one call: give "
+                            "every differentiated argument the same number of shadows with "
+                            "BatchDuplicated.")
+    if not (isinstance(width, int) and 1 <= width <= MAX_WIDTH):
+        raise ActivityError(f"width must be an integer from 1 to {MAX_WIDTH}, got {width!r}.")
+    if width > 1 and not batched:
+        raise ActivityError(f"width={width} needs BatchDuplicated arguments.")
     args = tuple(
-        _resolve_arg(i, param, activity_class_of(act).kind, mode.reverse)
-        for i, (param, act) in enumerate(zip(signature.params, activities))
+        _resolve_arg(i, param, cls.kind, mode.reverse)
+        for i, (param, cls) in enumerate(zip(signature.params, classes))
     )
     return DerivativeSpec(signature, mode.reverse, mode.with_primal, args,
-                          _resolve_ret(signature, mode, ret))
+                          _resolve_ret(signature, mode, ret), width, batched)
+
+
+@dataclass(frozen=True)
+class HvpSpec:
+    """Hessian-vector products of a scalar-returning kernel with respect to one
+    array argument, ``width`` directions per call."""
+
+    signature: Signature
+    wrt: int
+    width: int
+
+    @property
+    def kernel(self) -> str:
+        return self.signature.name
+
+    @property
+    def pattern(self) -> str:
+        return f"HVP[width={self.width}](wrt={self.signature.params[self.wrt].name})"
+
+
+def resolve_hvp(signature: Signature, wrt: int, width: int = 1) -> HvpSpec:
+    """Check that Hessian-vector products of ``signature`` w.r.t. parameter
+    ``wrt`` make sense: a floating return and a floating array parameter."""
+    signature.check_supported()
+    if not signature.ret.is_float:
+        raise ActivityError(f"hessian/hvp need a kernel returning a floating scalar; "
+                            f"'{signature.name}' returns {signature.ret.spelling}.")
+    if not -len(signature.params) <= wrt < len(signature.params):
+        raise ActivityError(f"wrt={wrt} is out of range for '{signature.name}' "
+                            f"({len(signature.params)} parameters).")
+    wrt %= len(signature.params)
+    param = signature.params[wrt]
+    if not (param.ctype.is_pointer and param.ctype.is_float):
+        raise ActivityError(f"hessian/hvp differentiate with respect to an array of doubles or "
+                            f"floats; parameter '{param.name}' is `{param.ctype.spelling}`. Wrap "
+                            "scalars into an array parameter in C.")
+    if not (isinstance(width, int) and 1 <= width <= MAX_WIDTH):
+        raise ActivityError(f"width must be an integer from 1 to {MAX_WIDTH}, got {width!r}.")
+    return HvpSpec(signature, wrt, width)

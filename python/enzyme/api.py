@@ -18,22 +18,26 @@ from . import build
 from . import toolchain as _toolchain_stage
 from .activity import (
     Active,
+    BatchDuplicated,
     Const,
     Duplicated,
+    Forward,
+    ForwardWithPrimal,
     Mode,
     Reverse,
     ReverseWithPrimal,
     activity_class_of,
     resolve_activities,
+    resolve_hvp,
 )
 from .activity import Annotation as _Annotation
-from .call import DerivativeFunction, PrimalFunction, flatten_annotations
-from .codegen import generate_derivative, primal_cdef
+from .call import DerivativeFunction, HvpFunction, PrimalFunction, flatten_annotations
+from .codegen import generate_derivative, generate_hvp, primal_cdef
 from .errors import ActivityError, CompileError, EnzymeError
 from .signature import Signature, parse_signatures
 
 __all__ = ["compile", "Module", "Kernel", "autodiff", "derivative", "grad", "value_and_grad",
-           "KernelNotFoundError", "get_include"]
+           "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError", "get_include"]
 
 
 def get_include() -> str:
@@ -93,7 +97,7 @@ class Kernel:
         self.signature = signature
         self.name = signature.name
         self._primal: PrimalFunction | None = None
-        self._derivatives: dict[tuple, DerivativeFunction] = {}
+        self._derivatives: dict[tuple, DerivativeFunction | HvpFunction] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -107,20 +111,34 @@ class Kernel:
                 self.signature, self.module._artifact.so_path, primal_cdef(self.signature))
         return primal(*args)
 
-    def derivative_function(self, mode: Mode, kinds: tuple, ret: Any = None) -> DerivativeFunction:
+    def derivative_function(self, mode: Mode, kinds: tuple, ret: Any = None,
+                            width: int = 1) -> DerivativeFunction:
         """The compiled derivative for a mode and activity classes (cached)."""
-        key = (mode, kinds, ret)
+        key = (mode, kinds, ret, width)
         found = self._derivatives.get(key)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._compile_once(key, lambda: resolve_activities(
+                self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction)
+        return found
+
+    def hvp_function(self, wrt: int, width: int = 1) -> HvpFunction:
+        """The compiled Hessian-vector product w.r.t. parameter ``wrt`` (cached)."""
+        key = ("hvp", wrt, width)
+        found = self._derivatives.get(key)
+        if found is None:
+            found = self._compile_once(key, lambda: resolve_hvp(self.signature, wrt, width),
+                                       generate_hvp, HvpFunction)
+        return found
+
+    def _compile_once(self, key: tuple, resolve: Callable, generate: Callable, wrap: Callable):
         with self._lock:
             found = self._derivatives.get(key)
             if found is None:
-                spec = resolve_activities(self.signature, mode, kinds, ret)
-                wrapper = generate_derivative(spec)
+                spec = resolve()
+                wrapper = generate(spec)
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, spec.pattern)
-                found = DerivativeFunction(spec, wrapper, str(so_path))
+                found = wrap(spec, wrapper, str(so_path))
                 self._derivatives[key] = found
         return found
 
@@ -297,18 +315,24 @@ def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any 
     kernel = _as_kernel(kernel)
     annotations = [a if isinstance(a, _Annotation) else Const(a) for a in args]
     kinds = tuple(type(a) for a in annotations)
+    widths = {a.width for a in annotations if isinstance(a, BatchDuplicated)}
+    if len(widths) > 1:
+        raise ActivityError(f"every BatchDuplicated argument needs the same number of shadows; "
+                            f"got {sorted(widths)}.")
     if ret is not None:
         activity_class_of(ret)
-    fn = kernel.derivative_function(mode, kinds, ret)
+    fn = kernel.derivative_function(mode, kinds, ret, widths.pop() if widths else 1)
     return fn(*flatten_annotations(annotations), seed=seed)
 
 
-def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None) -> DerivativeFunction:
+def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
+               width: int = 1) -> DerivativeFunction:
     """Build one derivative with fixed activities (like Rust's ``#[autodiff]``).
 
     The result is called with each primal followed by its shadow (for
-    ``Duplicated``/``DuplicatedNoNeed``), plus ``seed=`` for an Active
-    return, and returns what :func:`autodiff` returns.
+    ``Duplicated``/``DuplicatedNoNeed``; a sequence of ``width`` shadows for
+    ``BatchDuplicated``), plus ``seed=`` for an Active return, and returns
+    what :func:`autodiff` returns.
 
     Examples
     --------
@@ -325,7 +349,7 @@ def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None) ->
     kinds = tuple(activity_class_of(a) for a in activities)
     if ret is not None:
         activity_class_of(ret)
-    return kernel.derivative_function(mode, kinds, ret)
+    return kernel.derivative_function(mode, kinds, ret, width)
 
 
 def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[int, ...], bool]:
@@ -404,3 +428,265 @@ def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable
 
     value_and_gradient.__name__ = f"value_and_grad_{kernel.name}"
     return value_and_gradient
+
+
+def _param_index(kernel: Kernel, which: int | str, what: str) -> int:
+    params = kernel.signature.params
+    if isinstance(which, str):
+        for i, param in enumerate(params):
+            if param.name == which:
+                return i
+        raise ActivityError(f"{what}='{which}': '{kernel.name}' has no parameter of that name "
+                            f"({', '.join(p.name for p in params)}).")
+    if not isinstance(which, (int, np.integer)) or not -len(params) <= which < len(params):
+        raise ActivityError(f"{what}={which!r} is not a parameter index of '{kernel.name}' "
+                            f"({len(params)} parameters).")
+    return int(which) % len(params)
+
+
+def _returns_float(kernel: Kernel, helper: str) -> None:
+    if not kernel.signature.ret.is_float:
+        raise ActivityError(f"{helper} without out= needs a kernel returning a floating scalar; "
+                            f"'{kernel.name}' returns {kernel.signature.ret.spelling}. Name the "
+                            "output array with out=.")
+
+
+def _output_array(kernel: Kernel, args: tuple, out: int) -> np.ndarray:
+    param = kernel.signature.params[out]
+    if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.const:
+        raise ActivityError(f"out= must name a non-const floating array parameter that the kernel "
+                            f"writes; '{param.name}' is `{param.ctype.spelling}`.")
+    if not isinstance(args[out], np.ndarray):
+        raise ActivityError(f"out: argument '{param.name}' must be a numpy array.")
+    return args[out]
+
+
+def _wrt_array(kernel: Kernel, args: tuple, wrt: int) -> np.ndarray:
+    param = kernel.signature.params[wrt]
+    if not (param.ctype.is_pointer and param.ctype.is_float):
+        raise ActivityError(f"wrt must name a floating array parameter here; '{param.name}' is "
+                            f"`{param.ctype.spelling}`.")
+    if not isinstance(args[wrt], np.ndarray):
+        raise ActivityError(f"wrt: argument '{param.name}' must be a numpy array.")
+    return args[wrt]
+
+
+def _check_count(kernel: Kernel, args: tuple) -> None:
+    if len(args) != len(kernel.signature.params):
+        raise ActivityError(f"'{kernel.name}' takes {len(kernel.signature.params)} argument(s), "
+                            f"{len(args)} given. Signature: {kernel.signature}")
+
+
+def _ret_const(kernel: Kernel) -> Any:
+    return Const if kernel.signature.ret.kind != "void" else None
+
+
+def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
+    """Jacobian-vector product (forward mode): ``f(*args, v) -> (value, tangent)``.
+
+    ``value`` and ``tangent`` are the kernel's return value and its directional
+    derivative along ``v`` (a float for a scalar ``wrt``, an array like it
+    otherwise); with ``out=``, the output array the kernel writes and its tangent.
+
+    Examples
+    --------
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> jvp(mod.f, wrt=0)(3.0, 5.0, 1.0)
+    (24.0, 6.0)
+    """
+    kernel = _as_kernel(kernel)
+    x_index = _param_index(kernel, wrt, "wrt")
+    out_index = None if out is None else _param_index(kernel, out, "out")
+    if out_index is None:
+        _returns_float(kernel, "jvp")
+
+    def jvp_call(*args_and_v: Any) -> tuple[Any, Any]:
+        *args, v = args_and_v
+        _check_count(kernel, tuple(args))
+        annotations: list[Any] = [Const(a) for a in args]
+        annotations[x_index] = Duplicated(args[x_index], v)
+        if out_index is None:
+            result = autodiff(ForwardWithPrimal, kernel, *annotations)
+            return result.primal, result.tangent
+        y = _output_array(kernel, tuple(args), out_index)
+        tangent = np.zeros_like(y)
+        annotations[out_index] = Duplicated(y, tangent)
+        autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
+        return y.copy(), tangent
+    return jvp_call
+
+
+def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
+    """Vector-Jacobian product (reverse mode): ``f(*args, u) -> (value, cotangent)``.
+
+    ``u`` weighs the kernel's return value (a float), or with ``out=`` the
+    output array the kernel writes (an array like it; it is copied, since
+    Enzyme consumes the seed). The cotangent has the shape of argument ``wrt``.
+
+    Examples
+    --------
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> vjp(mod.f, wrt=1)(3.0, 5.0, 2.0)
+    (24.0, 6.0)
+    """
+    kernel = _as_kernel(kernel)
+    x_index = _param_index(kernel, wrt, "wrt")
+    out_index = None if out is None else _param_index(kernel, out, "out")
+    if out_index is None:
+        _returns_float(kernel, "vjp")
+
+    def vjp_call(*args_and_u: Any) -> tuple[Any, Any]:
+        *args, u = args_and_u
+        _check_count(kernel, tuple(args))
+        annotations: list[Any] = [Const(a) for a in args]
+        if kernel.signature.params[x_index].ctype.is_pointer:
+            x = _wrt_array(kernel, tuple(args), x_index)
+            annotations[x_index] = Duplicated(x, np.zeros_like(x))
+        else:
+            annotations[x_index] = Active(args[x_index])
+        if out_index is None:
+            result = autodiff(ReverseWithPrimal, kernel, *annotations, seed=u)
+            value = result.primal
+        else:
+            y = _output_array(kernel, tuple(args), out_index)
+            seed = np.array(u, dtype=y.dtype, order="C", copy=True)
+            if seed.shape != y.shape:
+                raise ActivityError(f"u has shape {seed.shape}, but the output has shape {y.shape}.")
+            annotations[out_index] = Duplicated(y, seed)
+            result = autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel))
+            value = y.copy()
+        adjoint = annotations[x_index]
+        return value, (result.derivs[x_index] if isinstance(adjoint, Active) else adjoint.dval)
+    return vjp_call
+
+
+def _unit_lanes(template: np.ndarray, start: int, width: int) -> np.ndarray:
+    """``width`` arrays shaped like ``template`` holding unit vectors
+    ``e_start, e_start+1, ...`` (zeros past the end: padding lanes)."""
+    lanes = np.zeros((width, template.size), dtype=template.dtype)
+    for lane in range(width):
+        if start + lane < template.size:
+            lanes[lane, start + lane] = 1
+    return lanes.reshape((width, *template.shape))
+
+
+def _check_chunk(chunk: Any) -> None:
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ActivityError(f"chunk must be a positive integer, got {chunk!r}.")
+
+
+def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
+             mode: Mode | None = None, chunk: int = 8) -> Callable[..., np.ndarray]:
+    """The Jacobian of an output array (``out=``) with respect to array ``wrt``.
+
+    Computed ``chunk`` columns at a time with batched forward mode, or
+    ``chunk`` rows at a time with batched reverse mode when there are fewer
+    outputs than inputs; ``mode=Forward``/``Reverse`` forces the choice.
+    Without ``out=`` the kernel's scalar return is differentiated (the
+    gradient). The result has shape ``out.shape + x.shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mod = compile("void sq(const double *x, double *y, int n) {"
+    ...               " for (int i = 0; i < n; i++) y[i] = x[i] * x[i]; }")
+    >>> jacobian(mod.sq, wrt=0, out=1)(np.arange(3.0), np.zeros(3), 3)
+    array([[0., 0., 0.],
+           [0., 2., 0.],
+           [0., 0., 4.]])
+    """
+    kernel = _as_kernel(kernel)
+    x_index = _param_index(kernel, wrt, "wrt")
+    if out is None:
+        _returns_float(kernel, "jacobian")
+        return grad(kernel, argnums=x_index)
+    out_index = _param_index(kernel, out, "out")
+    if mode not in (None, Forward, Reverse):
+        raise ActivityError("jacobian's mode= is Forward, Reverse or None (automatic).")
+    _check_chunk(chunk)
+
+    def jacobian_call(*args: Any) -> np.ndarray:
+        _check_count(kernel, args)
+        x, y = _wrt_array(kernel, args, x_index), _output_array(kernel, args, out_index)
+        n, m = x.size, y.size
+        use_forward = mode is Forward or (mode is None and n <= m)
+        jac = np.zeros((m, n), dtype=y.dtype)
+        annotations: list[Any] = [Const(a) for a in args]
+        if use_forward:
+            width = max(1, min(chunk, n))
+            for start in range(0, n, width):
+                tangents = np.zeros((width, *y.shape), dtype=y.dtype)
+                annotations[x_index] = BatchDuplicated(x, _unit_lanes(x, start, width))
+                annotations[out_index] = BatchDuplicated(y, tangents)
+                autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
+                cols = min(width, n - start)
+                jac[:, start:start + cols] = tangents.reshape(width, m)[:cols].T
+        else:
+            width = max(1, min(chunk, m))
+            for start in range(0, m, width):
+                adjoints = np.zeros((width, *x.shape), dtype=x.dtype)
+                annotations[x_index] = BatchDuplicated(x, adjoints)
+                annotations[out_index] = BatchDuplicated(y, _unit_lanes(y, start, width))
+                autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel))
+                rows = min(width, m - start)
+                jac[start:start + rows, :] = adjoints.reshape(width, n)[:rows]
+        return jac.reshape((*y.shape, *x.shape))
+    return jacobian_call
+
+
+def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:
+    """Hessian-vector product ``f(*args, v) -> H v`` by forward-over-reverse.
+
+    One call costs a small multiple of one gradient (Enzyme differentiates a
+    generated C gradient function in forward mode), never ``n`` gradients.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mod = compile("double cube(const double *x, int n) {"
+    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i]*x[i]*x[i]; return s; }")
+    >>> hvp(mod.cube)(np.array([1.0, 2.0]), 2, np.array([1.0, 1.0]))
+    array([ 6., 12.])
+    """
+    kernel = _as_kernel(kernel)
+    x_index = _param_index(kernel, wrt, "wrt")
+
+    def hvp_call(*args_and_v: Any) -> np.ndarray:
+        *args, v = args_and_v
+        _check_count(kernel, tuple(args))
+        return kernel.hvp_function(x_index, 1)(args, (v,))[1][0]
+    return hvp_call
+
+
+def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[..., np.ndarray]:
+    """The Hessian of a scalar-returning kernel with respect to an array argument.
+
+    Built ``chunk`` columns at a time from batched Hessian-vector products
+    (forward over reverse). The result has shape ``x.shape + x.shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mod = compile("double cube(const double *x, int n) {"
+    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i]*x[i]*x[i]; return s; }")
+    >>> hessian(mod.cube)(np.array([1.0, 2.0]), 2)
+    array([[ 6.,  0.],
+           [ 0., 12.]])
+    """
+    kernel = _as_kernel(kernel)
+    x_index = _param_index(kernel, wrt, "wrt")
+    _check_chunk(chunk)
+
+    def hessian_call(*args: Any) -> np.ndarray:
+        _check_count(kernel, args)
+        x = _wrt_array(kernel, args, x_index)
+        n = x.size
+        width = max(1, min(chunk, n))
+        fn = kernel.hvp_function(x_index, width)
+        hess = np.zeros((n, n), dtype=x.dtype)
+        for start in range(0, n, width):
+            _, products = fn(args, _unit_lanes(x, start, width))
+            for lane in range(min(width, n - start)):
+                hess[:, start + lane] = products[lane].ravel()
+        return hess.reshape((*x.shape, *x.shape))
+    return hessian_call

@@ -28,11 +28,11 @@ from .errors import (
 from .signature import CType, Signature
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
-    from .activity import DerivativeSpec
+    from .activity import DerivativeSpec, HvpSpec
     from .codegen import GeneratedWrapper
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
-           "load_symbol"]
+           "HvpFunction", "load_symbol"]
 
 
 class ReverseResult(NamedTuple):
@@ -191,12 +191,35 @@ def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool)
     return _scalar_converter(ctype, what, type_error)
 
 
+def _lanes(values: Any, width: int, what: str) -> tuple:
+    """The W shadows of a batched argument: a sequence, or an array whose
+    first axis runs over the lanes."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise ShadowTypeError(f"{what} must be a sequence of {width} shadows (one per batch "
+                              f"lane), got {_describe(values)}.")
+    if len(values) != width:
+        raise ShadowValueError(f"{what} has {len(values)} shadows, but this derivative was "
+                               f"built for width {width}.")
+    return tuple(values)
+
+
+def _check_disjoint(ffi: cffi.FFI, entries: list[tuple[Any, int, str]]) -> None:
+    """Raise when two of the given buffers overlap: batched shadows that share
+    memory would have Enzyme write one lane's derivative over another's."""
+    spans = sorted((int(ffi.cast("uintptr_t", cdata)), nbytes, label)
+                   for cdata, nbytes, label in entries if nbytes)
+    for (start, size, label), (next_start, _, next_label) in zip(spans, spans[1:]):
+        if next_start < start + size:
+            raise ShadowValueError(f"{label} and {next_label} share memory; every shadow needs "
+                                   "its own buffer (e.g. rows of np.zeros((W, *x.shape))).")
+
+
 class DerivativeFunction:
     """A generated derivative entry point with its call plan.
 
     Called with the flat argument list of the declaration style: each
-    primal, followed by its shadow when it has one; ``seed=`` for an Active
-    return.
+    primal, followed by its shadow when it has one (for a batched derivative,
+    a sequence of ``width`` shadows); ``seed=`` for an Active return.
     """
 
     def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str) -> None:
@@ -204,7 +227,10 @@ class DerivativeFunction:
         self._ffi, self._fn = load_symbol(so_path, wrapper.cdef, wrapper.entry)
         ffi = self._ffi
         sig = spec.signature
+        self._width = spec.width
+        self._batched = spec.batched
         self._convert: list[Callable[[Any], Any]] = []
+        self._group: list[bool] = []  # does this flat argument expand to W lanes?
         self._pairs: list[tuple[int, int, str]] = []
         self._outputs: list[tuple[str, str, int]] = []  # (cffi type, role, arg)
         self._has_seed = False
@@ -217,56 +243,149 @@ class DerivativeFunction:
                 writable = param.ctype.is_pointer and not param.ctype.const
                 self._convert.append(_param_converter(
                     ffi, param.ctype, f"argument '{name}' of {sig.name}", writable, shadow=False))
+                self._group.append(False)
             elif param.role == "shadow":
+                if param.lane:
+                    continue  # one flat argument holds all lanes
                 if param.ctype.is_pointer:
                     writable = spec.reverse or not param.ctype.const
                     self._pairs.append((position[param.arg], len(self._convert), name))
                 else:
                     writable = False
-                self._convert.append(_param_converter(
-                    ffi, param.ctype, f"the shadow of '{name}' in {sig.name}", writable,
-                    shadow=True))
+                convert = _param_converter(ffi, param.ctype, f"the shadow of '{name}' in {sig.name}",
+                                           writable, shadow=True)
+                if self._batched:
+                    convert = self._group_converter(convert, f"the shadows of '{name}'")
+                self._convert.append(convert)
+                self._group.append(self._batched)
             elif param.role == "seed":
-                self._has_seed = True
-                self._seed_convert = _scalar_converter(param.ctype, "seed", ArgumentTypeError)
+                if not param.lane:
+                    self._has_seed = True
+                    self._seed_convert = _scalar_converter(param.ctype, "seed", ArgumentTypeError)
             else:
                 self._outputs.append((f"{param.ctype.base}[1]", param.role, param.arg))
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._flat_names = [
             f"d{sig.params[p.arg].name}" if p.role == "shadow" else sig.params[p.arg].name
-            for p in wrapper.params if p.role in ("primal", "shadow")
+            for p in wrapper.params if p.role == "primal" or (p.role == "shadow" and not p.lane)
         ]
+
+    def _group_converter(self, convert: Callable[[Any], Any], what: str) -> Callable[[Any], tuple]:
+        width = self._width
+
+        def convert_lanes(values: Any) -> tuple:
+            return tuple(convert(v) for v in _lanes(values, width, what))
+        return convert_lanes
+
+    def _seeds(self, seed: Any) -> list:
+        if not self._batched:
+            return [self._seed_convert(1.0 if seed is None else seed)]
+        if seed is None:
+            return [1.0] * self._width
+        if isinstance(seed, (int, float, np.integer, np.floating)):
+            return [self._seed_convert(seed)] * self._width
+        return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
 
     def __call__(self, *args: Any, seed: Any = None) -> Any:
         if len(args) != self._nflat:
             raise ActivityError(
                 f"this derivative of {self.spec.kernel} ({self.spec.pattern}) takes "
                 f"{self._nflat} argument(s) ({', '.join(self._flat_names)}): each primal, "
-                f"followed by its shadow when it has one; {len(args)} given.")
-        converted = [conv(a) for conv, a in zip(self._convert, args)]
-        for primal_pos, shadow_pos, name in self._pairs:
-            _check_pair(args[primal_pos], args[shadow_pos], name)
+                f"followed by its shadow{'s' if self._batched else ''} when it has one; "
+                f"{len(args)} given.")
+        if self._batched:
+            converted = []
+            for conv, value, group in zip(self._convert, args, self._group):
+                if group:
+                    converted.extend(conv(value))
+                else:
+                    converted.append(conv(value))
+            self._check_batched_pairs(args)
+        else:
+            converted = [conv(a) for conv, a in zip(self._convert, args)]
+            for primal_pos, shadow_pos, name in self._pairs:
+                _check_pair(args[primal_pos], args[shadow_pos], name)
         if self._has_seed:
-            converted.append(self._seed_convert(1.0 if seed is None else seed))
+            converted.extend(self._seeds(seed))
         elif seed is not None:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
         outs = [self._ffi.new(t) for t, _, _ in self._outputs]
         self._fn(*converted, *outs)
+        return self._result(outs)
+
+    def _check_batched_pairs(self, args: tuple) -> None:
+        ffi = self._ffi
+        for primal_pos, shadow_pos, name in self._pairs:
+            primal = args[primal_pos]
+            entries = [(ffi.from_buffer(primal), primal.nbytes, f"the primal '{name}'")]
+            for lane, shadow in enumerate(args[shadow_pos]):
+                if shadow.shape != primal.shape:
+                    raise ShadowValueError(f"shadow {lane} of '{name}' has shape {shadow.shape}, "
+                                           f"but its primal has shape {primal.shape}.")
+                entries.append((ffi.from_buffer(shadow), shadow.nbytes, f"shadow {lane} of '{name}'"))
+            _check_disjoint(ffi, entries)
+
+    def _result(self, outs: list) -> Any:
         primal = None
-        tangent = None
-        derivs = [None] * self._nargs
+        tangents: list = []
+        derivs: list = [None] * self._nargs
         for out, (_, role, arg) in zip(outs, self._outputs):
             if role == "primal_out":
                 primal = out[0]
             elif role == "tangent_out":
-                tangent = out[0]
+                tangents.append(out[0])
+            elif self._batched:
+                derivs[arg] = (derivs[arg] or ()) + (out[0],)
             else:
                 derivs[arg] = out[0]
         if self.spec.reverse:
             return ReverseResult(tuple(derivs), primal)
-        return ForwardResult(tangent, primal)
+        if not tangents:
+            return ForwardResult(None, primal)
+        return ForwardResult(tuple(tangents) if self._batched else tangents[0], primal)
+
+
+class HvpFunction:
+    """Hessian-vector products (forward over reverse) with a call plan.
+
+    Called with the kernel's arguments and a sequence of ``width`` direction
+    arrays shaped like argument ``wrt``; returns ``(gradient, products)``.
+    """
+
+    def __init__(self, spec: HvpSpec, wrapper: GeneratedWrapper, so_path: str) -> None:
+        self.spec = spec
+        self._ffi, self._fn = load_symbol(so_path, wrapper.cdef, wrapper.entry)
+        sig = spec.signature
+        self._convert = [
+            _param_converter(self._ffi, p.ctype, f"argument '{p.name}' of {sig.name}",
+                             writable=not p.ctype.const, shadow=False)
+            for p in sig.params
+        ]
+        x = sig.params[spec.wrt]
+        self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
+                                           writable=False, shadow=True)
+        self._out = _param_converter(self._ffi, x.ctype, "an output", writable=True, shadow=True)
+
+    def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
+        sig, wrt = self.spec.signature, self.spec.wrt
+        if len(args) != len(sig.params):
+            raise ArgumentTypeError(f"{sig.name} takes {len(sig.params)} argument(s), "
+                                    f"{len(args)} given. Signature: {sig}")
+        converted = [conv(a) for conv, a in zip(self._convert, args)]
+        x = args[wrt]
+        lanes = _lanes(directions, self.spec.width, f"the directions for '{sig.params[wrt].name}'")
+        converted_lanes = [self._direction(v) for v in lanes]
+        for lane in lanes:
+            if lane.shape != x.shape:
+                raise ShadowValueError(f"a direction has shape {lane.shape}, but "
+                                       f"'{sig.params[wrt].name}' has shape {x.shape}.")
+        gradient = np.zeros_like(x)
+        products = [np.zeros_like(x) for _ in lanes]
+        self._fn(*converted[:wrt + 1], *converted_lanes, *converted[wrt + 1:],
+                 self._out(gradient), *(self._out(p) for p in products))
+        return gradient, products
 
 
 def flatten_annotations(annotations: Sequence[Any]) -> list[Any]:

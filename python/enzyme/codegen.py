@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .activity import ArgSpec, DerivativeSpec
+from .activity import DerivativeSpec, HvpSpec
 from .signature import CType, Signature
 
-__all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "primal_cdef"]
+__all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,15 @@ class WrapperParam:
 
     ``role`` is ``primal``, ``shadow`` (both for argument ``arg``), ``seed``,
     or an output: ``primal_out``, ``adjoint_out`` (for argument ``arg``),
-    ``tangent_out``. ``ctype`` is the element type for outputs.
+    ``tangent_out``. ``lane`` numbers the shadows, seeds and outputs of a
+    batched (``enzyme_width``) call. ``ctype`` is the element type for outputs.
     """
 
     role: str
     arg: int
     ctype: CType
     c_decl: str
+    lane: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,130 @@ def _value(ctype: CType) -> CType:
     return CType("scalar", ctype.base, ctype.base, ctype.dtype)
 
 
-def _shadow_decl(arg: ArgSpec, reverse: bool) -> str:
+def _uid(*parts: str) -> str:
+    return hashlib.sha256("|".join((CODEGEN_VERSION, *parts)).encode()).hexdigest()[:12]
+
+
+class _Call:
+    """One Enzyme call being assembled: the helper around the kernel, the
+    entry point's parameters, and the call's argument list."""
+
+    def __init__(self, sig: Signature, width: int) -> None:
+        self.sig = sig
+        self.width = width
+        self.helper_params: list[tuple[str, str]] = []  # (C type, name)
+        self.call_in_helper: list[str] = []
+        self.entry_params: list[WrapperParam] = []
+        self.outputs: list[WrapperParam] = []
+        self.locals: list[str] = []
+        self.enzyme_args: list[tuple[str, str]] = []  # (C type, expression)
+        self.after: list[str] = []
+        if width > 1:
+            self.enzyme_args += [("int", "enzyme_width"), ("int", str(width))]
+
+    def lanes(self, fmt: str) -> list[str]:
+        return [fmt.format(w=w) for w in range(self.width)]
+
+    def const(self, index: int, ctype: CType) -> None:
+        name = f"a{index}"
+        self.helper_params.append((ctype.c_decl, name))
+        self.call_in_helper.append(name)
+        self.entry_params.append(WrapperParam("primal", index, ctype, f"{ctype.c_decl} {name}"))
+        self.enzyme_args += [("int", "enzyme_const"), (ctype.c_decl, name)]
+
+    def pointer(self, index: int, ctype: CType, shadow_decl: str, noneed: bool,
+                shadow_role: str = "shadow") -> None:
+        name = f"a{index}"
+        self.helper_params.append((ctype.c_decl, name))
+        self.call_in_helper.append(name)
+        self.entry_params.append(WrapperParam("primal", index, ctype, f"{ctype.c_decl} {name}"))
+        for w in range(self.width):
+            self.entry_params.append(
+                WrapperParam(shadow_role, index, ctype, f"{shadow_decl} d{name}_{w}", lane=w))
+        self.enzyme_args += [("int", "enzyme_dupnoneed" if noneed else "enzyme_dup"),
+                             (ctype.c_decl, name)]
+        self.enzyme_args += [(shadow_decl, d) for d in self.lanes(f"d{name}_{{w}}")]
+
+    def scalar(self, index: int, ctype: CType, active: bool) -> None:
+        """A floating scalar, handed to the helper by pointer so that its
+        derivative lives in memory: Active (reverse) or with tangents (forward)."""
+        name, base = f"a{index}", ctype.base
+        self.helper_params.append((f"const {base} *", name))
+        self.call_in_helper.append(f"*{name}")
+        self.entry_params.append(WrapperParam("primal", index, ctype, f"{base} {name}"))
+        if active:
+            self.locals.append(f"{base} v{name} = {name}, " + ", ".join(self.lanes(f"s{name}_{{w}} = 0")) + ";")
+            for w in range(self.width):
+                self.outputs.append(WrapperParam("adjoint_out", index, ctype,
+                                                 f"{base} *out_d{name}_{w}", lane=w))
+                self.after.append(f"*out_d{name}_{w} = s{name}_{w};")
+        else:
+            for w in range(self.width):
+                self.entry_params.append(WrapperParam("shadow", index, ctype,
+                                                      f"{base} d{name}_{w}", lane=w))
+            self.locals.append(f"{base} v{name} = {name}, "
+                               + ", ".join(self.lanes(f"s{name}_{{w}} = d{name}_{{w}}")) + ";")
+        self.enzyme_args += [("int", "enzyme_dup"), (f"const {base} *", f"&v{name}")]
+        self.enzyme_args += [(f"{base} *", s) for s in self.lanes(f"&s{name}_{{w}}")]
+
+    def returns(self, ret: str, reverse: bool, with_primal: bool, seed_param: bool = True) -> str:
+        """Add the return slot; give the helper's body. An Active return is
+        seeded by ``seed_*`` parameters, or by 1 when ``seed_param`` is false."""
+        call = f"{self.sig.name}({', '.join(self.call_in_helper)})"
+        if ret == "void":
+            return f"{call};"
+        rtype = _value(self.sig.ret)
+        rbase = rtype.base
+        self.helper_params.append((f"{rbase} *", "ret"))
+        if ret == "active" and not seed_param:
+            seeds = self.lanes("dr_{w} = 1")
+        elif ret == "active":
+            for w in range(self.width):
+                self.entry_params.append(WrapperParam("seed", -1, rtype, f"{rbase} seed_{w}", lane=w))
+            seeds = self.lanes("dr_{w} = seed_{w}")
+        else:
+            seeds = self.lanes("dr_{w} = 0")
+        self.locals.append(f"{rbase} r = 0, {', '.join(seeds)};")
+        if ret == "const":
+            self.enzyme_args += [("int", "enzyme_const"), (f"{rbase} *", "&r")]
+        else:
+            keep = with_primal and ret != "dupnoneed"
+            self.enzyme_args += [("int", "enzyme_dup" if keep else "enzyme_dupnoneed"),
+                                 (f"{rbase} *", "&r")]
+            self.enzyme_args += [(f"{rbase} *", d) for d in self.lanes("&dr_{w}")]
+        if with_primal:
+            self.outputs.insert(0, WrapperParam("primal_out", -1, rtype, f"{rbase} *out_primal"))
+            self.after.append("*out_primal = r;")
+        if not reverse and ret in ("dup", "dupnoneed"):
+            for w in range(self.width):
+                self.outputs.append(WrapperParam("tangent_out", -1, rtype,
+                                                 f"{rbase} *out_tangent_{w}", lane=w))
+                self.after.append(f"*out_tangent_{w} = dr_{w};")
+        return f"*ret = {call};"
+
+    def helper_pointer_type(self) -> str:
+        return f"void (*)({', '.join(t for t, _ in self.helper_params) or 'void'})"
+
+    def helper_definition(self, helper: str, body: str) -> str:
+        params = ", ".join(f"{t} {n}" for t, n in self.helper_params) or "void"
+        return f"static void {helper}({params}) {{ {body} }}"
+
+    def declaration(self, enzyme_fn: str) -> str:
+        types = ", ".join([self.helper_pointer_type()] + [t for t, _ in self.enzyme_args])
+        return f"extern void {enzyme_fn}({types});"
+
+    def invocation(self, enzyme_fn: str, helper: str) -> str:
+        return f"{enzyme_fn}({', '.join([helper] + [e for _, e in self.enzyme_args])});"
+
+
+_PRELUDE = "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_width;"
+
+
+def _shadow_decl(ctype: CType, reverse: bool) -> str:
     # Reverse accumulates into every shadow, so even a const primal's shadow
     # is written; in forward mode an input's tangent is only read.
-    const = arg.ctype.const and not reverse
-    return f"{'const ' if const else ''}{arg.ctype.base} *"
+    const = ctype.const and not reverse
+    return f"{'const ' if const else ''}{ctype.base} *"
 
 
 def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
@@ -80,93 +201,104 @@ def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
     ['primal', 'primal', 'seed', 'adjoint_out', 'adjoint_out']
     """
     sig = spec.signature
-    uid = hashlib.sha256(f"{CODEGEN_VERSION}|{sig.c_prototype}|{spec.pattern}".encode()).hexdigest()[:12]
+    uid = _uid(sig.c_prototype, spec.pattern)
     entry = f"__efi_d_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
     enzyme_fn = f"__enzyme_{'autodiff' if spec.reverse else 'fwddiff'}_efi_{uid}"
-
-    helper_params: list[tuple[str, str]] = []  # (C type, name) of the helper's parameters
-    call_in_helper: list[str] = []  # how the helper passes each argument on
-    entry_params: list[WrapperParam] = []
-    outputs: list[WrapperParam] = []
-    locals_: list[str] = []
-    enzyme_args: list[tuple[str, str]] = []  # (C type, expression)
-    after: list[str] = []
-
+    call = _Call(sig, spec.width)
     for arg in spec.args:
-        ctype, name = arg.ctype, f"a{arg.index}"
         if arg.activity == "const":
-            helper_params.append((ctype.c_decl, name))
-            call_in_helper.append(name)
-            entry_params.append(WrapperParam("primal", arg.index, ctype, f"{ctype.c_decl} {name}"))
-            enzyme_args += [("int", "enzyme_const"), (ctype.c_decl, name)]
-        elif ctype.is_pointer:
-            shadow = _shadow_decl(arg, spec.reverse)
-            helper_params.append((ctype.c_decl, name))
-            call_in_helper.append(name)
-            entry_params.append(WrapperParam("primal", arg.index, ctype, f"{ctype.c_decl} {name}"))
-            entry_params.append(WrapperParam("shadow", arg.index, ctype, f"{shadow} d{name}"))
-            marker = "enzyme_dupnoneed" if arg.activity == "dupnoneed" else "enzyme_dup"
-            enzyme_args += [("int", marker), (ctype.c_decl, name), (shadow, f"d{name}")]
+            call.const(arg.index, arg.ctype)
+        elif arg.ctype.is_pointer:
+            call.pointer(arg.index, arg.ctype, _shadow_decl(arg.ctype, spec.reverse),
+                         noneed=arg.activity == "dupnoneed")
         else:
-            # A floating scalar: Active (reverse) or a tangent (forward). It is
-            # handed to the helper by pointer so its derivative lives in memory.
-            base = ctype.base
-            helper_params.append((f"const {base} *", name))
-            call_in_helper.append(f"*{name}")
-            entry_params.append(WrapperParam("primal", arg.index, ctype, f"{base} {name}"))
-            if arg.activity == "active":
-                locals_.append(f"{base} v{name} = {name}, s{name} = 0;")
-                outputs.append(WrapperParam("adjoint_out", arg.index, ctype, f"{base} *out_d{name}"))
-                after.append(f"*out_d{name} = s{name};")
-            else:
-                entry_params.append(WrapperParam("shadow", arg.index, ctype, f"{base} d{name}"))
-                locals_.append(f"{base} v{name} = {name}, s{name} = d{name};")
-            enzyme_args += [("int", "enzyme_dup"), (f"const {base} *", f"&v{name}"),
-                            (f"{base} *", f"&s{name}")]
-
-    ret = sig.ret
-    call = f"{sig.name}({', '.join(call_in_helper)})"
-    if spec.ret == "void":
-        helper_body = f"{call};"
-    else:
-        rbase = ret.base
-        rtype = _value(ret)
-        helper_params.append((f"{rbase} *", "ret"))
-        helper_body = f"*ret = {call};"
-        seed = "0"
-        if spec.ret == "active":
-            entry_params.append(WrapperParam("seed", -1, rtype, f"{rbase} seed"))
-            seed = "seed"
-        locals_.append(f"{rbase} r = 0, dr = {seed};")
-        if spec.ret == "const":
-            enzyme_args += [("int", "enzyme_const"), (f"{rbase} *", "&r")]
-        else:
-            keep = spec.with_primal and spec.ret != "dupnoneed"
-            enzyme_args += [("int", "enzyme_dup" if keep else "enzyme_dupnoneed"),
-                            (f"{rbase} *", "&r"), (f"{rbase} *", "&dr")]
-        if spec.with_primal:
-            outputs.insert(0, WrapperParam("primal_out", -1, rtype, f"{rbase} *out_primal"))
-            after.append("*out_primal = r;")
-        if not spec.reverse and spec.ret in ("dup", "dupnoneed"):
-            outputs.append(WrapperParam("tangent_out", -1, rtype, f"{rbase} *out_tangent"))
-            after.append("*out_tangent = dr;")
-
-    params = tuple(entry_params + outputs)
-    helper_sig = ", ".join(f"{t} {n}" for t, n in helper_params) or "void"
-    helper_ptr = f"void (*)({', '.join(t for t, _ in helper_params) or 'void'})"
-    proto_types = ", ".join([helper_ptr] + [t for t, _ in enzyme_args])
+            call.scalar(arg.index, arg.ctype, active=arg.activity == "active")
+    body = call.returns(spec.ret, spec.reverse, spec.with_primal)
+    params = tuple(call.entry_params + call.outputs)
     entry_sig = ", ".join(p.c_decl for p in params) or "void"
     lines = [
         f"/* enzyme-ffi generated: {spec.pattern} of {sig} */",
-        "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const;",
+        _PRELUDE,
         f"extern {sig.c_prototype};",
-        f"static void {helper}({helper_sig}) {{ {helper_body} }}",
-        f"extern void {enzyme_fn}({proto_types});",
+        call.helper_definition(helper, body),
+        call.declaration(enzyme_fn),
         f"void {entry}({entry_sig}) {{",
-        *(f"    {line}" for line in locals_),
-        f"    {enzyme_fn}({', '.join([helper] + [e for _, e in enzyme_args])});",
-        *(f"    {line}" for line in after),
+        *(f"    {line}" for line in call.locals),
+        f"    {call.invocation(enzyme_fn, helper)}",
+        *(f"    {line}" for line in call.after),
+        "}",
+        "",
+    ]
+    return GeneratedWrapper(entry=entry, c_source="\n".join(lines),
+                            cdef=f"void {entry}({entry_sig});", params=params)
+
+
+def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
+    """Hessian-vector products by forward-over-reverse.
+
+    The generated C holds a gradient function (``__enzyme_autodiff`` of the
+    kernel with respect to argument ``spec.wrt``, return seeded with 1), and
+    the entry point differentiates that gradient function with
+    ``__enzyme_fwddiff`` in ``spec.width`` directions at once. Entry
+    parameters: every primal argument, then ``width`` directions
+    (``direction``), the gradient (``gradient_out``) and ``width`` products
+    (``hvp_out``), all arrays shaped like the ``wrt`` argument.
+    """
+    sig = spec.signature
+    uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}")
+    entry = f"__efi_hvp_{sig.name}_{uid}"
+    helper = f"__efi_h_{sig.name}_{uid}"
+    grad_fn = f"__efi_g_{sig.name}_{uid}"
+    inner_fn = f"__enzyme_autodiff_efi_g_{uid}"
+    outer_fn = f"__enzyme_fwddiff_efi_hv_{uid}"
+    x = sig.params[spec.wrt].ctype
+    base = x.base
+
+    inner = _Call(sig, 1)
+    for index, param in enumerate(sig.params):
+        if index == spec.wrt:
+            inner.pointer(index, param.ctype, f"{base} *", noneed=False)
+        else:
+            inner.const(index, param.ctype)
+    body = inner.returns("active", reverse=True, with_primal=False, seed_param=False)
+    # The gradient function: the kernel's parameters plus the gradient buffer;
+    # the return seed is fixed at 1 (a constant, not a parameter).
+    grad_params = [(p.ctype.c_decl, f"a{i}") for i, p in enumerate(sig.params)]
+    grad_params.append((f"{base} *", f"da{spec.wrt}_0"))
+
+    outer = _Call(sig, spec.width)
+    for index, param in enumerate(sig.params):
+        if index == spec.wrt:
+            outer.pointer(index, param.ctype, f"const {base} *", noneed=False,
+                          shadow_role="direction")
+        else:
+            outer.const(index, param.ctype)
+    gradient = CType("pointer", f"{base} *", base, x.dtype)
+    outer.entry_params.append(WrapperParam("gradient_out", spec.wrt, gradient, f"{base} *grad"))
+    outer.enzyme_args += [("int", "enzyme_dup"), (f"{base} *", "grad")]
+    for w in range(spec.width):
+        outer.entry_params.append(WrapperParam("hvp_out", spec.wrt, gradient, f"{base} *hv_{w}",
+                                               lane=w))
+        outer.enzyme_args.append((f"{base} *", f"hv_{w}"))
+    outer.helper_params = grad_params  # what is differentiated is the gradient function
+    params = tuple(outer.entry_params)
+    entry_sig = ", ".join(p.c_decl for p in params)
+    grad_sig = ", ".join(f"{t} {n}" for t, n in grad_params)
+    lines = [
+        f"/* enzyme-ffi generated: Hessian-vector product (width {spec.width}) of {sig} "
+        f"with respect to {sig.params[spec.wrt].name} */",
+        _PRELUDE,
+        f"extern {sig.c_prototype};",
+        inner.helper_definition(helper, body),
+        inner.declaration(inner_fn),
+        f"static void {grad_fn}({grad_sig}) {{",
+        *(f"    {line}" for line in inner.locals),
+        f"    {inner.invocation(inner_fn, helper)}",
+        "}",
+        outer.declaration(outer_fn),
+        f"void {entry}({entry_sig}) {{",
+        f"    {outer.invocation(outer_fn, grad_fn)}",
         "}",
         "",
     ]

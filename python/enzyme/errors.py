@@ -22,7 +22,6 @@ __all__ = [
     "ShadowValueError",
     "UnsupportedSignatureError",
     "CacheError",
-    "NotImplementedYetError",
 ]
 
 
@@ -106,6 +105,3 @@ class CacheError(EnzymeError):
     """The compile cache cannot be used (never raised for a corrupt entry,
     which is rebuilt instead)."""
 
-
-class NotImplementedYetError(EnzymeError, NotImplementedError):
-    """A documented part of the API that this version does not provide yet."""
