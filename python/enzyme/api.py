@@ -7,6 +7,7 @@ only module that imports several stages.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from .activity import (
 )
 from .activity import Annotation as _Annotation
 from .call import DerivativeFunction, HvpFunction, PrimalFunction, flatten_annotations
-from .codegen import generate_derivative, generate_hvp, primal_cdef
+from .codegen import generate_derivative, generate_hvp, generate_registrations, primal_cdef
 from .errors import ActivityError, CompileError, EnzymeError
 from .signature import Signature, parse_signatures
 
@@ -220,6 +221,10 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             include_dirs: Sequence[str | os.PathLike] = (),
             defines: Mapping[str, str | int | None] | Sequence[str] | None = None,
             flags: Sequence[str] = (), libraries: Sequence[str] = (),
+            library_dirs: Sequence[str | os.PathLike] = (),
+            forward_rules: Mapping[str, str] | None = None,
+            reverse_rules: Mapping[str, tuple[str, str]] | None = None,
+            inactive: Sequence[str] = (), inactive_globals: Sequence[str] = (),
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -231,9 +236,20 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         One C file.
     sources : sequence of path-like, optional
         Several C files, linked into one module.
-    include_dirs, defines, flags, libraries
-        ``-I``, ``-D``, extra clang flags (e.g. ``-ffast-math``) and ``-l``
-        libraries. ``enzyme.get_include()`` is always on the include path.
+    include_dirs, defines, flags, libraries, library_dirs
+        ``-I``, ``-D``, extra clang flags (e.g. ``-ffast-math``), ``-l``
+        libraries and their ``-L`` directories (also used as run paths).
+        ``enzyme.get_include()`` is always on the include path.
+    forward_rules : mapping, optional
+        ``{"f": "f_fwd"}``: use C function ``f_fwd`` as the forward-mode
+        derivative of ``f`` (see ``ENZYME_CUSTOM_DERIVATIVE`` in the header
+        for the rule's signature). ``f`` may have no body (a library call).
+    reverse_rules : mapping, optional
+        ``{"f": ("f_aug", "f_rev")}``: augmented forward pass and reverse pass
+        for ``f`` (``ENZYME_CUSTOM_GRADIENT``).
+    inactive, inactive_globals : sequence of str, optional
+        Functions whose calls are not differentiated (logging, timers, RNG;
+        they may have no body) and globals holding no derivative information.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -262,19 +278,66 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     elif defines:
         args += [f"-D{d}" for d in defines]
     args += [*flags, f"-I{get_include()}"]
+    forward_rules, reverse_rules = dict(forward_rules or {}), dict(reverse_rules or {})
+    rule_functions = _check_rules(forward_rules, reverse_rules, inactive, inactive_globals)
+    if rule_functions or inactive or inactive_globals:
+        inputs.append(build.SourceInput(
+            generate_registrations(forward_rules, reverse_rules, tuple(inactive),
+                                   tuple(inactive_globals)), "<enzyme-ffi registrations>"))
+    link_args = []
+    for directory in library_dirs:
+        directory = os.path.abspath(directory)
+        link_args += [f"-L{directory}", f"-Wl,-rpath,{directory}"]
+    link_args += [f"-l{lib}" for lib in libraries]
 
     def describe(paths: list[str]) -> dict:
         signatures = parse_signatures(paths, args, tc.resource_dir)
         return {"signatures": [s.to_json() for s in signatures.values()]}
 
-    artifact = build.build_module(tc, inputs, args, tuple(libraries), describe)
+    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe)
     known = _modules.get(artifact.key)
     if known is not None and known[0] is artifact:
         return known[1]
     signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
+    missing = sorted(name for name in rule_functions if name not in signatures)
+    if missing:
+        raise CompileError(f"the derivative rule function(s) {', '.join(missing)} named in "
+                           "forward_rules/reverse_rules are not defined (as non-static functions) "
+                           "in the sources.")
     module = Module(artifact, tc, signatures)
     _modules[artifact.key] = (artifact, module)
     return module
+
+
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _check_rules(forward_rules: dict, reverse_rules: dict, inactive: Sequence[str],
+                 inactive_globals: Sequence[str]) -> set[str]:
+    """Check that every name is a C identifier; return the rule functions,
+    which must be defined in the module."""
+    def identifier(name: Any, what: str) -> str:
+        if not isinstance(name, str) or not _C_IDENTIFIER.match(name):
+            raise TypeError(f"{what}: {name!r} is not a C function or variable name.")
+        return name
+
+    rules: set[str] = set()
+    for fn, fwd in forward_rules.items():
+        identifier(fn, "forward_rules key")
+        rules.add(identifier(fwd, f"forward_rules['{fn}']"))
+    for fn, pair in reverse_rules.items():
+        identifier(fn, "reverse_rules key")
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"reverse_rules['{fn}'] must be a pair (augmented_forward, reverse) of "
+                            f"C function names, got {pair!r}.")
+        rules.update(identifier(name, f"reverse_rules['{fn}']") for name in pair)
+    if isinstance(inactive, str) or isinstance(inactive_globals, str):
+        raise TypeError("inactive= and inactive_globals= take a list of names, not one string.")
+    for name in inactive:
+        identifier(name, "inactive")
+    for name in inactive_globals:
+        identifier(name, "inactive_globals")
+    return rules
 
 
 def _as_kernel(kernel: Any) -> Kernel:

@@ -2,12 +2,17 @@
 
 The chain (checked on the pinned toolchain):
 
-1. ``clang -O2 -fno-vectorize -fno-slp-vectorize -fno-unroll-loops -emit-llvm``
-   per source (optimise before AD, but keep vector IR away from Enzyme),
-2. ``llvm-link`` of the module's bitcode (plus a generated wrapper),
-3. ``opt --load-pass-plugin=LLVMEnzyme -passes=preserve-nvvm,enzyme,default<O3>``
-   (``preserve-nvvm`` first, or custom-derivative globals are dropped),
-4. ``clang -O3 -shared`` to a shared library.
+1. ``clang -O2 -Xclang -disable-llvm-passes -emit-llvm`` per source: the
+   front end only (with -O2's TBAA and attributes), no LLVM optimisation yet;
+2. ``llvm-link`` of the module's bitcode (plus a generated wrapper);
+3. ``opt --load-pass-plugin=LLVMEnzyme
+   -passes=preserve-nvvm,default<O2>,enzyme,default<O3>`` with loop/SLP
+   vectorisation and unrolling off. ``preserve-nvvm`` must come before any
+   inlining: it keeps custom-derivative registrations and marks the functions
+   they name ``noinline`` (after clang's own -O2 such a function is often
+   already inlined into its callers, and its rule silently unused). ``-O2``
+   before Enzyme, without vector IR, is what Enzyme differentiates best;
+4. ``clang -O3 -shared`` to a shared library (vectorising the final code).
 
 Every tool runs as a subprocess: a crash or an Enzyme error becomes an
 exception, never the death of the user's interpreter. Artifacts are cached
@@ -41,13 +46,13 @@ from .toolchain import Toolchain
 __all__ = ["SourceInput", "ModuleArtifact", "build_module", "build_derivative",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
 
-FORMAT_VERSION = "1"  # bump when the cache layout or the chain changes
+FORMAT_VERSION = "2"  # bump when the cache layout or the chain changes
 # -fno-math-errno: with errno semantics clang marks libm calls (tanh, erf, ...)
 # writeonly, Enzyme's preprocessing adds readnone, and the LLVM 15 verifier
 # then aborts opt ("Attributes 'readnone and writeonly' are incompatible").
-PRE_AD_FLAGS = ("-O2", "-fno-math-errno", "-fno-vectorize", "-fno-slp-vectorize",
-                "-fno-unroll-loops", "-fPIC")
-OPT_PASSES = "preserve-nvvm,enzyme,default<O3>"
+PRE_AD_FLAGS = ("-O2", "-fno-math-errno", "-fPIC", "-Xclang", "-disable-llvm-passes")
+OPT_PASSES = "preserve-nvvm,default<O2>,enzyme,default<O3>"
+OPT_FLAGS = ("--vectorize-loops=false", "--vectorize-slp=false", "--disable-loop-unrolling")
 POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
 
 # Counts subprocess launches; tests use it to prove a cache hit runs none.
@@ -73,7 +78,7 @@ class ModuleArtifact:
     bc_path: str
     so_path: str
     bc_sha256: str
-    libraries: tuple[str, ...]
+    link_args: tuple[str, ...]  # -L/-l/-Wl flags for every shared library built from it
     extra: dict = field(hash=False, compare=False)
     dep_stamps: tuple[tuple[str, int, int], ...] = ()
 
@@ -248,18 +253,18 @@ def _user_headers(depfile: Path, sources: set[str], system_roots: tuple[str, ...
 
 
 def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                libraries: Sequence[str]) -> str:
+                link_args: Sequence[str]) -> str:
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
-        "header": _header_digest(), "pre": PRE_AD_FLAGS, "passes": OPT_PASSES,
-        "post": POST_AD_FLAGS, "args": list(args), "libraries": list(libraries),
+        "header": _header_digest(), "pre": PRE_AD_FLAGS, "passes": OPT_PASSES, "opt": OPT_FLAGS,
+        "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
         "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
-                            libraries: Sequence[str], work: Path,
+                            link_args: Sequence[str], work: Path,
                             on_enzyme_error: Callable[[str], Exception]) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
@@ -270,24 +275,24 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
             raise on_enzyme_error(done.stderr)
     ad = str(work / "ad.bc")
     done = _run([tc.opt, linked, f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}",
-                 "-o", ad])
+                 *OPT_FLAGS, "-o", ad])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
     done = _run([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
-                 *(f"-l{lib}" for lib in libraries), "-lm"])
+                 *link_args, "-lm"])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
 
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                 libraries: Sequence[str], describe: Callable[[list[str]], dict]) -> ModuleArtifact:
+                 link_args: Sequence[str], describe: Callable[[list[str]], dict]) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths)`` is called on a cache miss with the C files as written
     to disk; its JSON-able result is stored with the entry (the orchestrator
     stores the parsed signatures there).
     """
-    key = _module_key(tc, sources, args, libraries)
+    key = _module_key(tc, sources, args, link_args)
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
@@ -310,7 +315,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
             return None
         return ModuleArtifact(
             key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
-            bc_sha256=manifest["files"][f"{key}.bc"], libraries=tuple(libraries),
+            bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
             extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]))
 
     artifact = load()
@@ -318,14 +323,14 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
         with _key_lock(root, key):
             artifact = load()  # another process may have finished it meanwhile
             if artifact is None:
-                artifact = _build_module_locked(tc, sources, args, libraries, describe, key,
+                artifact = _build_module_locked(tc, sources, args, link_args, describe, key,
                                                 entries, manifest_path)
     with _memo_lock:
         _module_memo[key] = artifact
     return artifact
 
 
-def _build_module_locked(tc, sources, args, libraries, describe, key, entries, manifest_path):
+def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
         work = Path(tmp)
         paths, rename, bitcode, headers = [], {}, [], []
@@ -368,7 +373,7 @@ def _build_module_locked(tc, sources, args, libraries, describe, key, entries, m
                 f"__enzyme_* calls written in your C):\n{message}",
                 kernel="<module>", pattern="(calls in the C source)", enzyme_message=message)
 
-        _link_and_differentiate(tc, [linked], so, libraries, work, module_failure)
+        _link_and_differentiate(tc, [linked], so, link_args, work, module_failure)
         extra = describe(paths)
         bc_name, so_name = f"{key}.bc", f"{key}.so"
         shutil.copyfile(linked, work / bc_name)
@@ -380,7 +385,7 @@ def _build_module_locked(tc, sources, args, libraries, describe, key, entries, m
         manifest = {"key": key, "files": files, "deps": deps, "extra": extra}
         atomic_write_bytes(manifest_path, json.dumps(manifest).encode(), 0o600)
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
-                          bc_sha256=files[bc_name], libraries=tuple(libraries), extra=extra,
+                          bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
                           dep_stamps=tuple(_stamp(d) for d in deps))
 
 
@@ -389,8 +394,8 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     """Compile a generated wrapper against a module's bitcode through Enzyme;
     return the shared library's path (cached)."""
     material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
-                           wrapper_source, PRE_AD_FLAGS, OPT_PASSES, POST_AD_FLAGS,
-                           list(module.libraries)])
+                           wrapper_source, PRE_AD_FLAGS, OPT_PASSES, OPT_FLAGS, POST_AD_FLAGS,
+                           list(module.link_args)])
     key = hashlib.sha256(material.encode()).hexdigest()[:32]
     with _memo_lock:
         hit = _derivative_memo.get(key)
@@ -439,7 +444,7 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
                 kernel=kernel, pattern=pattern, enzyme_message=message)
 
         so = work / f"{key}.so"
-        _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, module.libraries, work,
+        _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, module.link_args, work,
                                 failure)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from .activity import DerivativeSpec, HvpSpec
 from .signature import CType, Signature
 
-__all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef"]
+__all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
+           "generate_registrations"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
 CODEGEN_VERSION = "2"
@@ -304,3 +305,47 @@ def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
     ]
     return GeneratedWrapper(entry=entry, c_source="\n".join(lines),
                             cdef=f"void {entry}({entry_sig});", params=params)
+
+
+def generate_registrations(forward_rules: dict[str, str], reverse_rules: dict[str, tuple[str, str]],
+                           inactive: tuple[str, ...], inactive_globals: tuple[str, ...]) -> str:
+    """A C file holding Enzyme's registration globals for rules and inactive
+    code given from Python (the same globals the shipped header's macros
+    write). Names must already be checked to be C identifiers.
+
+    Examples
+    --------
+    >>> print(generate_registrations({"f": "df"}, {}, ("log",), ()))  # doctest: +NORMALIZE_WHITESPACE
+    /* enzyme-ffi generated: registrations given to enzyme.compile */
+    extern void f(void);
+    extern void df(void);
+    __attribute__((used)) void *__enzyme_register_derivative_f[2] = { (void *)f, (void *)df };
+    extern void log(void);
+    __attribute__((used)) void *__enzyme_inactivefn_log = (void *)log;
+    """
+    # Only addresses are taken, so a function's declared type does not matter
+    # in this translation unit of its own; llvm-link resolves by name.
+    declared: set[str] = set()
+    lines = ["/* enzyme-ffi generated: registrations given to enzyme.compile */"]
+
+    def declare(*names: str) -> None:
+        for name in names:
+            if name not in declared:
+                declared.add(name)
+                lines.append(f"extern void {name}(void);")
+
+    for fn, fwd in forward_rules.items():
+        declare(fn, fwd)
+        lines.append(f"__attribute__((used)) void *__enzyme_register_derivative_{fn}[2] = "
+                     f"{{ (void *){fn}, (void *){fwd} }};")
+    for fn, (aug, rev) in reverse_rules.items():
+        declare(fn, aug, rev)
+        lines.append(f"__attribute__((used)) void *__enzyme_register_gradient_{fn}[3] = "
+                     f"{{ (void *){fn}, (void *){aug}, (void *){rev} }};")
+    for fn in inactive:
+        declare(fn)
+        lines.append(f"__attribute__((used)) void *__enzyme_inactivefn_{fn} = (void *){fn};")
+    for var in inactive_globals:
+        lines.append(f"extern char {var};")
+        lines.append(f"__attribute__((used)) void *__enzyme_inactive_global_{var} = (void *)&{var};")
+    return "\n".join(lines) + "\n"

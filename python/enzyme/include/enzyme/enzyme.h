@@ -39,6 +39,41 @@ extern int enzyme_noret;
 extern double __enzyme_autodiff(void *, ...);
 extern double __enzyme_fwddiff(void *, ...);
 
+/* ---- Custom derivatives and inactive code ------------------------------
+ * Enzyme reads these registrations by their global's name (enzyme-ffi runs
+ * Enzyme's preserve-nvvm pass before any inlining, so they are honoured and
+ * the functions they name are kept out of line). Use each macro once per
+ * function, at file scope, after the functions it names are declared.
+ *
+ * Forward rule for  R f(args...):  the rule takes each argument followed by
+ * its tangent (pointer arguments: the primal pointer, then the shadow
+ * pointer). For a void f it writes tangents through the shadow pointers; for
+ * a scalar-returning f it returns a struct { R primal; R tangent; }.
+ *
+ * Reverse rule (use it for void functions with pointer arguments; Enzyme
+ * v0.0.289 asserts on reverse rules for value-returning functions):
+ *   void *aug(args with shadows...)       runs the primal, returns a tape (or NULL)
+ *   void rev(args with shadows..., void *tape)
+ *                                          adds adjoints into the input shadows
+ *                                          and zeroes the output shadows it consumed.
+ */
+#define ENZYME_CUSTOM_DERIVATIVE(fn, fwd) \
+    __attribute__((used)) void *__enzyme_register_derivative_##fn[2] = { (void *)(fn), (void *)(fwd) }
+#define ENZYME_CUSTOM_GRADIENT(fn, aug, rev) \
+    __attribute__((used)) void *__enzyme_register_gradient_##fn[3] = { \
+        (void *)(fn), (void *)(aug), (void *)(rev) }
+/* Calls to fn are not differentiated (logging, timers, RNG, I/O); fn may have
+ * no visible body. */
+#define ENZYME_INACTIVE_FUNCTION(fn) \
+    __attribute__((used)) void *__enzyme_inactivefn_##fn = (void *)(fn)
+/* The global var holds no derivative information (a constant table, a
+ * counter, an RNG state). */
+#define ENZYME_INACTIVE_GLOBAL(var) \
+    __attribute__((used)) void *__enzyme_inactive_global_##var = (void *)&(var)
+/* Differentiate fn as Enzyme differentiates the named libm function. */
+#define ENZYME_FUNCTION_LIKE(fn, libm_name) \
+    __attribute__((used)) void *__enzyme_function_like_##fn[2] = { (void *)(fn), (void *)(libm_name) }
+
 #ifdef __cplusplus
 }
 #endif
