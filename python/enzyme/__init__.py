@@ -23,6 +23,8 @@ from .activity import (
     ForwardWithPrimal,
     Mode,
     Reverse,
+    ReverseSplit,
+    ReverseSplitWithPrimal,
     ReverseWithPrimal,
 )
 from .api import (
@@ -30,6 +32,7 @@ from .api import (
     KernelNotFoundError,
     Module,
     autodiff,
+    autodiff_thunk,
     compile,
     derivative,
     get_include,
@@ -41,7 +44,7 @@ from .api import (
     value_and_grad,
     vjp,
 )
-from .call import ForwardResult, ReverseResult
+from .call import ForwardResult, ReverseResult, Tape
 from .errors import (
     ActivityError,
     ArgumentError,
@@ -64,6 +67,10 @@ __all__ = [
     "Module",
     "Kernel",
     "autodiff",
+    "autodiff_thunk",
+    "ReverseSplit",
+    "ReverseSplitWithPrimal",
+    "Tape",
     "derivative",
     "grad",
     "value_and_grad",

@@ -19,6 +19,7 @@ from .signature import CType, Signature
 
 __all__ = [
     "Mode", "Reverse", "ReverseWithPrimal", "Forward", "ForwardWithPrimal",
+    "ReverseSplit", "ReverseSplitWithPrimal",
     "Annotation", "Const", "Active", "Duplicated", "DuplicatedNoNeed",
     "BatchDuplicated", "BatchDuplicatedNoNeed",
     "ArgSpec", "DerivativeSpec", "HvpSpec", "resolve_activities", "resolve_hvp",
@@ -41,6 +42,7 @@ class Mode:
     name: str
     reverse: bool
     with_primal: bool
+    split: bool = False  # forward and reverse passes as separate calls, a tape between
 
     def __repr__(self) -> str:
         return self.name
@@ -50,6 +52,8 @@ Reverse = Mode("Reverse", reverse=True, with_primal=False)
 ReverseWithPrimal = Mode("ReverseWithPrimal", reverse=True, with_primal=True)
 Forward = Mode("Forward", reverse=False, with_primal=False)
 ForwardWithPrimal = Mode("ForwardWithPrimal", reverse=False, with_primal=True)
+ReverseSplit = Mode("ReverseSplit", reverse=True, with_primal=False, split=True)
+ReverseSplitWithPrimal = Mode("ReverseSplitWithPrimal", reverse=True, with_primal=True, split=True)
 
 
 class Annotation:
@@ -212,6 +216,7 @@ class DerivativeSpec:
     ret: str  # "void", "const", "active" (reverse), "dup", "dupnoneed" (forward)
     width: int = 1  # shadows per Duplicated argument (enzyme_width)
     batched: bool = False  # shadows given as groups (BatchDuplicated), even when width is 1
+    split: bool = False  # augmented forward and reverse passes as separate calls
 
     @property
     def kernel(self) -> str:
@@ -221,7 +226,8 @@ class DerivativeSpec:
     def pattern(self) -> str:
         names = {"const": "Const", "active": "Active", "dup": "Duplicated",
                  "dupnoneed": "DuplicatedNoNeed", "void": "void"}
-        mode = ("Reverse" if self.reverse else "Forward") + ("WithPrimal" if self.with_primal else "")
+        mode = (("ReverseSplit" if self.split else "Reverse") if self.reverse else "Forward") \
+            + ("WithPrimal" if self.with_primal else "")
         if self.batched:
             mode += f"[width={self.width}]"
             names.update(dup="BatchDuplicated", dupnoneed="BatchDuplicatedNoNeed")
@@ -354,12 +360,15 @@ def resolve_activities(signature: Signature, mode: Mode, activities: Sequence[An
         raise ActivityError(f"width must be an integer from 1 to {MAX_WIDTH}, got {width!r}.")
     if width > 1 and not batched:
         raise ActivityError(f"width={width} needs BatchDuplicated arguments.")
+    if mode.split and batched:
+        raise ActivityError("split mode (ReverseSplit) does not take BatchDuplicated arguments in "
+                            "this version; use Duplicated, or combined Reverse for batches.")
     args = tuple(
         _resolve_arg(i, param, cls.kind, mode.reverse)
         for i, (param, cls) in enumerate(zip(signature.params, classes))
     )
     return DerivativeSpec(signature, mode.reverse, mode.with_primal, args,
-                          _resolve_ret(signature, mode, ret), width, batched)
+                          _resolve_ret(signature, mode, ret), width, batched, mode.split)
 
 
 @dataclass(frozen=True)

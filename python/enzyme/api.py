@@ -32,13 +32,14 @@ from .activity import (
     resolve_hvp,
 )
 from .activity import Annotation as _Annotation
-from .call import DerivativeFunction, HvpFunction, PrimalFunction, flatten_annotations
-from .codegen import generate_derivative, generate_hvp, generate_registrations, primal_cdef
-from .errors import ActivityError, CompileError, EnzymeError
+from .call import DerivativeFunction, HvpFunction, PrimalFunction, SplitFunctions, flatten_annotations, tape_size
+from .codegen import generate_derivative, generate_hvp, generate_registrations, generate_split, primal_cdef
+from .errors import ActivityError, CompileError, DifferentiationError, EnzymeError
 from .signature import Signature, parse_signatures
 
-__all__ = ["compile", "Module", "Kernel", "autodiff", "derivative", "grad", "value_and_grad",
-           "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError", "get_include"]
+__all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
+           "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError",
+           "get_include"]
 
 
 def get_include() -> str:
@@ -130,6 +131,40 @@ class Kernel:
             found = self._compile_once(key, lambda: resolve_hvp(self.signature, wrt, width),
                                        generate_hvp, HvpFunction)
         return found
+
+    def split_functions(self, mode: Mode, kinds: tuple, ret: Any = None) -> SplitFunctions:
+        """The compiled split (augmented forward + reverse) derivative (cached)."""
+        key = ("split", mode, kinds, ret)
+        found = self._derivatives.get(key)
+        if found is None:
+            with self._lock:
+                found = self._derivatives.get(key)
+                if found is None:
+                    found = self._derivatives[key] = self._build_split(mode, kinds, ret)
+        return found
+
+    def _build_split(self, mode: Mode, kinds: tuple, ret: Any) -> SplitFunctions:
+        spec = resolve_activities(self.signature, mode, kinds, ret)
+        tc, artifact = self.module._toolchain, self.module._artifact
+        probe = generate_split(spec, None)
+        probe_so = build.build_derivative(tc, artifact, probe.c_source, self.name, spec.pattern)
+        size = max(tape_size(str(probe_so), probe), 8)
+        for _ in range(2):
+            split = generate_split(spec, size)
+            try:
+                so_path = build.build_derivative(tc, artifact, split.c_source, self.name,
+                                                 spec.pattern)
+            except DifferentiationError as err:
+                # The probe and the real passes are separate builds; should
+                # Enzyme's tape need differ, it says so: retry with its number.
+                need = re.search(r"need (\d+) bytes have \d+ bytes", err.enzyme_message)
+                if need is None or int(need.group(1)) <= size:
+                    raise
+                size = int(need.group(1))
+                continue
+            return SplitFunctions(spec, split, str(so_path), size)
+        raise DifferentiationError(f"Enzyme's tape size for '{self.name}' did not settle.",
+                                   kernel=self.name, pattern=spec.pattern)
 
     def _compile_once(self, key: tuple, resolve: Callable, generate: Callable, wrap: Callable):
         with self._lock:
@@ -413,6 +448,45 @@ def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
     if ret is not None:
         activity_class_of(ret)
     return kernel.derivative_function(mode, kinds, ret, width)
+
+
+def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
+                   ret: Any = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Split reverse mode: the augmented forward pass and the reverse pass as
+    two functions, with the tape held by Python in between (Enzyme.jl's
+    ``autodiff_thunk``).
+
+    ``forward(*args)`` takes each primal followed by its shadow and returns a
+    :class:`~enzyme.call.Tape` (``tape.primal`` holds the return value with
+    ``ReverseSplitWithPrimal``); ``reverse(tape, seed=1.0)`` runs the reverse
+    pass once, with the seed chosen then, accumulating into the shadows given
+    to ``forward``, and returns a ``ReverseResult``. The arrays given to
+    ``forward`` must stay unchanged until ``reverse`` has run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mod = compile("double dot(const double *x, const double *y, int n) {"
+    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s; }")
+    >>> from enzyme import ReverseSplitWithPrimal
+    >>> fwd, rev = autodiff_thunk(ReverseSplitWithPrimal, mod.dot, Duplicated, Const, Const)
+    >>> x, dx, y = np.ones(3), np.zeros(3), np.arange(3.0)
+    >>> tape = fwd(x, dx, y, 3)
+    >>> tape.primal
+    3.0
+    >>> _ = rev(tape, seed=2.0)
+    >>> dx
+    array([0., 2., 4.])
+    """
+    kernel = _as_kernel(kernel)
+    if not isinstance(mode, Mode) or not mode.split:
+        raise ActivityError(f"autodiff_thunk takes ReverseSplit or ReverseSplitWithPrimal, not "
+                            f"{mode!r}.")
+    kinds = tuple(activity_class_of(a) for a in activities)
+    if ret is not None:
+        activity_class_of(ret)
+    functions = kernel.split_functions(mode, kinds, ret)
+    return functions.forward, functions.reverse
 
 
 def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[int, ...], bool]:

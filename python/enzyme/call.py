@@ -29,10 +29,10 @@ from .signature import CType, Signature
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
     from .activity import DerivativeSpec, HvpSpec
-    from .codegen import GeneratedWrapper
+    from .codegen import GeneratedSplit, GeneratedWrapper
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
-           "HvpFunction", "load_symbol"]
+           "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol"]
 
 
 class ReverseResult(NamedTuple):
@@ -386,6 +386,135 @@ class HvpFunction:
         self._fn(*converted[:wrt + 1], *converted_lanes, *converted[wrt + 1:],
                  self._out(gradient), *(self._out(p) for p in products))
         return gradient, products
+
+
+def tape_size(so_path: str, split: GeneratedSplit) -> int:
+    """Ask a compiled size probe how many bytes the tape needs."""
+    _, probe = load_symbol(so_path, split.cdef, split.size_entry)
+    return int(probe())
+
+
+class Tape:
+    """What the augmented forward pass of a split derivative leaves for the
+    reverse pass: Enzyme's tape, the converted arguments (kept alive and reused
+    by the reverse pass) and the scalar cells. It can be reversed once.
+
+    ``primal`` is the kernel's return value (``ReverseSplitWithPrimal``).
+    """
+
+    __slots__ = ("owner", "call_args", "cells", "buffer", "primal", "used", "_lock")
+
+    def __init__(self, owner: SplitFunctions, call_args: list, cells: dict, buffer: Any,
+                 primal: Any) -> None:
+        self.owner = owner
+        self.call_args = call_args
+        self.cells = cells
+        self.buffer = buffer
+        self.primal = primal
+        self.used = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "used" if self.used else "ready"
+        return f"<enzyme.Tape of {self.owner.spec.kernel}, {len(self.buffer)} bytes, {state}>"
+
+
+class SplitFunctions:
+    """The two passes of a split reverse-mode derivative, with their call plan.
+
+    ``forward(*flat_args)`` (each primal followed by its shadow) runs the
+    augmented forward pass and returns a :class:`Tape`; ``reverse(tape,
+    seed=1.0)`` runs the reverse pass once, accumulating into the shadows
+    given to ``forward``, and returns a :class:`ReverseResult`.
+    """
+
+    def __init__(self, spec: DerivativeSpec, split: GeneratedSplit, so_path: str,
+                 tape_bytes: int) -> None:
+        self.spec = spec
+        self.tape_bytes = tape_bytes
+        self._ffi, self._forward = load_symbol(so_path, split.cdef, split.forward_entry)
+        _, self._reverse = load_symbol(so_path, split.cdef, split.reverse_entry)
+        ffi, sig = self._ffi, spec.signature
+        self._convert: list[Callable[[Any], Any]] = []
+        self._pairs: list[tuple[int, int, str]] = []
+        # One step per entry parameter: ("arg", flat index), ("cell", flat index)
+        # for an Active scalar's value, or ("zero", None) for a zeroed cell.
+        self._plan: list[tuple[str, Any, str, str, int]] = []
+        position: dict[int, int] = {}
+        for param in split.params:
+            name = sig.params[param.arg].name if param.arg >= 0 else "return"
+            base = param.ctype.base
+            if param.role in ("primal", "shadow"):
+                shadow = param.role == "shadow"
+                if shadow:
+                    self._pairs.append((position[param.arg], len(self._convert), name))
+                else:
+                    position[param.arg] = len(self._convert)
+                what = f"the shadow of '{name}'" if shadow else f"argument '{name}'"
+                writable = shadow or (param.ctype.is_pointer and not param.ctype.const)
+                self._plan.append(("arg", len(self._convert), base, param.role, param.arg))
+                self._convert.append(_param_converter(ffi, param.ctype, f"{what} of {sig.name}",
+                                                      writable, shadow))
+            elif param.role == "slot":
+                self._plan.append(("cell", len(self._convert), base, param.role, param.arg))
+                self._convert.append(_scalar_converter(_scalar_of(param.ctype),
+                                                       f"argument '{name}' of {sig.name}",
+                                                       ArgumentTypeError))
+            else:  # slot_shadow, ret_slot, ret_shadow
+                self._plan.append(("zero", None, base, param.role, param.arg))
+        self._nflat = len(self._convert)
+        self._seed_convert = (_scalar_converter(_scalar_of(sig.ret), "seed", ArgumentTypeError)
+                              if spec.ret == "active" else None)
+
+    def forward(self, *args: Any) -> Tape:
+        if len(args) != self._nflat:
+            raise ActivityError(f"the forward pass of {self.spec.kernel} ({self.spec.pattern}) "
+                                f"takes {self._nflat} argument(s): each primal, followed by its "
+                                f"shadow when it has one; {len(args)} given.")
+        converted = [conv(a) for conv, a in zip(self._convert, args)]
+        for primal_pos, shadow_pos, name in self._pairs:
+            _check_pair(args[primal_pos], args[shadow_pos], name)
+        new = self._ffi.new
+        call_args, cells = [], {}
+        for kind, index, base, role, arg in self._plan:
+            if kind == "arg":
+                call_args.append(converted[index])
+                continue
+            cell = new(f"{base}[1]", [converted[index]] if kind == "cell" else None)
+            cells[(role, arg)] = cell
+            call_args.append(cell)
+        buffer = new("char[]", max(self.tape_bytes, 1))
+        self._forward(*call_args, buffer)
+        primal = cells[("ret_slot", -1)][0] if self.spec.with_primal and ("ret_slot", -1) in cells \
+            else None
+        return Tape(self, call_args, cells, buffer, primal)
+
+    def reverse(self, tape: Tape, seed: Any = None) -> ReverseResult:
+        if not isinstance(tape, Tape) or tape.owner is not self:
+            raise ActivityError(f"reverse() needs the Tape returned by this derivative's forward "
+                                f"pass ({self.spec.kernel}, {self.spec.pattern}).")
+        if self._seed_convert is not None:
+            seed_value = self._seed_convert(1.0 if seed is None else seed)
+        elif seed is not None:
+            raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
+                                "has none.")
+        with tape._lock:
+            if tape.used:
+                raise ActivityError("this tape was already reversed; Enzyme frees what the tape "
+                                    "holds in the reverse pass. Run the forward pass again.")
+            tape.used = True
+        if self._seed_convert is not None:
+            tape.cells[("ret_shadow", -1)][0] = seed_value
+        self._reverse(*tape.call_args, tape.buffer)
+        derivs: list = [None] * len(self.spec.signature.params)
+        for (role, arg), cell in tape.cells.items():
+            if role == "slot_shadow":
+                derivs[arg] = cell[0]
+        return ReverseResult(tuple(derivs), tape.primal)
+
+
+def _scalar_of(ctype: CType) -> CType:
+    return CType("scalar", ctype.base, ctype.base, ctype.dtype)
 
 
 def flatten_annotations(annotations: Sequence[Any]) -> list[Any]:

@@ -21,7 +21,7 @@ from .activity import DerivativeSpec, HvpSpec
 from .signature import CType, Signature
 
 __all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
-           "generate_registrations"]
+           "generate_registrations", "GeneratedSplit", "generate_split"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
 CODEGEN_VERSION = "2"
@@ -349,3 +349,92 @@ def generate_registrations(forward_rules: dict[str, str], reverse_rules: dict[st
         lines.append(f"extern char {var};")
         lines.append(f"__attribute__((used)) void *__enzyme_inactive_global_{var} = (void *)&{var};")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class GeneratedSplit:
+    """Split reverse mode: a tape-size probe, or the augmented forward and
+    reverse entry points (sharing one parameter list, the tape last)."""
+
+    c_source: str
+    cdef: str
+    size_entry: str
+    forward_entry: str
+    reverse_entry: str
+    params: tuple[WrapperParam, ...]
+
+
+def generate_split(spec: DerivativeSpec, tape_bytes: int | None) -> GeneratedSplit:
+    """Write split-mode entry points (``__enzyme_augmentfwd`` / ``__enzyme_reverse``).
+
+    With ``tape_bytes=None`` only the probe ``long size(void)`` (from
+    ``__enzyme_augmentsize``) is defined. Otherwise both passes use a tape of
+    ``tape_bytes`` bytes allocated by the caller (``enzyme_allocated``, a
+    compile-time constant for Enzyme). Floating scalars and the return value
+    live in caller-owned slots (``slot``/``slot_shadow``, ``ret_slot``/
+    ``ret_shadow``) that persist from the forward to the reverse pass.
+    """
+    sig = spec.signature
+    uid = _uid(sig.c_prototype, spec.pattern, "split")
+    helper = f"__efi_h_{sig.name}_{uid}"
+    call = _Call(sig, 1)
+    markers: list[str] = []
+    for arg in spec.args:
+        ctype, name = arg.ctype, f"a{arg.index}"
+        if arg.activity == "const":
+            call.const(arg.index, ctype)
+            markers.append("enzyme_const")
+        elif ctype.is_pointer:
+            call.pointer(arg.index, ctype, _shadow_decl(ctype, True), noneed=arg.activity == "dupnoneed")
+            markers.append("enzyme_dupnoneed" if arg.activity == "dupnoneed" else "enzyme_dup")
+        else:
+            base = ctype.base
+            call.helper_params.append((f"const {base} *", name))
+            call.call_in_helper.append(f"*{name}")
+            call.entry_params += [WrapperParam("slot", arg.index, ctype, f"{base} *v{name}"),
+                                  WrapperParam("slot_shadow", arg.index, ctype, f"{base} *s{name}")]
+            call.enzyme_args += [("int", "enzyme_dup"), (f"const {base} *", f"v{name}"),
+                                 (f"{base} *", f"s{name}")]
+            markers.append("enzyme_dup")
+    body = f"{sig.name}({', '.join(call.call_in_helper)});"
+    if spec.ret != "void":
+        rtype = _value(sig.ret)
+        rbase = rtype.base
+        call.helper_params.append((f"{rbase} *", "ret"))
+        body = f"*ret = {body}"
+        call.entry_params.append(WrapperParam("ret_slot", -1, rtype, f"{rbase} *r"))
+        if spec.ret == "const":
+            call.enzyme_args += [("int", "enzyme_const"), (f"{rbase} *", "r")]
+            markers.append("enzyme_const")
+        else:
+            call.entry_params.append(WrapperParam("ret_shadow", -1, rtype, f"{rbase} *dr"))
+            call.enzyme_args += [("int", "enzyme_dup"), (f"{rbase} *", "r"), (f"{rbase} *", "dr")]
+            markers.append("enzyme_dup")
+    size_entry = f"__efi_size_{sig.name}_{uid}"
+    size_fn = f"__enzyme_augmentsize_efi_{uid}"
+    lines = [
+        f"/* enzyme-ffi generated: split {spec.pattern} of {sig} */",
+        "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_allocated, enzyme_tape;",
+        f"extern {sig.c_prototype};",
+        call.helper_definition(helper, body),
+        f"extern long {size_fn}({', '.join([call.helper_pointer_type()] + ['int'] * len(markers))});",
+        f"long {size_entry}(void) {{ return {size_fn}({', '.join([helper] + markers)}); }}",
+    ]
+    cdefs = [f"long {size_entry}(void);"]
+    params = tuple(call.entry_params)
+    forward_entry = f"__efi_fwd_{sig.name}_{uid}"
+    reverse_entry = f"__efi_rev_{sig.name}_{uid}"
+    if tape_bytes is not None:
+        allocated = [("int", "enzyme_allocated"), ("long", str(tape_bytes)),
+                     ("int", "enzyme_tape"), ("void *", "tape")]
+        entry_sig = ", ".join([p.c_decl for p in params] + ["void *tape"])
+        types = ", ".join([call.helper_pointer_type()] + [t for t, _ in allocated + call.enzyme_args])
+        args = ", ".join([helper] + [e for _, e in allocated + call.enzyme_args])
+        for entry, enzyme_fn in ((forward_entry, f"__enzyme_augmentfwd_efi_{uid}"),
+                                 (reverse_entry, f"__enzyme_reverse_efi_{uid}")):
+            lines += [f"extern void {enzyme_fn}({types});",
+                      f"void {entry}({entry_sig}) {{ {enzyme_fn}({args}); }}"]
+            cdefs.append(f"void {entry}({entry_sig});")
+    return GeneratedSplit(c_source="\n".join(lines) + "\n", cdef="\n".join(cdefs),
+                          size_entry=size_entry, forward_entry=forward_entry,
+                          reverse_entry=reverse_entry, params=params)
