@@ -32,7 +32,15 @@ from .activity import (
     resolve_hvp,
 )
 from .activity import Annotation as _Annotation
-from .call import DerivativeFunction, HvpFunction, PrimalFunction, SplitFunctions, flatten_annotations, tape_size
+from .call import (
+    DerivativeFunction,
+    HvpFunction,
+    PrimalFunction,
+    SplitFunctions,
+    flatten_annotations,
+    numpy_dtype,
+    tape_size,
+)
 from .codegen import generate_derivative, generate_hvp, generate_registrations, generate_split, primal_cdef
 from .errors import ActivityError, CompileError, DifferentiationError, EnzymeError
 from .signature import Signature, parse_signatures
@@ -104,6 +112,19 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<enzyme.Kernel {self.signature}>"
+
+    def dtype(self, param: int | str) -> np.dtype:
+        """The numpy dtype a parameter's array must have: for a pointer to a C
+        struct, a structured dtype with exactly the C layout.
+
+        Examples
+        --------
+        >>> mod = compile("struct p { double x[3]; int id; double m; };"
+        ...               "double mass(const struct p *ps, int n) { return ps[0].m; }")
+        >>> mod.mass.dtype("ps").names
+        ('x', 'id', 'm')
+        """
+        return numpy_dtype(self.signature.params[_param_index(self, param, "param")].ctype)
 
     def __call__(self, *args: Any) -> Any:
         primal = self._primal
@@ -600,7 +621,7 @@ def _output_array(kernel: Kernel, args: tuple, out: int) -> np.ndarray:
 
 def _wrt_array(kernel: Kernel, args: tuple, wrt: int) -> np.ndarray:
     param = kernel.signature.params[wrt]
-    if not (param.ctype.is_pointer and param.ctype.is_float):
+    if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.is_struct:
         raise ActivityError(f"wrt must name a floating array parameter here; '{param.name}' is "
                             f"`{param.ctype.spelling}`.")
     if not isinstance(args[wrt], np.ndarray):

@@ -9,6 +9,7 @@ native call, so Python threads can run kernels in parallel.
 
 from __future__ import annotations
 
+import json
 import operator
 import threading
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stag
     from .codegen import GeneratedSplit, GeneratedWrapper
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
-           "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol"]
+           "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype"]
 
 
 class ReverseResult(NamedTuple):
@@ -124,11 +125,31 @@ def _scalar_converter(ctype: CType, what: str, error_type: type[Exception]) -> C
     return convert_int
 
 
+def _layout_format(spec: Any) -> Any:
+    if isinstance(spec, dict):
+        return np.dtype({"names": spec["names"], "formats": [_layout_format(f) for f in spec["formats"]],
+                         "offsets": spec["offsets"], "itemsize": spec["itemsize"]})
+    if isinstance(spec, list):
+        return (_layout_format(spec[0]), tuple(spec[1]))
+    return np.dtype(spec)
+
+
+def numpy_dtype(ctype: CType) -> np.dtype:
+    """The numpy dtype of a parameter's elements: the scalar's own, or for a
+    pointer to a C struct the structured dtype with clang's layout."""
+    if ctype.is_struct:
+        return _layout_format(json.loads(ctype.layout))
+    return np.dtype(ctype.dtype)
+
+
 def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
                      type_error: type[Exception], value_error: type[Exception]) -> Callable[[Any], Any]:
-    dtype = np.dtype(ctype.dtype)
-    c_array = f"{ctype.base}[]"
+    dtype = numpy_dtype(ctype)
+    # Struct pointers are passed opaquely (void *); numpy owns their layout.
+    c_array = "char[]" if ctype.is_struct else f"{ctype.base}[]"
     from_buffer = ffi.from_buffer
+    fix = (f"build it with np.zeros(n, dtype=kernel.dtype('{what.split(chr(39))[1]}'))"
+           if ctype.is_struct and "'" in what else f"convert it with x.astype(np.{dtype})")
 
     def convert(value: Any) -> Any:
         if type(value) is not np.ndarray:
@@ -140,8 +161,8 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
                                  f"np.ascontiguousarray(x, dtype=np.{dtype}).")
         if value.dtype != dtype:
             raise type_error(f"{what} must have dtype {dtype} (C `{ctype.spelling}`), got "
-                             f"{value.dtype}. Convert it with x.astype(np.{dtype}) (for an output, "
-                             "convert before the call and read the converted array after).")
+                             f"{value.dtype}. To fix it, {fix} (for an output, convert before "
+                             "the call and read the converted array after).")
         if not value.flags.c_contiguous:
             raise value_error(f"{what} must be C-contiguous, got strides {value.strides}. Use "
                               "np.ascontiguousarray(x).")

@@ -9,6 +9,7 @@ clang's resource directory, without which libclang silently types
 from __future__ import annotations
 
 import atexit
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -32,10 +33,20 @@ class CType:
     dtype: str = ""
     const: bool = False
     reason: str = ""
+    # Pointers to C structs: base is "void" (the generated C passes them
+    # opaquely), dtype is "struct", layout the JSON of a numpy structured
+    # dtype (names/formats/offsets/itemsize, clang's own offsets), and
+    # struct_float tells whether any field can carry a derivative.
+    layout: str = ""
+    struct_float: bool = False
 
     @property
     def is_float(self) -> bool:
-        return self.dtype in ("float32", "float64")
+        return self.dtype in ("float32", "float64") or self.struct_float
+
+    @property
+    def is_struct(self) -> bool:
+        return self.dtype == "struct"
 
     @property
     def is_pointer(self) -> bool:
@@ -150,6 +161,58 @@ def _scalar(t, table) -> tuple[str, str] | None:
     return base, family
 
 
+class _Unsupported(Exception):
+    pass
+
+
+def _element_format(t, table) -> tuple[object, bool]:
+    """The numpy format of one struct field type, and whether it is floating."""
+    from clang.cindex import TypeKind as K
+
+    canon = t.get_canonical()
+    scalar = _scalar(canon, table)
+    if scalar:
+        dtype = scalar[1]
+        if dtype == "bool":
+            return "|b1", False
+        code = {"float64": "f8", "float32": "f4"}.get(dtype) or \
+            f"{'u' if dtype.startswith('u') else 'i'}{int(dtype.lstrip('uint')) // 8}"
+        return (f"<{code}" if code[-1] != "1" else f"|{code}"), dtype.startswith("float")
+    if canon.kind == K.CONSTANTARRAY:
+        inner, floating = _element_format(canon.element_type, table)
+        if isinstance(inner, list) and len(inner) == 2 and isinstance(inner[1], list):
+            return [inner[0], [canon.element_count, *inner[1]]], floating
+        return [inner, [canon.element_count]], floating
+    if canon.kind == K.RECORD:
+        return _record_layout(canon, table)
+    raise _Unsupported(f"struct fields of type `{t.spelling}` are not supported (fields must be "
+                       "double, float, integers, fixed-size arrays or structs of those)")
+
+
+def _record_layout(record, table) -> tuple[dict, bool]:
+    """A numpy structured-dtype description of a C struct, with clang's
+    offsets and size, so the numpy and C layouts agree by construction."""
+    from clang.cindex import CursorKind
+
+    declaration = record.get_declaration()
+    if declaration.kind != CursorKind.STRUCT_DECL:
+        raise _Unsupported(f"`{record.spelling}` is a union; only structs are supported")
+    if record.get_size() < 0:
+        raise _Unsupported(f"`{record.spelling}` is an incomplete type (its definition is not "
+                           "visible): include the header that defines it")
+    names, formats, offsets, floating = [], [], [], False
+    for field in record.get_fields():
+        if field.is_bitfield():
+            raise _Unsupported(f"`{record.spelling}` has a bit-field ({field.spelling})")
+        fmt, is_float = _element_format(field.type, table)
+        names.append(field.spelling)
+        formats.append(fmt)
+        offsets.append(record.get_offset(field.spelling) // 8)
+        floating = floating or is_float
+    return {"names": names, "formats": formats, "offsets": offsets,
+            "itemsize": record.get_size()}, floating
+
+
 def _ctype(t, table) -> CType:
     from clang.cindex import TypeKind as K
 
@@ -166,10 +229,17 @@ def _ctype(t, table) -> CType:
         if element:
             return CType("pointer", spelling, element[0], element[1],
                          const=pointee.is_const_qualified())
+        if pointee.get_canonical().kind == K.RECORD:
+            try:
+                layout, floating = _record_layout(pointee.get_canonical(), table)
+            except _Unsupported as exc:
+                return CType("unsupported", spelling, reason=str(exc))
+            return CType("pointer", spelling, "void", "struct", const=pointee.is_const_qualified(),
+                         layout=json.dumps(layout), struct_float=floating)
         what = pointee.get_canonical().kind.spelling.lower()
         return CType("unsupported", spelling,
                      reason=f"pointers to {what} are not supported yet (only pointers to "
-                            "double, float and integer types)")
+                            "double, float, integer types and structs of those)")
     return CType("unsupported", spelling,
                  reason=f"{canon.kind.spelling.lower()} parameters are not supported yet")
 
