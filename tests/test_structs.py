@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import enzyme
-from enzyme import Const, Duplicated, Forward, Reverse, ReverseWithPrimal, autodiff
+from enzyme import BatchDuplicated, Const, Duplicated, Forward, ForwardWithPrimal, Reverse, ReverseWithPrimal, autodiff
 
 PARTICLES = r"""
 #include <math.h>
@@ -144,3 +144,50 @@ def test_unsupported_structs_fail_on_use(cc):
         mod.first(None)
     with pytest.raises(enzyme.UnsupportedSignatureError, match="union"):
         mod.as_double(None)
+
+
+RETURNS = r"""
+#include <math.h>
+typedef struct { double x, y; } vec2;
+struct summary { vec2 centre; double moments[3]; int count; };
+vec2 orbit(double t, double r) { vec2 v = { r * cos(t), r * sin(t) }; return v; }
+struct summary summarize(const double *p, int n) {
+    struct summary s = {{0.0, 0.0}, {0.0, 0.0, 0.0}, n};
+    for (int i = 0; i < n; i++) {
+        s.centre.x += p[i] / n;
+        s.centre.y += p[i] * p[i] / n;
+        s.moments[i % 3] += sin(p[i]);
+    }
+    return s;
+}
+"""
+
+
+def test_struct_returns_in_forward_mode(cc):
+    mod = cc(RETURNS)
+    value = mod.orbit(0.5, 2.0)
+    assert (value["x"], value["y"]) == pytest.approx((2 * np.cos(0.5), 2 * np.sin(0.5)))
+    t = autodiff(ForwardWithPrimal, mod.orbit, Duplicated(0.5, 1.0), Duplicated(2.0, 0.5))
+    assert t.primal["x"] == pytest.approx(value["x"])
+    assert t.tangent["x"] == pytest.approx(-2 * np.sin(0.5) + 0.5 * np.cos(0.5))
+    assert t.tangent["y"] == pytest.approx(2 * np.cos(0.5) + 0.5 * np.sin(0.5))
+    lanes = autodiff(Forward, mod.orbit, BatchDuplicated(0.5, (1.0, 0.0)),
+                     BatchDuplicated(2.0, (0.0, 1.0))).tangent
+    assert lanes[1]["x"] == pytest.approx(np.cos(0.5))
+    p = np.array([0.1, -0.4, 0.3, 0.9])
+    s = mod.summarize(p, 4)
+    assert s["count"] == 4 and s["moments"][0] == pytest.approx(np.sin(0.1) + np.sin(0.9))
+    direction = np.array([0.0, 0.0, 0.0, 1.0])
+    t = autodiff(Forward, mod.summarize, Duplicated(p, direction), Const(4))
+    assert t.tangent["centre"]["y"] == pytest.approx(2 * 0.9 / 4)
+    assert t.tangent["moments"][0] == pytest.approx(np.cos(0.9))
+
+
+def test_struct_returns_in_reverse_mode_are_const(cc):
+    mod = cc(RETURNS)
+    r = autodiff(ReverseWithPrimal, mod.orbit, Const(0.5), Const(2.0))
+    assert r.primal["y"] == pytest.approx(2 * np.sin(0.5))
+    with pytest.raises(enzyme.ActivityError, match="struct by value"):
+        autodiff(Reverse, mod.orbit, Const(0.5), Const(2.0), ret=enzyme.Active)
+    with pytest.raises(enzyme.UnsupportedSignatureError, match="by value"):
+        cc("typedef struct { double a; } box;\ndouble unbox(box b) { return b.a; }\n").unbox(None)

@@ -280,6 +280,16 @@ def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
             raise ActivityError(f"'{signature.name}' returns void, so ret= must be omitted "
                                 "(or Const).")
         return "void"
+    if rtype.kind == "struct":
+        if mode.split:
+            raise ActivityError(f"'{signature.name}' returns a struct by value, which split mode "
+                                "does not support; write the result through a pointer.")
+        if mode.reverse and ret not in (None, Const):
+            raise ActivityError(f"'{signature.name}' returns a struct by value: in reverse mode "
+                                "its return can only be Const (seed a struct written through a "
+                                "pointer instead), or use forward mode.")
+        if mode.reverse or not rtype.is_float:
+            return "const"
     if ret is None:
         if not rtype.is_float:
             return "const"

@@ -41,7 +41,14 @@ from .call import (
     numpy_dtype,
     tape_size,
 )
-from .codegen import generate_derivative, generate_hvp, generate_registrations, generate_split, primal_cdef
+from .codegen import (
+    generate_derivative,
+    generate_hvp,
+    generate_primal_wrapper,
+    generate_registrations,
+    generate_split,
+    primal_cdef,
+)
 from .errors import ActivityError, CompileError, DifferentiationError, EnzymeError
 from .signature import Signature, parse_signatures
 
@@ -130,8 +137,15 @@ class Kernel:
         primal = self._primal
         if primal is None:
             self.signature.check_supported()
-            primal = self._primal = PrimalFunction(
-                self.signature, self.module._artifact.so_path, primal_cdef(self.signature))
+            if self.signature.ret.kind == "struct":
+                wrapper = generate_primal_wrapper(self.signature)
+                so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
+                                                 wrapper.c_source, self.name, "primal")
+                primal = PrimalFunction(self.signature, str(so_path), wrapper.cdef, wrapper.entry)
+            else:
+                primal = PrimalFunction(self.signature, self.module._artifact.so_path,
+                                        primal_cdef(self.signature))
+            self._primal = primal
         return primal(*args)
 
     def derivative_function(self, mode: Mode, kinds: tuple, ret: Any = None,

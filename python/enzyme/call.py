@@ -183,12 +183,26 @@ def _check_pair(primal: Any, shadow: Any, name: str) -> None:
                                f"np.zeros_like({name}).")
 
 
-class PrimalFunction:
-    """A C function called with numpy arrays and Python scalars."""
+def _out_cell(ffi: cffi.FFI, ctype: CType) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
+    """How to allocate a scalar result slot and read it back: a one-element C
+    array, or for a struct returned by value a buffer read as a numpy record."""
+    if ctype.kind == "struct":
+        dtype = numpy_dtype(ctype)
+        return (lambda: ffi.new("char[]", dtype.itemsize),
+                lambda cell: np.frombuffer(ffi.buffer(cell), dtype)[0].copy())
+    c_type = f"{ctype.base}[1]"
+    return (lambda: ffi.new(c_type)), (lambda cell: cell[0])
 
-    def __init__(self, signature: Signature, so_path: str, cdef: str) -> None:
+
+class PrimalFunction:
+    """A C function called with numpy arrays and Python scalars. A kernel
+    returning a struct is called through its generated void wrapper
+    (``entry``), and the struct comes back as a numpy record."""
+
+    def __init__(self, signature: Signature, so_path: str, cdef: str, entry: str | None = None) -> None:
         self.signature = signature
-        self._ffi, self._fn = load_symbol(so_path, cdef, signature.name)
+        self._ffi, self._fn = load_symbol(so_path, cdef, entry or signature.name)
+        self._out = _out_cell(self._ffi, signature.ret) if entry else None
         self._convert = [
             _param_converter(self._ffi, p.ctype, f"argument '{p.name}' of {signature.name}",
                              writable=not p.ctype.const, shadow=False)
@@ -201,7 +215,12 @@ class PrimalFunction:
             raise ArgumentTypeError(f"{self.signature.name} takes {self._nargs} argument(s), "
                                     f"{len(args)} given. Signature: {self.signature}")
         converted = [conv(a) for conv, a in zip(self._convert, args)]
-        return self._fn(*converted)
+        if self._out is None:
+            return self._fn(*converted)
+        allocate, read = self._out
+        cell = allocate()
+        self._fn(*converted, cell)
+        return read(cell)
 
 
 def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool):
@@ -253,7 +272,7 @@ class DerivativeFunction:
         self._convert: list[Callable[[Any], Any]] = []
         self._group: list[bool] = []  # does this flat argument expand to W lanes?
         self._pairs: list[tuple[int, int, str]] = []
-        self._outputs: list[tuple[str, str, int]] = []  # (cffi type, role, arg)
+        self._outputs: list[tuple[Callable, Callable, str, int]] = []  # (allocate, read, role, arg)
         self._has_seed = False
         self._seed_convert = None
         position: dict[int, int] = {}
@@ -284,7 +303,7 @@ class DerivativeFunction:
                     self._has_seed = True
                     self._seed_convert = _scalar_converter(param.ctype, "seed", ArgumentTypeError)
             else:
-                self._outputs.append((f"{param.ctype.base}[1]", param.role, param.arg))
+                self._outputs.append((*_out_cell(ffi, param.ctype), param.role, param.arg))
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._flat_names = [
@@ -332,7 +351,7 @@ class DerivativeFunction:
         elif seed is not None:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
-        outs = [self._ffi.new(t) for t, _, _ in self._outputs]
+        outs = [allocate() for allocate, _, _, _ in self._outputs]
         self._fn(*converted, *outs)
         return self._result(outs)
 
@@ -352,15 +371,16 @@ class DerivativeFunction:
         primal = None
         tangents: list = []
         derivs: list = [None] * self._nargs
-        for out, (_, role, arg) in zip(outs, self._outputs):
+        for out, (_, read, role, arg) in zip(outs, self._outputs):
+            value = read(out)
             if role == "primal_out":
-                primal = out[0]
+                primal = value
             elif role == "tangent_out":
-                tangents.append(out[0])
+                tangents.append(value)
             elif self._batched:
-                derivs[arg] = (derivs[arg] or ()) + (out[0],)
+                derivs[arg] = (derivs[arg] or ()) + (value,)
             else:
-                derivs[arg] = out[0]
+                derivs[arg] = value
         if self.spec.reverse:
             return ReverseResult(tuple(derivs), primal)
         if not tangents:

@@ -15,13 +15,15 @@ slot's shadow.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 from .activity import DerivativeSpec, HvpSpec
 from .signature import CType, Signature
 
 __all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
-           "generate_registrations", "GeneratedSplit", "generate_split"]
+           "generate_registrations", "GeneratedSplit", "generate_split", "generate_primal_wrapper",
+           "struct_definitions"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
 CODEGEN_VERSION = "2"
@@ -60,6 +62,60 @@ def primal_cdef(signature: Signature) -> str:
 def _value(ctype: CType) -> CType:
     """The scalar type stored at a pointer, or the scalar itself."""
     return CType("scalar", ctype.base, ctype.base, ctype.dtype)
+
+
+_C_TYPES = {"f8": "double", "f4": "float", "i1": "signed char", "u1": "unsigned char",
+            "i2": "short", "u2": "unsigned short", "i4": "int", "u4": "unsigned int",
+            "i8": "long long", "u8": "unsigned long long", "b1": "_Bool"}
+
+
+def struct_definitions(ctype: CType) -> list[str]:
+    """C definitions of the struct a kernel returns by value (nested structs
+    first), rebuilt from clang's layout, with static assertions that the
+    rebuilt struct has the same size and offsets; empty for other types."""
+    if ctype.kind != "struct":
+        return []
+    lines: list[str] = []
+
+    def define(spec: dict) -> str:
+        tag = f"__efi_s_{hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:10]}"
+        fields, asserts = [], []
+        for name, fmt, offset in zip(spec["names"], spec["formats"], spec["offsets"]):
+            dims = ""
+            if isinstance(fmt, list):
+                fmt, shape = fmt
+                dims = "".join(f"[{n}]" for n in shape)
+            ctype_name = f"struct {define(fmt)}" if isinstance(fmt, dict) else _C_TYPES[fmt[1:]]
+            fields.append(f"{ctype_name} {name}{dims};")
+            asserts.append(f"_Static_assert(__builtin_offsetof(struct {tag}, {name}) == {offset}, "
+                           f"\"enzyme-ffi: layout of {name}\");")
+        lines.append(f"struct {tag} {{ {' '.join(fields)} }};")
+        lines.append(f"_Static_assert(sizeof(struct {tag}) == {spec['itemsize']}, "
+                     f"\"enzyme-ffi: struct size\");")
+        lines.extend(asserts)
+        return tag
+
+    tag = define(json.loads(ctype.layout))
+    assert tag == ctype.struct_tag
+    return lines
+
+
+def generate_primal_wrapper(sig: Signature) -> GeneratedWrapper:
+    """A void + out-pointer wrapper for a kernel returning a struct by value,
+    so that cffi never returns a struct."""
+    uid = _uid(sig.c_prototype, "primal")
+    entry = f"__efi_p_{sig.name}_{uid}"
+    params = [WrapperParam("primal", i, p.ctype, f"{p.ctype.c_decl} a{i}")
+              for i, p in enumerate(sig.params)]
+    params.append(WrapperParam("primal_out", -1, sig.ret, "void *out"))
+    entry_sig = ", ".join(p.c_decl for p in params)
+    call = f"{sig.name}({', '.join(f'a{i}' for i in range(len(sig.params)))})"
+    lines = [f"/* enzyme-ffi generated: primal wrapper of {sig} */",
+             *struct_definitions(sig.ret),
+             f"extern {sig.c_prototype};",
+             f"void {entry}({entry_sig}) {{ *({sig.ret.c_decl} *)out = {call}; }}", ""]
+    return GeneratedWrapper(entry=entry, c_source="\n".join(lines),
+                            cdef=f"void {entry}({entry_sig});", params=tuple(params))
 
 
 def _uid(*parts: str) -> str:
@@ -134,8 +190,12 @@ class _Call:
         call = f"{self.sig.name}({', '.join(self.call_in_helper)})"
         if ret == "void":
             return f"{call};"
-        rtype = _value(self.sig.ret)
-        rbase = rtype.base
+        struct = self.sig.ret.kind == "struct"
+        rtype = self.sig.ret if struct else _value(self.sig.ret)
+        rbase = rtype.c_decl if struct else rtype.base
+        # A struct result leaves through an untyped pointer to caller memory
+        # laid out like it (cffi has no declaration of the struct).
+        out_decl, out_ref = ("void *", f"*({rbase} *){{}}") if struct else (f"{rbase} *", "*{}")
         self.helper_params.append((f"{rbase} *", "ret"))
         if ret == "active" and not seed_param:
             seeds = self.lanes("dr_{w} = 1")
@@ -144,8 +204,8 @@ class _Call:
                 self.entry_params.append(WrapperParam("seed", -1, rtype, f"{rbase} seed_{w}", lane=w))
             seeds = self.lanes("dr_{w} = seed_{w}")
         else:
-            seeds = self.lanes("dr_{w} = 0")
-        self.locals.append(f"{rbase} r = 0, {', '.join(seeds)};")
+            seeds = self.lanes("dr_{w} = {{0}}" if struct else "dr_{w} = 0")
+        self.locals.append(f"{rbase} r = {'{0}' if struct else '0'}, {', '.join(seeds)};")
         if ret == "const":
             self.enzyme_args += [("int", "enzyme_const"), (f"{rbase} *", "&r")]
         else:
@@ -154,13 +214,13 @@ class _Call:
                                  (f"{rbase} *", "&r")]
             self.enzyme_args += [(f"{rbase} *", d) for d in self.lanes("&dr_{w}")]
         if with_primal:
-            self.outputs.insert(0, WrapperParam("primal_out", -1, rtype, f"{rbase} *out_primal"))
-            self.after.append("*out_primal = r;")
+            self.outputs.insert(0, WrapperParam("primal_out", -1, rtype, f"{out_decl}out_primal"))
+            self.after.append(f"{out_ref.format('out_primal')} = r;")
         if not reverse and ret in ("dup", "dupnoneed"):
             for w in range(self.width):
                 self.outputs.append(WrapperParam("tangent_out", -1, rtype,
-                                                 f"{rbase} *out_tangent_{w}", lane=w))
-                self.after.append(f"*out_tangent_{w} = dr_{w};")
+                                                 f"{out_decl}out_tangent_{w}", lane=w))
+                self.after.append(f"{out_ref.format(f'out_tangent_{w}')} = dr_{w};")
         return f"*ret = {call};"
 
     def helper_pointer_type(self) -> str:
@@ -221,6 +281,7 @@ def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
     lines = [
         f"/* enzyme-ffi generated: {spec.pattern} of {sig} */",
         _PRELUDE,
+        *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
         call.helper_definition(helper, body),
         call.declaration(enzyme_fn),
@@ -290,6 +351,7 @@ def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
         f"/* enzyme-ffi generated: Hessian-vector product (width {spec.width}) of {sig} "
         f"with respect to {sig.params[spec.wrt].name} */",
         _PRELUDE,
+        *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
         inner.helper_definition(helper, body),
         inner.declaration(inner_fn),
@@ -415,6 +477,7 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None) -> GeneratedSpl
     lines = [
         f"/* enzyme-ffi generated: split {spec.pattern} of {sig} */",
         "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_allocated, enzyme_tape;",
+        *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
         call.helper_definition(helper, body),
         f"extern long {size_fn}({', '.join([call.helper_pointer_type()] + ['int'] * len(markers))});",

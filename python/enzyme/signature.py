@@ -9,6 +9,7 @@ clang's resource directory, without which libclang silently types
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -49,6 +50,12 @@ class CType:
         return self.dtype == "struct"
 
     @property
+    def struct_tag(self) -> str:
+        """The tag of the C struct enzyme-ffi generates with this layout (for
+        struct return values, which generated C must declare)."""
+        return f"__efi_s_{hashlib.sha256(self.layout.encode()).hexdigest()[:10]}"
+
+    @property
     def is_pointer(self) -> bool:
         return self.kind == "pointer"
 
@@ -57,6 +64,8 @@ class CType:
         """The type as written in generated C and in the cffi cdef."""
         if self.kind == "void":
             return "void"
+        if self.kind == "struct":
+            return f"struct {self.struct_tag}"
         if self.kind == "pointer":
             return f"{'const ' if self.const else ''}{self.base} *"
         return self.base
@@ -87,9 +96,9 @@ class Signature:
             if param.ctype.kind in ("unsupported", "void"):
                 problems.append(f"parameter '{param.name}' has type `{param.ctype.spelling}`: "
                                 f"{param.ctype.reason or 'not supported'}")
-        if self.ret.kind not in ("void", "scalar"):
+        if self.ret.kind not in ("void", "scalar", "struct"):
             problems.append(f"the return type `{self.ret.spelling}` is not supported "
-                            "(return void or a scalar; write results through a pointer)")
+                            f"({self.ret.reason or 'return void, a scalar or a struct of scalars'})")
         return problems
 
     def check_supported(self) -> None:
@@ -213,13 +222,23 @@ def _record_layout(record, table) -> tuple[dict, bool]:
             "itemsize": record.get_size()}, floating
 
 
-def _ctype(t, table) -> CType:
+def _ctype(t, table, returned: bool = False) -> CType:
     from clang.cindex import TypeKind as K
 
     spelling = t.spelling
     canon = t.get_canonical()
     if canon.kind == K.VOID:
         return CType("void", spelling, reason="a void parameter")
+    if canon.kind == K.RECORD:
+        if not returned:
+            return CType("unsupported", spelling, reason="structs passed by value are not "
+                         "supported; pass a pointer to the struct")
+        try:
+            layout, floating = _record_layout(canon, table)
+        except _Unsupported as exc:
+            return CType("unsupported", spelling, reason=str(exc))
+        return CType("struct", spelling, "void", "struct", layout=json.dumps(layout),
+                     struct_float=floating)
     scalar = _scalar(canon, table)
     if scalar:
         return CType("scalar", spelling, scalar[0], scalar[1])
@@ -332,7 +351,7 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
             found[cursor.spelling] = Signature(
                 name=cursor.spelling,
                 params=params,
-                ret=_ctype(cursor.result_type, table),
+                ret=_ctype(cursor.result_type, table, returned=True),
                 location=f"{loc.file.name if loc.file else source}:{loc.line}",
                 variadic=cursor.type.is_function_variadic(),
             )
