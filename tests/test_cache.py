@@ -144,3 +144,37 @@ def test_unsafe_cache_dir_is_refused(tc, tmp_path, monkeypatch, problem):
                              toolchain=tc)
     assert autodiff(Reverse, mod.unsafe_k, Active(1.0)).derivs[0] == 5.0
     assert list(shared.iterdir()) == []  # nothing was written where others could tamper
+
+
+SEVERAL = """
+import subprocess, numpy as np, enzyme
+from enzyme import build, Reverse, Forward, ReverseWithPrimal, Duplicated, Const, Active, autodiff
+src = {src!r}
+if {forbid}:
+    def refuse(*a, **k):
+        raise AssertionError("subprocess started")
+    subprocess.run = subprocess.Popen = refuse
+mod = enzyme.compile(src)
+w, x = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
+out = []
+for mode in (Reverse, ReverseWithPrimal):
+    dw, dx = np.zeros(3), np.zeros(3)
+    autodiff(mode, mod.cached_loss, Duplicated(w, dw), Duplicated(x, dx), 3)
+    out += list(dw) + list(dx)
+out.append(autodiff(Forward, mod.cached_loss, Duplicated(w, np.ones(3)), x, 3).tangent)
+out += list(enzyme.hessian(mod.cached_loss)(w, x, 3).ravel())
+print(out, build.subprocess_runs)
+"""
+
+
+def test_several_derivatives_of_one_kernel_each_compiled_once(tc, tmp_path):
+    cache = str(tmp_path / "cache")
+    first = _run_child(SEVERAL.format(src=KERNEL, forbid=False), cache)
+    assert first.returncode == 0, first.stderr
+    values, runs = first.stdout.rsplit("]", 1)
+    # module: clang + opt + link; each of the 4 derivatives: clang + llvm-link + opt + link
+    assert int(runs) == 3 + 4 * 4
+    second = _run_child(SEVERAL.format(src=KERNEL, forbid=True), cache)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.rsplit("]", 1) == [values, " 0\n"]
+    assert len(list((tmp_path / "cache" / "derivatives").glob("*.so"))) == 4
