@@ -28,6 +28,7 @@ from .activity import (
     ReverseWithPrimal,
 )
 from .api import (
+    GlobalNotFoundError,
     Kernel,
     KernelNotFoundError,
     Module,
@@ -100,6 +101,7 @@ __all__ = [
     "UnsupportedSignatureError",
     "CacheError",
     "KernelNotFoundError",
+    "GlobalNotFoundError",
     "BatchDuplicated",
     "BatchDuplicatedNoNeed",
     "jvp",

@@ -38,6 +38,7 @@ from .call import (
     PrimalFunction,
     SplitFunctions,
     flatten_annotations,
+    global_view,
     numpy_dtype,
     tape_size,
 )
@@ -50,11 +51,11 @@ from .codegen import (
     primal_cdef,
 )
 from .errors import ActivityError, CompileError, DifferentiationError, EnzymeError
-from .signature import Signature, parse_signatures
+from .signature import GlobalVar, Signature, parse_module
 
 __all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
            "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError",
-           "get_include"]
+           "get_include", "GlobalNotFoundError", "GlobalsView"]
 
 
 def get_include() -> str:
@@ -74,6 +75,10 @@ _INCLUDE_DIR = str(Path(__file__).resolve().parent / "include")
 
 class KernelNotFoundError(EnzymeError, AttributeError):
     """The module defines no external function of that name."""
+
+
+class GlobalNotFoundError(EnzymeError, KeyError):
+    """The module defines no (viewable) external global of that name."""
 
 
 _toolchain_lock = threading.Lock()
@@ -221,11 +226,15 @@ class Module:
     """
 
     def __init__(self, artifact: build.ModuleArtifact, tc: _toolchain_stage.Toolchain,
-                 signatures: Mapping[str, Signature]) -> None:
+                 signatures: Mapping[str, Signature],
+                 variables: Mapping[str, GlobalVar] | None = None) -> None:
         self._artifact = artifact
         self._toolchain = tc
         self.signatures = dict(signatures)
         self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
+        self._variables = dict(variables or {})
+        self.globals = GlobalsView(self, shadows=False)
+        self.shadows = GlobalsView(self, shadows=True)
 
     def __getitem__(self, name: str) -> Kernel:
         try:
@@ -252,6 +261,64 @@ class Module:
 
     def __repr__(self) -> str:
         return f"<enzyme.Module {', '.join(sorted(self._kernels))}>"
+
+
+class GlobalsView(Mapping):
+    """The module's external global variables as numpy arrays viewing the
+    C memory (``mod.globals``), or their Enzyme shadows (``mod.shadows``,
+    for globals that can carry derivatives).
+
+    Every library of a module (primal and derivatives) shares one copy of
+    each external global, so a value set here is what the kernels and their
+    derivatives see. A shadow accumulates the global's adjoint in reverse
+    mode (zero it yourself, as with any shadow) and holds its tangent in
+    forward mode. ``const`` globals are read-only views.
+
+    Examples
+    --------
+    >>> mod = compile("double scale = 2.0; double f(double x) { return scale * x * x; }")
+    >>> mod.globals["scale"][...] = 3.0
+    >>> mod.f(1.0)
+    3.0
+    >>> from enzyme import Active, Reverse
+    >>> _ = autodiff(Reverse, mod.f, Active(2.0))
+    >>> float(mod.shadows["scale"])
+    4.0
+    """
+
+    def __init__(self, module: Module, shadows: bool) -> None:
+        self._module = module
+        self._shadows = shadows
+        self._views: dict[str, np.ndarray] = {}
+
+    def _names(self) -> list[str]:
+        return [name for name, var in self._module._variables.items()
+                if var.viewable and (var.active or not self._shadows)]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        view = self._views.get(name)
+        if view is not None:
+            return view
+        var = self._module._variables.get(name)
+        if var is None or name not in self._names():
+            what = "global that can carry derivatives" if self._shadows else "viewable global"
+            raise GlobalNotFoundError(f"the module has no {what} '{name}'; it has: "
+                                      f"{', '.join(self._names()) or 'none'} (static globals "
+                                      "are private to each library and not viewable).")
+        symbol = build.SHADOW_PREFIX + name if self._shadows else name
+        view = global_view(self._module._artifact.so_path, symbol, var,
+                           read_only=var.const and not self._shadows)
+        self._views[name] = view
+        return view
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
 
 
 _modules: dict[str, tuple[build.ModuleArtifact, Module]] = {}
@@ -360,21 +427,31 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         link_args += [f"-L{directory}", f"-Wl,-rpath,{directory}"]
     link_args += [f"-l{lib}" for lib in libraries]
 
-    def describe(paths: list[str]) -> dict:
-        signatures = parse_signatures(paths, args, tc.resource_dir)
-        return {"signatures": [s.to_json() for s in signatures.values()]}
+    def describe(paths: list[str]) -> build.ModuleFacts:
+        signatures, variables = parse_module(paths, args, tc.resource_dir)
+        # Enzyme's own globals (markers, registrations) must stay defined in
+        # every library: Enzyme reads their initializers.
+        user = [v for v in variables.values()
+                if not v.name.startswith(("enzyme_", "__enzyme_"))]
+        return build.ModuleFacts(
+            extra={"signatures": [s.to_json() for s in signatures.values()],
+                   "globals": [v.to_json() for v in user]},
+            shared_globals=tuple(v.name for v in user),
+            shadowed_globals=tuple((v.name, v.size) for v in user
+                                   if v.active and v.name not in inactive_globals))
 
     artifact = build.build_module(tc, inputs, args, tuple(link_args), describe)
     known = _modules.get(artifact.key)
     if known is not None and known[0] is artifact:
         return known[1]
     signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
+    variables = {v["name"]: GlobalVar.from_json(v) for v in artifact.extra.get("globals", ())}
     missing = sorted(name for name in rule_functions if name not in signatures)
     if missing:
         raise CompileError(f"the derivative rule function(s) {', '.join(missing)} named in "
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
-    module = Module(artifact, tc, signatures)
+    module = Module(artifact, tc, signatures, variables)
     _modules[artifact.key] = (artifact, module)
     return module
 

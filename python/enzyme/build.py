@@ -43,7 +43,8 @@ from .errors import CompileError, DifferentiationError, ToolchainError
 from .paths import atomic_write_bytes, cache_dir, sha256_file
 from .toolchain import Toolchain
 
-__all__ = ["SourceInput", "ModuleArtifact", "build_module", "build_derivative",
+__all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative",
+           "SHADOW_PREFIX",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
 
 FORMAT_VERSION = "2"  # bump when the cache layout or the chain changes
@@ -72,6 +73,25 @@ class SourceInput:
     path: str | None = None  # the real file, when the user gave one
 
 
+SHADOW_PREFIX = "__efi_shadow_"
+
+
+@dataclass(frozen=True)
+class ModuleFacts:
+    """What the orchestrator learned from a module's sources, for the build.
+
+    ``extra`` is stored with the cache entry as is. ``shared_globals`` are the
+    external global variables every library of the module must share (they
+    are defined once, in the module's primal library); ``shadowed_globals``
+    (name, bytes) get a zeroed shadow global ``__efi_shadow_<name>`` attached
+    with Enzyme's ``enzyme_shadow`` metadata.
+    """
+
+    extra: dict = field(hash=False, compare=False)
+    shared_globals: tuple[str, ...] = ()
+    shadowed_globals: tuple[tuple[str, int], ...] = ()
+
+
 @dataclass(frozen=True)
 class ModuleArtifact:
     key: str
@@ -81,6 +101,7 @@ class ModuleArtifact:
     link_args: tuple[str, ...]  # -L/-l/-Wl flags for every shared library built from it
     extra: dict = field(hash=False, compare=False)
     dep_stamps: tuple[tuple[str, int, int], ...] = ()
+    shared_globals: tuple[str, ...] = ()  # defined in so_path only; derivatives link to it
 
 
 def _package_version() -> str:
@@ -265,7 +286,8 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
 
 def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
                             link_args: Sequence[str], work: Path,
-                            on_enzyme_error: Callable[[str], Exception]) -> None:
+                            on_enzyme_error: Callable[[str], Exception],
+                            extern_globals: Sequence[str] = ()) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
     else:
@@ -273,6 +295,16 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         done = _run([tc.llvm_link, *bitcode, "-o", linked])
         if done.returncode != 0:
             raise on_enzyme_error(done.stderr)
+    if extern_globals:
+        # Turn the module's global definitions into declarations: this library
+        # then uses the primal library's globals (it is linked against it), so
+        # state and shadows are shared by every library of the module.
+        extern = str(work / "extern.bc")
+        done = _run([tc.llvm_extract, "--delete", *(f"--glob={g}" for g in extern_globals),
+                     linked, "-o", extern])
+        if done.returncode != 0:
+            raise on_enzyme_error(done.stderr)
+        linked = extern
     ad = str(work / "ad.bc")
     done = _run([tc.opt, linked, f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}",
                  *OPT_FLAGS, "-o", ad])
@@ -285,12 +317,14 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
 
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                 link_args: Sequence[str], describe: Callable[[list[str]], dict]) -> ModuleArtifact:
+                 link_args: Sequence[str],
+                 describe: Callable[[list[str]], ModuleFacts]) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths)`` is called on a cache miss with the C files as written
-    to disk; its JSON-able result is stored with the entry (the orchestrator
-    stores the parsed signatures there).
+    to disk (once clang has accepted them); its :class:`ModuleFacts` say which
+    globals to share and shadow, and its ``extra`` is stored with the entry
+    (the orchestrator stores the parsed signatures there).
     """
     key = _module_key(tc, sources, args, link_args)
     with _memo_lock:
@@ -316,7 +350,8 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
         return ModuleArtifact(
             key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
             bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
-            extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]))
+            extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
+            shared_globals=tuple(manifest.get("shared", ())))
 
     artifact = load()
     if artifact is None:
@@ -357,6 +392,9 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                     diags)
             bitcode.append(out)
             headers += _user_headers(dep, set(paths), system_roots)
+        facts = describe(paths)
+        if facts.shadowed_globals:
+            bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work))
         if len(bitcode) > 1:
             linked = str(work / "module.bc")
             done = _run([tc.llvm_link, *bitcode, "-o", linked])
@@ -364,6 +402,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                 raise CompileError("llvm-link could not link the sources:\n" + done.stderr.strip())
         else:
             linked = bitcode[0]
+        if facts.shadowed_globals:
+            linked = _attach_shadows(tc, linked, [name for name, _ in facts.shadowed_globals], work)
         so = work / "module.so"
 
         def module_failure(stderr: str) -> Exception:
@@ -374,7 +414,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                 kernel="<module>", pattern="(calls in the C source)", enzyme_message=message)
 
         _link_and_differentiate(tc, [linked], so, link_args, work, module_failure)
-        extra = describe(paths)
+        extra = facts.extra
+        shared = list(facts.shared_globals) + [SHADOW_PREFIX + n for n, _ in facts.shadowed_globals]
         bc_name, so_name = f"{key}.bc", f"{key}.so"
         shutil.copyfile(linked, work / bc_name)
         os.replace(so, work / so_name)
@@ -382,11 +423,49 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         deps = {h: sha256_file(Path(h)) for h in sorted(set(headers))}
         for name in files:
             os.replace(work / name, entries / name)
-        manifest = {"key": key, "files": files, "deps": deps, "extra": extra}
+        manifest = {"key": key, "files": files, "deps": deps, "extra": extra, "shared": shared}
         atomic_write_bytes(manifest_path, json.dumps(manifest).encode(), 0o600)
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
-                          dep_stamps=tuple(_stamp(d) for d in deps))
+                          dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared))
+
+
+def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path) -> str:
+    """Bitcode defining a zeroed shadow for each active global."""
+    source = work / "shadows.c"
+    source.write_text("".join(
+        f"__attribute__((used, aligned(16))) unsigned char {SHADOW_PREFIX}{name}[{max(size, 1)}] "
+        "= {0};\n" for name, size in shadowed))
+    out = str(work / "shadows.bc")
+    done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(source), "-o", out])
+    if done.returncode != 0:
+        raise CompileError("enzyme-ffi could not compile the shadow globals (a bug):\n"
+                           + done.stderr.strip())
+    return out
+
+
+def _attach_shadows(tc: Toolchain, bitcode: str, names: Sequence[str], work: Path) -> str:
+    """Give each named global Enzyme's ``enzyme_shadow`` metadata pointing at
+    its shadow (C has no way to say this; the textual IR does)."""
+    text_path, out = work / "annotated.ll", str(work / "annotated.bc")
+    done = _run([tc.llvm_dis, bitcode, "-o", str(text_path)])
+    if done.returncode != 0:
+        raise CompileError("llvm-dis failed on the module (a bug):\n" + done.stderr.strip())
+    text = text_path.read_text()
+    nodes = []
+    for i, name in enumerate(names):
+        node = f"!{900000 + i}"
+        text, count = re.subn(rf"^(@{re.escape(name)} = (?!external ).*)$",
+                              rf"\1, !enzyme_shadow {node}", text, count=1, flags=re.M)
+        if count != 1:
+            raise CompileError(f"enzyme-ffi could not find the definition of global '{name}' in "
+                               "the module's IR (a bug).")
+        nodes.append(f"{node} = !{{ptr @{SHADOW_PREFIX}{name}}}")
+    text_path.write_text(text + "\n" + "\n".join(nodes) + "\n")
+    done = _run([tc.llvm_as, str(text_path), "-o", out])
+    if done.returncode != 0:
+        raise CompileError("llvm-as rejected the annotated module (a bug):\n" + done.stderr.strip())
+    return out
 
 
 def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
@@ -395,7 +474,8 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     return the shared library's path (cached)."""
     material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
                            wrapper_source, PRE_AD_FLAGS, OPT_PASSES, OPT_FLAGS, POST_AD_FLAGS,
-                           list(module.link_args)])
+                           list(module.link_args), list(module.shared_globals),
+                           module.so_path if module.shared_globals else ""])
     key = hashlib.sha256(material.encode()).hexdigest()[:32]
     with _memo_lock:
         hit = _derivative_memo.get(key)
@@ -444,8 +524,10 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
                 kernel=kernel, pattern=pattern, enzyme_message=message)
 
         so = work / f"{key}.so"
-        _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, module.link_args, work,
-                                failure)
+        # With shared globals, link against the primal library, which defines them.
+        link = [*module.link_args, module.so_path] if module.shared_globals else module.link_args
+        _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, link, work, failure,
+                                extern_globals=module.shared_globals)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")
         atomic_write_bytes(manifest_path, json.dumps({"key": key, "files": files}).encode(),

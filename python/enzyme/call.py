@@ -31,9 +31,11 @@ from .signature import CType, Signature
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
     from .activity import DerivativeSpec, HvpSpec
     from .codegen import GeneratedSplit, GeneratedWrapper
+    from .signature import GlobalVar
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
-           "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype"]
+           "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype",
+           "global_view"]
 
 
 class ReverseResult(NamedTuple):
@@ -556,6 +558,17 @@ class SplitFunctions:
 
 def _scalar_of(ctype: CType) -> CType:
     return CType("scalar", ctype.base, ctype.base, ctype.dtype)
+
+
+def global_view(so_path: str, symbol: str, var: GlobalVar, read_only: bool) -> np.ndarray:
+    """A numpy array viewing a global variable of a loaded library (the view
+    keeps the library loaded). ``const`` globals live in read-only memory:
+    their views are read-only, so a write is a Python error, not a crash."""
+    ffi, cells = load_symbol(so_path, f"extern char {symbol}[{max(var.size, 1)}];", symbol)
+    view = np.frombuffer(ffi.buffer(cells), dtype=numpy_dtype(var.element)).reshape(var.shape)
+    if read_only:
+        view.flags.writeable = False
+    return view
 
 
 def flatten_annotations(annotations: Sequence[Any]) -> list[Any]:

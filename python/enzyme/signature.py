@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from .errors import CompileError, UnsupportedSignatureError
 
-__all__ = ["CType", "Param", "Signature", "parse_signatures"]
+__all__ = ["CType", "Param", "Signature", "GlobalVar", "parse_signatures", "parse_module"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,65 @@ class Signature:
 
         params = ", ".join(f"{decl(p.ctype)} {p.name}".replace("* ", "*") for p in self.params)
         return f"{decl(self.ret)} {self.name}({params})"
+
+
+@dataclass(frozen=True)
+class GlobalVar:
+    """A global variable the module defines with external linkage.
+
+    ``element`` is the CType of one element (a scalar, or ``kind="struct"``
+    with a layout) and ``shape`` the array dimensions (``()`` for a scalar);
+    ``element.kind == "unsupported"`` for globals Python cannot view (pointers,
+    unions), which are still shared between the module's libraries.
+    """
+
+    name: str
+    spelling: str
+    element: CType
+    shape: tuple[int, ...]
+    size: int
+    const: bool
+    location: str
+
+    @property
+    def viewable(self) -> bool:
+        return self.element.kind in ("scalar", "struct")
+
+    @property
+    def active(self) -> bool:
+        """Can it carry derivatives (so that it needs a shadow)?"""
+        return self.viewable and not self.const and self.element.is_float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> GlobalVar:
+        return cls(name=data["name"], spelling=data["spelling"], element=CType(**data["element"]),
+                   shape=tuple(data["shape"]), size=data["size"], const=data["const"],
+                   location=data["location"])
+
+
+def _global_var(cursor, table, where: str) -> GlobalVar:
+    from clang.cindex import TypeKind as K
+
+    t = cursor.type.get_canonical()
+    const = t.is_const_qualified()
+    shape: list[int] = []
+    element = t
+    while element.kind == K.CONSTANTARRAY:
+        shape.append(element.element_count)
+        element = element.element_type.get_canonical()
+        const = const or element.is_const_qualified()
+    scalar = _scalar(element, table)
+    if scalar:
+        ctype = CType("scalar", element.spelling, scalar[0], scalar[1])
+    elif element.kind == K.RECORD:
+        ctype = _ctype(element, table, returned=True)
+    else:
+        ctype = CType("unsupported", element.spelling, reason="not viewable from Python")
+    return GlobalVar(cursor.spelling, cursor.type.spelling, ctype, tuple(shape), max(t.get_size(), 0),
+                     const, where)
 
 
 def _scalar_table():
@@ -300,6 +359,23 @@ def _diagnostic_text(diag) -> str:
 
 def parse_signatures(sources: Sequence[str], args: Sequence[str],
                      resource_dir: str) -> dict[str, Signature]:
+    """The external functions the sources define (see :func:`parse_module`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from enzyme.toolchain import resolve
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.c")
+    >>> _ = open(path, "w").write("double f(double x, double y) { return x*x + 3*y; }")
+    >>> sigs = parse_signatures([path], [], resolve().resource_dir)
+    >>> str(sigs["f"])
+    'double f(double x, double y)'
+    """
+    return parse_module(sources, args, resource_dir)[0]
+
+
+def parse_module(sources: Sequence[str], args: Sequence[str],
+                 resource_dir: str) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
     """Parse every C source and return the external functions it defines.
 
     Parameters
@@ -316,20 +392,16 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
     CompileError
         When libclang reports an error (the message has file:line:col).
 
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from enzyme.toolchain import resolve
-    >>> path = os.path.join(tempfile.mkdtemp(), "f.c")
-    >>> _ = open(path, "w").write("double f(double x, double y) { return x*x + 3*y; }")
-    >>> sigs = parse_signatures([path], [], resolve().resource_dir)
-    >>> str(sigs["f"])
-    'double f(double x, double y)'
+    Returns
+    -------
+    (signatures, globals)
+        The external functions and the external global variables defined.
     """
-    from clang.cindex import CursorKind, LinkageKind, TranslationUnitLoadError
+    from clang.cindex import CursorKind, LinkageKind, StorageClass, TranslationUnitLoadError
 
     table = _scalar_table()
     found: dict[str, Signature] = {}
+    variables: dict[str, GlobalVar] = {}
     parse_args = ["-x", "c", "-resource-dir", resource_dir, *args]
     for source in sources:
         try:
@@ -340,6 +412,13 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
         if errors:
             raise CompileError(f"Parsing {source} failed:\n" + "\n".join(errors), errors)
         for cursor in tu.cursor.get_children():
+            # tentative definitions (`double g;`) define the variable too
+            if (cursor.kind == CursorKind.VAR_DECL and cursor.linkage == LinkageKind.EXTERNAL
+                    and (cursor.is_definition() or cursor.storage_class != StorageClass.EXTERN)):
+                loc = cursor.location
+                variables[cursor.spelling] = _global_var(
+                    cursor, table, f"{loc.file.name if loc.file else source}:{loc.line}")
+                continue
             if (cursor.kind != CursorKind.FUNCTION_DECL or not cursor.is_definition()
                     or cursor.linkage != LinkageKind.EXTERNAL):
                 continue
@@ -355,4 +434,4 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
                 location=f"{loc.file.name if loc.file else source}:{loc.line}",
                 variadic=cursor.type.is_function_variadic(),
             )
-    return found
+    return found, variables

@@ -52,6 +52,9 @@ class Toolchain:
     clang: str
     opt: str
     llvm_link: str
+    llvm_dis: str
+    llvm_as: str
+    llvm_extract: str
     plugin: str
     llvm_major: int
     plugin_sha256: str
@@ -160,6 +163,21 @@ def _check_plugin_loads(plugin: Path, digest: str) -> None:
         )
 
 
+def _find_llvm_tool(name: str, major: int, opt_path: Path) -> str:
+    """An LLVM tool of the same major as opt: beside opt, on PATH, or in
+    Debian's /usr/lib/llvm-NN/bin."""
+    candidates = [opt_path.with_name(f"{name}-{major}"), opt_path.with_name(name)]
+    on_path = shutil.which(f"{name}-{major}")
+    if on_path:
+        candidates.insert(0, Path(on_path))
+    candidates.append(Path(f"/usr/lib/llvm-{major}/bin/{name}"))
+    found = next((p for p in candidates if p.exists()), None)
+    if found is None:
+        raise ToolchainError(f"{name} for LLVM {major} not found next to {opt_path}.\n"
+                             f"Fix: apt-get install llvm-{major}.")
+    return str(found)
+
+
 def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
             opt: str | None = None) -> Toolchain:
     """Find and check the toolchain.
@@ -214,15 +232,8 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
                 f"into opt {major}.\nFix: install clang-{major} and llvm-{major}, or "
                 f"use a plugin built for LLVM {facts['major']} (ENZYME_PLUGIN=...)."
             )
-    link_candidates = [opt_path.with_name("llvm-link"), opt_path.with_name(f"llvm-link-{major}"),
-                       Path(f"/usr/lib/llvm-{major}/bin/llvm-link")]
-    which = shutil.which(f"llvm-link-{major}")
-    if which:
-        link_candidates.insert(0, Path(which))
-    llvm_link = next((p for p in link_candidates if p.exists()), None)
-    if llvm_link is None:
-        raise ToolchainError(f"llvm-link for LLVM {major} not found next to {opt_path}.\n"
-                             f"Fix: apt-get install llvm-{major}.")
+    llvm_tools = {name: _find_llvm_tool(name, major, opt_path)
+                  for name in ("llvm-link", "llvm-dis", "llvm-as", "llvm-extract")}
     plugin_facts = stamped_json(store, plugin_path, lambda: {"sha256": sha256_file(plugin_path)})
     digest = plugin_facts["sha256"]
     if plugin_source == "default provider" and digest != PINNED_PLUGIN_SHA256:
@@ -233,7 +244,9 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
         )
     _check_plugin_loads(plugin_path, digest)
     return Toolchain(
-        clang=str(clang_path), opt=str(opt_path), llvm_link=str(llvm_link),
+        clang=str(clang_path), opt=str(opt_path), llvm_link=llvm_tools["llvm-link"],
+        llvm_dis=llvm_tools["llvm-dis"], llvm_as=llvm_tools["llvm-as"],
+        llvm_extract=llvm_tools["llvm-extract"],
         plugin=str(plugin_path), llvm_major=major, plugin_sha256=digest,
         clang_version=clang_facts["version"], opt_version=opt_facts["version"],
         resource_dir=clang_facts.get("resource_dir", ""), plugin_source=plugin_source,
