@@ -50,8 +50,8 @@ from .codegen import (
     generate_split,
     primal_cdef,
 )
-from .errors import ActivityError, CompileError, DifferentiationError, EnzymeError
-from .signature import GlobalVar, Signature, parse_module
+from .errors import ActivityError, CompileError, ContractError, DifferentiationError, EnzymeError
+from .signature import GlobalVar, Signature, parse_module, with_lengths
 
 __all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
            "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError",
@@ -321,7 +321,7 @@ class GlobalsView(Mapping):
         return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
 
 
-_modules: dict[str, tuple[build.ModuleArtifact, Module]] = {}
+_modules: dict[tuple[str, str], tuple[build.ModuleArtifact, Module]] = {}
 
 
 def _source_inputs(source: str | None, path: str | os.PathLike | None,
@@ -362,6 +362,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             forward_rules: Mapping[str, str] | None = None,
             reverse_rules: Mapping[str, tuple[str, str]] | None = None,
             inactive: Sequence[str] = (), inactive_globals: Sequence[str] = (),
+            sizes: Mapping[str, Mapping[str, str]] | None = None,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -387,6 +388,11 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     inactive, inactive_globals : sequence of str, optional
         Functions whose calls are not differentiated (logging, timers, RNG;
         they may have no body) and globals holding no derivative information.
+    sizes : mapping, optional
+        Length contracts per kernel, ``{"loss": {"w": "n", "out": "2*n"}}``:
+        before every call, each array (and shadow) must hold at least that
+        many elements. The same as ``ENZYME_LEN(...)`` in the C declaration;
+        Python's entries win.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -441,18 +447,25 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
                                    if v.active and v.name not in inactive_globals))
 
     artifact = build.build_module(tc, inputs, args, tuple(link_args), describe)
-    known = _modules.get(artifact.key)
+    # Contracts change checks, not code: the same artifact with other sizes=
+    # is another Module.
+    memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())))
+    known = _modules.get(memo_key)
     if known is not None and known[0] is artifact:
         return known[1]
     signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
     variables = {v["name"]: GlobalVar.from_json(v) for v in artifact.extra.get("globals", ())}
+    for kernel_name, lengths in (sizes or {}).items():
+        if kernel_name not in signatures:
+            raise ContractError(f"sizes: the module defines no function '{kernel_name}'.")
+        signatures[kernel_name] = with_lengths(signatures[kernel_name], dict(lengths))
     missing = sorted(name for name in rule_functions if name not in signatures)
     if missing:
         raise CompileError(f"the derivative rule function(s) {', '.join(missing)} named in "
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
     module = Module(artifact, tc, signatures, variables)
-    _modules[artifact.key] = (artifact, module)
+    _modules[memo_key] = (artifact, module)
     return module
 
 

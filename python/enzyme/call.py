@@ -23,10 +23,11 @@ from .errors import (
     ArgumentTypeError,
     ArgumentValueError,
     EnzymeError,
+    LengthError,
     ShadowTypeError,
     ShadowValueError,
 )
-from .signature import CType, Signature
+from .signature import CType, Signature, length_contracts
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
     from .activity import DerivativeSpec, HvpSpec
@@ -185,6 +186,31 @@ def _check_pair(primal: Any, shadow: Any, name: str) -> None:
                                f"np.zeros_like({name}).")
 
 
+def _length_plan(signature: Signature, position: dict[int, int]) -> list[tuple]:
+    """(flat position of the array, flat positions of the integers it reads,
+    contract) for every length contract of the signature."""
+    return [(position[c.param], tuple(position[u] for u in c.uses), c)
+            for c in length_contracts(signature)]
+
+
+def _check_lengths(plan: list[tuple], args: Sequence[Any], converted: Sequence[Any],
+                   kernel: str) -> None:
+    """Every array must hold at least as many elements as its contract says;
+    the integers are the converted (range-checked) ones."""
+    for array_pos, use_pos, contract in plan:
+        values = [converted[u] for u in use_pos]
+        needed = contract.evaluate(values)
+        bound = ", ".join(f"{name}={v}" for name, v in
+                          zip(contract.function.__code__.co_varnames, values))
+        if needed < 0:
+            raise LengthError(f"the length of '{contract.name}' in {kernel}, {contract.expression} "
+                              f"= {needed} ({bound}), is negative.")
+        size = args[array_pos].size
+        if size < needed:
+            raise LengthError(f"argument '{contract.name}' of {kernel} needs at least {needed} "
+                              f"elements ({contract.expression} with {bound}), but has {size}.")
+
+
 def _out_cell(ffi: cffi.FFI, ctype: CType) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
     """How to allocate a scalar result slot and read it back: a one-element C
     array, or for a struct returned by value a buffer read as a numpy record."""
@@ -211,12 +237,15 @@ class PrimalFunction:
             for p in signature.params
         ]
         self._nargs = len(self._convert)
+        self._lengths = _length_plan(signature, {i: i for i in range(self._nargs)})
 
     def __call__(self, *args: Any) -> Any:
         if len(args) != self._nargs:
             raise ArgumentTypeError(f"{self.signature.name} takes {self._nargs} argument(s), "
                                     f"{len(args)} given. Signature: {self.signature}")
         converted = [conv(a) for conv, a in zip(self._convert, args)]
+        if self._lengths:
+            _check_lengths(self._lengths, args, converted, self.signature.name)
         if self._out is None:
             return self._fn(*converted)
         allocate, read = self._out
@@ -308,6 +337,7 @@ class DerivativeFunction:
                 self._outputs.append((*_out_cell(ffi, param.ctype), param.role, param.arg))
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
+        self._lengths = _length_plan(sig, position)
         self._flat_names = [
             f"d{sig.params[p.arg].name}" if p.role == "shadow" else sig.params[p.arg].name
             for p in wrapper.params if p.role == "primal" or (p.role == "shadow" and not p.lane)
@@ -338,16 +368,22 @@ class DerivativeFunction:
                 f"{len(args)} given.")
         if self._batched:
             converted = []
+            per_arg = []
             for conv, value, group in zip(self._convert, args, self._group):
                 if group:
-                    converted.extend(conv(value))
+                    lanes = conv(value)
+                    converted.extend(lanes)
+                    per_arg.append(lanes)
                 else:
                     converted.append(conv(value))
+                    per_arg.append(converted[-1])
             self._check_batched_pairs(args)
         else:
-            converted = [conv(a) for conv, a in zip(self._convert, args)]
+            converted = per_arg = [conv(a) for conv, a in zip(self._convert, args)]
             for primal_pos, shadow_pos, name in self._pairs:
                 _check_pair(args[primal_pos], args[shadow_pos], name)
+        if self._lengths:
+            _check_lengths(self._lengths, args, per_arg, self.spec.kernel)
         if self._has_seed:
             converted.extend(self._seeds(seed))
         elif seed is not None:
@@ -410,6 +446,7 @@ class HvpFunction:
         self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
                                            writable=False, shadow=True)
         self._out = _param_converter(self._ffi, x.ctype, "an output", writable=True, shadow=True)
+        self._lengths = _length_plan(sig, {i: i for i in range(len(sig.params))})
 
     def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
         sig, wrt = self.spec.signature, self.spec.wrt
@@ -417,6 +454,8 @@ class HvpFunction:
             raise ArgumentTypeError(f"{sig.name} takes {len(sig.params)} argument(s), "
                                     f"{len(args)} given. Signature: {sig}")
         converted = [conv(a) for conv, a in zip(self._convert, args)]
+        if self._lengths:
+            _check_lengths(self._lengths, args, converted, sig.name)
         x = args[wrt]
         lanes = _lanes(directions, self.spec.width, f"the directions for '{sig.params[wrt].name}'")
         converted_lanes = [self._direction(v) for v in lanes]
@@ -506,6 +545,7 @@ class SplitFunctions:
             else:  # slot_shadow, ret_slot, ret_shadow
                 self._plan.append(("zero", None, base, param.role, param.arg))
         self._nflat = len(self._convert)
+        self._lengths = _length_plan(sig, position)
         self._seed_convert = (_scalar_converter(_scalar_of(sig.ret), "seed", ArgumentTypeError)
                               if spec.ret == "active" else None)
 
@@ -517,6 +557,8 @@ class SplitFunctions:
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         for primal_pos, shadow_pos, name in self._pairs:
             _check_pair(args[primal_pos], args[shadow_pos], name)
+        if self._lengths:
+            _check_lengths(self._lengths, args, converted, self.spec.kernel)
         new = self._ffi.new
         call_args, cells = [], {}
         for kind, index, base, role, arg in self._plan:

@@ -21,6 +21,8 @@ __all__ = [
     "ShadowTypeError",
     "ShadowValueError",
     "UnsupportedSignatureError",
+    "LengthError",
+    "ContractError",
     "CacheError",
 ]
 
@@ -95,6 +97,16 @@ class ShadowTypeError(ShadowError, TypeError):
 
 class ShadowValueError(ShadowError, ValueError):
     """A shadow has the wrong shape, layout, writeability or aliases its primal."""
+
+
+class LengthError(ShadowValueError):
+    """An array (primal or shadow) is shorter than its length contract
+    (``ENZYME_LEN`` in C, ``sizes=`` in Python)."""
+
+
+class ContractError(EnzymeError, ValueError):
+    """A length contract cannot be used: unknown parameter, or an expression
+    outside the small language contracts are written in."""
 
 
 class UnsupportedSignatureError(EnzymeError, TypeError):

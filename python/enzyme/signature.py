@@ -8,15 +8,17 @@ clang's resource directory, without which libclang silently types
 
 from __future__ import annotations
 
+import ast
 import atexit
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
-from .errors import CompileError, UnsupportedSignatureError
+from .errors import CompileError, ContractError, UnsupportedSignatureError
 
-__all__ = ["CType", "Param", "Signature", "GlobalVar", "parse_signatures", "parse_module"]
+__all__ = ["CType", "Param", "Signature", "GlobalVar", "LengthContract", "length_contracts",
+           "with_lengths", "parse_signatures", "parse_module"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ class CType:
 class Param:
     name: str
     ctype: CType
+    # A C expression over the integer parameters giving how many elements a
+    # pointer parameter needs (from ENZYME_LEN(...) in C, or sizes= in Python).
+    length: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,8 @@ class Signature:
     def from_json(cls, data: dict) -> Signature:
         return cls(
             name=data["name"],
-            params=tuple(Param(p["name"], CType(**p["ctype"])) for p in data["params"]),
+            params=tuple(Param(p["name"], CType(**p["ctype"]), p.get("length", ""))
+                         for p in data["params"]),
             ret=CType(**data["ret"]),
             location=data["location"],
             variadic=data.get("variadic", False),
@@ -136,6 +142,92 @@ class Signature:
 
         params = ", ".join(f"{decl(p.ctype)} {p.name}".replace("* ", "*") for p in self.params)
         return f"{decl(self.ret)} {self.name}({params})"
+
+
+@dataclass(frozen=True)
+class LengthContract:
+    """Pointer parameter ``param`` needs at least ``evaluate(args)`` elements,
+    where the expression reads the integer parameters ``uses``."""
+
+    param: int
+    name: str
+    expression: str
+    uses: tuple[int, ...]
+    function: object = field(compare=False, repr=False)
+
+    def evaluate(self, values: Sequence[int]) -> int:
+        """``values`` are the integer arguments listed in ``uses``, in order."""
+        return self.function(*values)
+
+
+_ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load,
+            ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.USub, ast.UAdd)
+
+
+def _compile_length(signature: Signature, index: int, expression: str) -> LengthContract:
+    where = f"the length of '{signature.params[index].name}' in {signature.name}"
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError:
+        raise ContractError(f"{where}: `{expression}` is not an expression of integer "
+                            "parameters, integer literals, + - * / and parentheses.") from None
+    names = {p.name: i for i, p in enumerate(signature.params)}
+    uses: list[int] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED) or (isinstance(node, ast.Constant)
+                                              and type(node.value) is not int):
+            raise ContractError(f"{where}: `{expression}` may only use integer parameters, "
+                                "integer literals, + - * / and parentheses.")
+        if isinstance(node, ast.Name):
+            i = names.get(node.id)
+            if i is None or signature.params[i].ctype.kind != "scalar" \
+                    or signature.params[i].ctype.is_float:
+                raise ContractError(f"{where}: `{node.id}` in `{expression}` is not an integer "
+                                    f"parameter of {signature.name}.")
+            if i not in uses:
+                uses.append(i)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            node.op = ast.FloorDiv()  # C integer division (lengths are never negative)
+    arguments = ", ".join(signature.params[i].name for i in uses)
+    lambda_tree = ast.Expression(ast.Lambda(
+        args=ast.arguments(posonlyargs=[], args=[ast.arg(signature.params[i].name) for i in uses],
+                           kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=tree.body))
+    ast.fix_missing_locations(lambda_tree)
+    # Only the checked node types above reach compile(): names of integer
+    # parameters, integer literals and arithmetic.
+    function = eval(compile(lambda_tree, f"<length of {signature.params[index].name}: {arguments}>",
+                            "eval"), {"__builtins__": {}})
+    return LengthContract(index, signature.params[index].name, expression.strip(), tuple(uses),
+                          function)
+
+
+def length_contracts(signature: Signature) -> tuple[LengthContract, ...]:
+    """The checked length contracts of a signature's pointer parameters."""
+    contracts = []
+    for i, param in enumerate(signature.params):
+        if not param.length:
+            continue
+        if not param.ctype.is_pointer:
+            raise ContractError(f"'{param.name}' of {signature.name} is not a pointer, so it has "
+                                "no length to check.")
+        contracts.append(_compile_length(signature, i, param.length))
+    return tuple(contracts)
+
+
+def with_lengths(signature: Signature, lengths: dict[str, str]) -> Signature:
+    """The signature with length contracts added or replaced from Python
+    (``sizes={"x": "n"}``); the expressions are checked here."""
+    names = [p.name for p in signature.params]
+    unknown = [name for name in lengths if name not in names]
+    if unknown:
+        raise ContractError(f"sizes for {signature.name}: no parameter named "
+                            f"{', '.join(unknown)} (it has {', '.join(names)}).")
+    params = tuple(replace(p, length=str(lengths[p.name])) if p.name in lengths else p
+                   for p in signature.params)
+    updated = replace(signature, params=params)
+    length_contracts(updated)
+    return updated
 
 
 @dataclass(frozen=True)
@@ -269,13 +361,13 @@ def _record_layout(record, table) -> tuple[dict, bool]:
         raise _Unsupported(f"`{record.spelling}` is an incomplete type (its definition is not "
                            "visible): include the header that defines it")
     names, formats, offsets, floating = [], [], [], False
-    for field in record.get_fields():
-        if field.is_bitfield():
-            raise _Unsupported(f"`{record.spelling}` has a bit-field ({field.spelling})")
-        fmt, is_float = _element_format(field.type, table)
-        names.append(field.spelling)
+    for member in record.get_fields():
+        if member.is_bitfield():
+            raise _Unsupported(f"`{record.spelling}` has a bit-field ({member.spelling})")
+        fmt, is_float = _element_format(member.type, table)
+        names.append(member.spelling)
         formats.append(fmt)
-        offsets.append(record.get_offset(field.spelling) // 8)
+        offsets.append(record.get_offset(member.spelling) // 8)
         floating = floating or is_float
     return {"names": names, "formats": formats, "offsets": offsets,
             "itemsize": record.get_size()}, floating
@@ -320,6 +412,18 @@ def _ctype(t, table, returned: bool = False) -> CType:
                             "double, float, integer types and structs of those)")
     return CType("unsupported", spelling,
                  reason=f"{canon.kind.spelling.lower()} parameters are not supported yet")
+
+
+LENGTH_ANNOTATION = "enzyme_len:"
+
+
+def _length_annotation(cursor) -> str:
+    from clang.cindex import CursorKind
+
+    for child in cursor.get_children():
+        if child.kind == CursorKind.ANNOTATE_ATTR and child.spelling.startswith(LENGTH_ANNOTATION):
+            return child.spelling[len(LENGTH_ANNOTATION):].strip()
+    return ""
 
 
 _INDEX = None
@@ -423,7 +527,7 @@ def parse_module(sources: Sequence[str], args: Sequence[str],
                     or cursor.linkage != LinkageKind.EXTERNAL):
                 continue
             params = tuple(
-                Param(arg.spelling or f"arg{i}", _ctype(arg.type, table))
+                Param(arg.spelling or f"arg{i}", _ctype(arg.type, table), _length_annotation(arg))
                 for i, arg in enumerate(cursor.get_arguments())
             )
             loc = cursor.location

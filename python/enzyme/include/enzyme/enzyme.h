@@ -39,6 +39,14 @@ extern int enzyme_noret;
 extern double __enzyme_autodiff(void *, ...);
 extern double __enzyme_fwddiff(void *, ...);
 
+/* ---- Length contracts --------------------------------------------------
+ * Tie a pointer parameter's length (in elements) to integer parameters, so
+ * that enzyme-ffi checks every array and shadow before calling:
+ *     double loss(const double *ENZYME_LEN(n) w, double *ENZYME_LEN(2 * n) out, int n);
+ * The expression may use integer parameters, integer literals, + - * / and
+ * parentheses. It has no effect on the compiled code. */
+#define ENZYME_LEN(expr) __attribute__((annotate("enzyme_len:" #expr)))
+
 /* ---- Custom derivatives and inactive code ------------------------------
  * Enzyme reads these registrations by their global's name (enzyme-ffi runs
  * Enzyme's preserve-nvvm pass before any inlining, so they are honoured and
