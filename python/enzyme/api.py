@@ -186,11 +186,12 @@ class Kernel:
     def _build_split(self, mode: Mode, kinds: tuple, ret: Any) -> SplitFunctions:
         spec = resolve_activities(self.signature, mode, kinds, ret)
         tc, artifact = self.module._toolchain, self.module._artifact
-        probe = generate_split(spec, None)
+        runtime = self.module.runtime_activity
+        probe = generate_split(spec, None, runtime)
         probe_so = build.build_derivative(tc, artifact, probe.c_source, self.name, spec.pattern)
         size = max(tape_size(str(probe_so), probe), 8)
         for _ in range(2):
-            split = generate_split(spec, size)
+            split = generate_split(spec, size, runtime)
             try:
                 so_path = build.build_derivative(tc, artifact, split.c_source, self.name,
                                                  spec.pattern)
@@ -211,7 +212,7 @@ class Kernel:
             found = self._derivatives.get(key)
             if found is None:
                 spec = resolve()
-                wrapper = generate(spec)
+                wrapper = generate(spec, self.module.runtime_activity)
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, spec.pattern)
                 found = wrap(spec, wrapper, str(so_path))
@@ -227,8 +228,10 @@ class Module:
 
     def __init__(self, artifact: build.ModuleArtifact, tc: _toolchain_stage.Toolchain,
                  signatures: Mapping[str, Signature],
-                 variables: Mapping[str, GlobalVar] | None = None) -> None:
+                 variables: Mapping[str, GlobalVar] | None = None,
+                 runtime_activity: bool = False) -> None:
         self._artifact = artifact
+        self.runtime_activity = runtime_activity
         self._toolchain = tc
         self.signatures = dict(signatures)
         self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
@@ -321,7 +324,7 @@ class GlobalsView(Mapping):
         return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
 
 
-_modules: dict[tuple[str, str], tuple[build.ModuleArtifact, Module]] = {}
+_modules: dict[tuple[str, str, bool], tuple[build.ModuleArtifact, Module]] = {}
 
 
 def _source_inputs(source: str | None, path: str | os.PathLike | None,
@@ -363,6 +366,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             reverse_rules: Mapping[str, tuple[str, str]] | None = None,
             inactive: Sequence[str] = (), inactive_globals: Sequence[str] = (),
             sizes: Mapping[str, Mapping[str, str]] | None = None,
+            loose_types: bool = False, runtime_activity: bool = False,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -393,6 +397,12 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         before every call, each array (and shadow) must hold at least that
         many elements. The same as ``ENZYME_LEN(...)`` in the C declaration;
         Python's entries win.
+    loose_types : bool
+        Let Enzyme's type analysis guess where it cannot deduce a type
+        (``-enzyme-loose-types``). Check the numbers when you need it.
+    runtime_activity : bool
+        Decide activity at run time (``enzyme_runtime_activity``), for code
+        whose activity Enzyme cannot settle statically.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -432,6 +442,8 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         directory = os.path.abspath(directory)
         link_args += [f"-L{directory}", f"-Wl,-rpath,{directory}"]
     link_args += [f"-l{lib}" for lib in libraries]
+    if "-fopenmp" in flags:
+        link_args.append("-fopenmp")  # clang links its own OpenMP runtime
 
     def describe(paths: list[str]) -> build.ModuleFacts:
         signatures, variables = parse_module(paths, args, tc.resource_dir)
@@ -446,10 +458,12 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             shadowed_globals=tuple((v.name, v.size) for v in user
                                    if v.active and v.name not in inactive_globals))
 
-    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe)
+    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe,
+                                  ("-enzyme-loose-types",) if loose_types else ())
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
-    memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())))
+    memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),
+                bool(runtime_activity))
     known = _modules.get(memo_key)
     if known is not None and known[0] is artifact:
         return known[1]
@@ -464,7 +478,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         raise CompileError(f"the derivative rule function(s) {', '.join(missing)} named in "
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
-    module = Module(artifact, tc, signatures, variables)
+    module = Module(artifact, tc, signatures, variables, runtime_activity=bool(runtime_activity))
     _modules[memo_key] = (artifact, module)
     return module
 

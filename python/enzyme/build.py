@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .diagnostics import explain
 from .errors import CompileError, DifferentiationError, ToolchainError
 from .paths import atomic_write_bytes, cache_dir, sha256_file
 from .toolchain import Toolchain
@@ -102,6 +103,7 @@ class ModuleArtifact:
     extra: dict = field(hash=False, compare=False)
     dep_stamps: tuple[tuple[str, int, int], ...] = ()
     shared_globals: tuple[str, ...] = ()  # defined in so_path only; derivatives link to it
+    opt_flags: tuple[str, ...] = ()  # Enzyme options (e.g. -enzyme-loose-types) for every build
 
 
 def _package_version() -> str:
@@ -203,14 +205,16 @@ def clang_diagnostics(stderr: str, rename: dict[str, str]) -> tuple[str, ...]:
     return tuple(blocks)
 
 
-_NOISE = re.compile(r"^\s*(#\d+ |\d+\.\s+Program arguments|Stack dump:|PLEASE submit)")
-
-
-def enzyme_message(stderr: str) -> str:
-    """Enzyme's (or LLVM's) own words from opt's stderr, without the crash
-    backtrace."""
-    lines = [ln.rstrip() for ln in stderr.splitlines() if ln.strip() and not _NOISE.match(ln)]
-    return "\n".join(lines[:40])[-4000:] or stderr.strip()[-2000:]
+def differentiation_error(stderr: str, kernel: str, pattern: str, headline: str) -> DifferentiationError:
+    """A DifferentiationError carrying Enzyme's own words, the kernel, the
+    activity pattern and, for known failures, what to do."""
+    message, failure = explain(stderr)
+    text = f"{headline}\n{message}"
+    if failure is not None:
+        text += f"\nWhat happened: {failure.what}.\nFix: {failure.hint}."
+    return DifferentiationError(text, kernel=kernel, pattern=pattern, enzyme_message=message,
+                                hint=failure.hint if failure else "",
+                                code=failure.code if failure else "")
 
 
 @contextmanager
@@ -287,7 +291,7 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
 def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
                             link_args: Sequence[str], work: Path,
                             on_enzyme_error: Callable[[str], Exception],
-                            extern_globals: Sequence[str] = ()) -> None:
+                            extern_globals: Sequence[str] = (), opt_flags: Sequence[str] = ()) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
     else:
@@ -307,7 +311,7 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         linked = extern
     ad = str(work / "ad.bc")
     done = _run([tc.opt, linked, f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}",
-                 *OPT_FLAGS, "-o", ad])
+                 *OPT_FLAGS, *opt_flags, "-o", ad])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
     done = _run([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
@@ -317,8 +321,8 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
 
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                 link_args: Sequence[str],
-                 describe: Callable[[list[str]], ModuleFacts]) -> ModuleArtifact:
+                 link_args: Sequence[str], describe: Callable[[list[str]], ModuleFacts],
+                 opt_flags: Sequence[str] = ()) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths)`` is called on a cache miss with the C files as written
@@ -326,7 +330,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     globals to share and shadow, and its ``extra`` is stored with the entry
     (the orchestrator stores the parsed signatures there).
     """
-    key = _module_key(tc, sources, args, link_args)
+    key = _module_key(tc, sources, [*args, *opt_flags], link_args)
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
@@ -351,7 +355,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
             key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
             bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
             extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
-            shared_globals=tuple(manifest.get("shared", ())))
+            shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags))
 
     artifact = load()
     if artifact is None:
@@ -359,13 +363,14 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
             artifact = load()  # another process may have finished it meanwhile
             if artifact is None:
                 artifact = _build_module_locked(tc, sources, args, link_args, describe, key,
-                                                entries, manifest_path)
+                                                entries, manifest_path, tuple(opt_flags))
     with _memo_lock:
         _module_memo[key] = artifact
     return artifact
 
 
-def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path):
+def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path,
+                         opt_flags):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
         work = Path(tmp)
         paths, rename, bitcode, headers = [], {}, [], []
@@ -407,13 +412,13 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         so = work / "module.so"
 
         def module_failure(stderr: str) -> Exception:
-            message = enzyme_message(stderr)
-            return DifferentiationError(
-                f"Building the module failed in the Enzyme/link step (this runs the "
-                f"__enzyme_* calls written in your C):\n{message}",
-                kernel="<module>", pattern="(calls in the C source)", enzyme_message=message)
+            return differentiation_error(
+                stderr, "<module>", "(calls in the C source)",
+                "Building the module failed in the Enzyme/link step (this runs the __enzyme_* "
+                "calls written in your C):")
 
-        _link_and_differentiate(tc, [linked], so, link_args, work, module_failure)
+        _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
+                                opt_flags=opt_flags)
         extra = facts.extra
         shared = list(facts.shared_globals) + [SHADOW_PREFIX + n for n, _ in facts.shadowed_globals]
         bc_name, so_name = f"{key}.bc", f"{key}.so"
@@ -427,7 +432,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         atomic_write_bytes(manifest_path, json.dumps(manifest).encode(), 0o600)
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
-                          dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared))
+                          dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
+                          opt_flags=opt_flags)
 
 
 def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path) -> str:
@@ -474,7 +480,7 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     return the shared library's path (cached)."""
     material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
                            wrapper_source, PRE_AD_FLAGS, OPT_PASSES, OPT_FLAGS, POST_AD_FLAGS,
-                           list(module.link_args), list(module.shared_globals),
+                           list(module.link_args), list(module.shared_globals), list(module.opt_flags),
                            module.so_path if module.shared_globals else ""])
     key = hashlib.sha256(material.encode()).hexdigest()[:32]
     with _memo_lock:
@@ -518,16 +524,14 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
                 kernel=kernel, pattern=pattern, enzyme_message=done.stderr)
 
         def failure(stderr: str) -> Exception:
-            message = enzyme_message(stderr)
-            return DifferentiationError(
-                f"Enzyme could not differentiate '{kernel}' as {pattern}:\n{message}",
-                kernel=kernel, pattern=pattern, enzyme_message=message)
+            return differentiation_error(stderr, kernel, pattern,
+                                         f"Enzyme could not differentiate '{kernel}' as {pattern}:")
 
         so = work / f"{key}.so"
         # With shared globals, link against the primal library, which defines them.
         link = [*module.link_args, module.so_path] if module.shared_globals else module.link_args
         _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, link, work, failure,
-                                extern_globals=module.shared_globals)
+                                extern_globals=module.shared_globals, opt_flags=module.opt_flags)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")
         atomic_write_bytes(manifest_path, json.dumps({"key": key, "files": files}).encode(),

@@ -126,7 +126,7 @@ class _Call:
     """One Enzyme call being assembled: the helper around the kernel, the
     entry point's parameters, and the call's argument list."""
 
-    def __init__(self, sig: Signature, width: int) -> None:
+    def __init__(self, sig: Signature, width: int, runtime_activity: bool = False) -> None:
         self.sig = sig
         self.width = width
         self.helper_params: list[tuple[str, str]] = []  # (C type, name)
@@ -136,6 +136,8 @@ class _Call:
         self.locals: list[str] = []
         self.enzyme_args: list[tuple[str, str]] = []  # (C type, expression)
         self.after: list[str] = []
+        if runtime_activity:
+            self.enzyme_args.append(("int", "enzyme_runtime_activity"))
         if width > 1:
             self.enzyme_args += [("int", "enzyme_width"), ("int", str(width))]
 
@@ -238,7 +240,8 @@ class _Call:
         return f"{enzyme_fn}({', '.join([helper] + [e for _, e in self.enzyme_args])});"
 
 
-_PRELUDE = "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_width;"
+_PRELUDE = ("extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_width, "
+            "enzyme_runtime_activity;")
 
 
 def _shadow_decl(ctype: CType, reverse: bool) -> str:
@@ -248,7 +251,7 @@ def _shadow_decl(ctype: CType, reverse: bool) -> str:
     return f"{'const ' if const else ''}{ctype.base} *"
 
 
-def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
+def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) -> GeneratedWrapper:
     """Write the C wrapper and cdef for one derivative request.
 
     Examples
@@ -262,11 +265,11 @@ def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
     ['primal', 'primal', 'seed', 'adjoint_out', 'adjoint_out']
     """
     sig = spec.signature
-    uid = _uid(sig.c_prototype, spec.pattern)
+    uid = _uid(sig.c_prototype, spec.pattern, str(runtime_activity))
     entry = f"__efi_d_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
     enzyme_fn = f"__enzyme_{'autodiff' if spec.reverse else 'fwddiff'}_efi_{uid}"
-    call = _Call(sig, spec.width)
+    call = _Call(sig, spec.width, runtime_activity)
     for arg in spec.args:
         if arg.activity == "const":
             call.const(arg.index, arg.ctype)
@@ -296,7 +299,7 @@ def generate_derivative(spec: DerivativeSpec) -> GeneratedWrapper:
                             cdef=f"void {entry}({entry_sig});", params=params)
 
 
-def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
+def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrapper:
     """Hessian-vector products by forward-over-reverse.
 
     The generated C holds a gradient function (``__enzyme_autodiff`` of the
@@ -308,7 +311,7 @@ def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
     (``hvp_out``), all arrays shaped like the ``wrt`` argument.
     """
     sig = spec.signature
-    uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}")
+    uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}", str(runtime_activity))
     entry = f"__efi_hvp_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
     grad_fn = f"__efi_g_{sig.name}_{uid}"
@@ -317,7 +320,7 @@ def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
     x = sig.params[spec.wrt].ctype
     base = x.base
 
-    inner = _Call(sig, 1)
+    inner = _Call(sig, 1, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
             inner.pointer(index, param.ctype, f"{base} *", noneed=False)
@@ -329,7 +332,7 @@ def generate_hvp(spec: HvpSpec) -> GeneratedWrapper:
     grad_params = [(p.ctype.c_decl, f"a{i}") for i, p in enumerate(sig.params)]
     grad_params.append((f"{base} *", f"da{spec.wrt}_0"))
 
-    outer = _Call(sig, spec.width)
+    outer = _Call(sig, spec.width, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
             outer.pointer(index, param.ctype, f"const {base} *", noneed=False,
@@ -426,7 +429,8 @@ class GeneratedSplit:
     params: tuple[WrapperParam, ...]
 
 
-def generate_split(spec: DerivativeSpec, tape_bytes: int | None) -> GeneratedSplit:
+def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
+                   runtime_activity: bool = False) -> GeneratedSplit:
     """Write split-mode entry points (``__enzyme_augmentfwd`` / ``__enzyme_reverse``).
 
     With ``tape_bytes=None`` only the probe ``long size(void)`` (from
@@ -437,10 +441,10 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None) -> GeneratedSpl
     ``ret_shadow``) that persist from the forward to the reverse pass.
     """
     sig = spec.signature
-    uid = _uid(sig.c_prototype, spec.pattern, "split")
+    uid = _uid(sig.c_prototype, spec.pattern, "split", str(runtime_activity))
     helper = f"__efi_h_{sig.name}_{uid}"
-    call = _Call(sig, 1)
-    markers: list[str] = []
+    call = _Call(sig, 1, runtime_activity)
+    markers: list[str] = ["enzyme_runtime_activity"] if runtime_activity else []
     for arg in spec.args:
         ctype, name = arg.ctype, f"a{arg.index}"
         if arg.activity == "const":
@@ -476,7 +480,8 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None) -> GeneratedSpl
     size_fn = f"__enzyme_augmentsize_efi_{uid}"
     lines = [
         f"/* enzyme-ffi generated: split {spec.pattern} of {sig} */",
-        "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_allocated, enzyme_tape;",
+        "extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_allocated, enzyme_tape, "
+        "enzyme_runtime_activity;",
         *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
         call.helper_definition(helper, body),

@@ -61,14 +61,19 @@ class DifferentiationError(EnzymeError):
         The mode and activity pattern, e.g. ``Reverse(Duplicated, Const)``.
     enzyme_message : str
         Enzyme's (or the tool's) own words.
+    code, hint : str
+        For a failure in the catalogue (``enzyme.diagnostics.CATALOGUE``), its
+        short name and what to do; empty otherwise.
     """
 
     def __init__(self, message: str, kernel: str = "", pattern: str = "",
-                 enzyme_message: str = "") -> None:
+                 enzyme_message: str = "", hint: str = "", code: str = "") -> None:
         super().__init__(message)
         self.kernel = kernel
         self.pattern = pattern
         self.enzyme_message = enzyme_message
+        self.hint = hint
+        self.code = code
 
 
 class ActivityError(EnzymeError, TypeError):
