@@ -6,6 +6,7 @@ only module that imports several stages.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -40,6 +41,7 @@ from .call import (
     flatten_annotations,
     global_view,
     numpy_dtype,
+    release_owner,
     tape_size,
 )
 from .codegen import (
@@ -50,7 +52,7 @@ from .codegen import (
     generate_split,
     primal_cdef,
 )
-from .errors import ActivityError, CompileError, ContractError, DifferentiationError, EnzymeError
+from .errors import ActivityError, CompileError, ContractError, DifferentiationError, EnzymeError, ModuleClosedError
 from .signature import GlobalVar, Signature, parse_module, with_lengths
 
 __all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
@@ -141,15 +143,17 @@ class Kernel:
     def __call__(self, *args: Any) -> Any:
         primal = self._primal
         if primal is None:
+            self.module._check_open()
             self.signature.check_supported()
             if self.signature.ret.kind == "struct":
                 wrapper = generate_primal_wrapper(self.signature)
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, "primal")
-                primal = PrimalFunction(self.signature, str(so_path), wrapper.cdef, wrapper.entry)
+                primal = PrimalFunction(self.signature, str(so_path), wrapper.cdef, wrapper.entry,
+                                        self.module._owner)
             else:
                 primal = PrimalFunction(self.signature, self.module._artifact.so_path,
-                                        primal_cdef(self.signature))
+                                        primal_cdef(self.signature), owner=self.module._owner)
             self._primal = primal
         return primal(*args)
 
@@ -177,6 +181,7 @@ class Kernel:
         key = ("split", mode, kinds, ret)
         found = self._derivatives.get(key)
         if found is None:
+            self.module._check_open()
             with self._lock:
                 found = self._derivatives.get(key)
                 if found is None:
@@ -189,7 +194,7 @@ class Kernel:
         runtime = self.module.runtime_activity
         probe = generate_split(spec, None, runtime)
         probe_so = build.build_derivative(tc, artifact, probe.c_source, self.name, spec.pattern)
-        size = max(tape_size(str(probe_so), probe), 8)
+        size = max(tape_size(str(probe_so), probe, self.module._owner), 8)
         for _ in range(2):
             split = generate_split(spec, size, runtime)
             try:
@@ -203,11 +208,12 @@ class Kernel:
                     raise
                 size = int(need.group(1))
                 continue
-            return SplitFunctions(spec, split, str(so_path), size)
+            return SplitFunctions(spec, split, str(so_path), size, self.module._owner)
         raise DifferentiationError(f"Enzyme's tape size for '{self.name}' did not settle.",
                                    kernel=self.name, pattern=spec.pattern)
 
     def _compile_once(self, key: tuple, resolve: Callable, generate: Callable, wrap: Callable):
+        self.module._check_open()
         with self._lock:
             found = self._derivatives.get(key)
             if found is None:
@@ -215,7 +221,7 @@ class Kernel:
                 wrapper = generate(spec, self.module.runtime_activity)
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, spec.pattern)
-                found = wrap(spec, wrapper, str(so_path))
+                found = wrap(spec, wrapper, str(so_path), self.module._owner)
                 self._derivatives[key] = found
         return found
 
@@ -238,6 +244,41 @@ class Module:
         self._variables = dict(variables or {})
         self.globals = GlobalsView(self, shadows=False)
         self.shadows = GlobalsView(self, shadows=True)
+        self._owner = next(_owner_ids)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ModuleClosedError("this module was closed; compile it again to use it.")
+
+    def close(self) -> None:
+        """Unload the module's shared libraries (those no other module uses).
+
+        Calling one of its kernels or derivatives afterwards raises
+        :class:`ModuleClosedError`. A library whose globals were viewed
+        through ``mod.globals``/``mod.shadows`` stays loaded (numpy views
+        cannot be invalidated). Compiling the same source again after
+        ``close()`` gives a new module, loaded from the disk cache.
+
+        Examples
+        --------
+        >>> with compile("double half(double x) { return 0.5 * x; }") as mod:
+        ...     mod.half(3.0)
+        1.5
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for key, (_, module) in list(_modules.items()):
+            if module is self:
+                del _modules[key]
+        release_owner(self._owner)
+
+    def __enter__(self) -> Module:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __getitem__(self, name: str) -> Kernel:
         try:
@@ -325,6 +366,7 @@ class GlobalsView(Mapping):
 
 
 _modules: dict[tuple[str, str, bool], tuple[build.ModuleArtifact, Module]] = {}
+_owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
 
 
 def _source_inputs(source: str | None, path: str | os.PathLike | None,

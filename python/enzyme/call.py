@@ -24,6 +24,7 @@ from .errors import (
     ArgumentValueError,
     EnzymeError,
     LengthError,
+    ModuleClosedError,
     ShadowTypeError,
     ShadowValueError,
 )
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stag
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
            "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype",
-           "global_view"]
+           "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER"]
 
 
 class ReverseResult(NamedTuple):
@@ -61,12 +62,33 @@ class ForwardResult(NamedTuple):
     primal: Any = None
 
 
-_libraries: dict[tuple[str, str], tuple[cffi.FFI, Any]] = {}
+class LoadedLibrary:
+    """A dlopen'ed library and the owners (modules) using it. It is unloaded
+    when its last owner releases it; callables check ``alive`` first, so a
+    call into an unloaded library is an exception, never a jump into
+    unmapped memory."""
+
+    __slots__ = ("key", "ffi", "lib", "owners", "alive")
+
+    def __init__(self, key: tuple[str, str], ffi: cffi.FFI, lib: Any) -> None:
+        self.key = key
+        self.ffi = ffi
+        self.lib = lib
+        self.owners: set[int] = set()
+        self.alive = True
+
+
+_libraries: dict[tuple[str, str], LoadedLibrary] = {}
 _load_lock = threading.Lock()
+# Owner for libraries that must stay loaded for the life of the process
+# (numpy views of their globals cannot be invalidated).
+PERMANENT_OWNER = 0
 
 
-def load_symbol(so_path: str, cdef: str, name: str) -> tuple[cffi.FFI, Any]:
-    """dlopen a library (once per path and cdef) and return ``(ffi, function)``."""
+def load_symbol(so_path: str, cdef: str, name: str,
+                owner: int = PERMANENT_OWNER) -> tuple[cffi.FFI, Any, LoadedLibrary]:
+    """dlopen a library (once per path and cdef) for ``owner``; return
+    ``(ffi, symbol, library)``."""
     key = (so_path, cdef)
     with _load_lock:
         entry = _libraries.get(key)
@@ -78,10 +100,30 @@ def load_symbol(so_path: str, cdef: str, name: str) -> tuple[cffi.FFI, Any]:
             except OSError as exc:
                 raise EnzymeError(f"cannot load the compiled library {so_path}: {exc}. "
                                   "Clear the cache (`python -m enzyme cache clear`) and retry.") from exc
-            entry = (ffi, lib)
-            _libraries[key] = entry
-    ffi, lib = entry
-    return ffi, getattr(lib, name)
+            entry = _libraries[key] = LoadedLibrary(key, ffi, lib)
+        entry.owners.add(owner)
+    return entry.ffi, getattr(entry.lib, name), entry
+
+
+def release_owner(owner: int) -> int:
+    """Drop ``owner`` from every library; unload those nobody owns any more.
+    Returns how many libraries were unloaded."""
+    unloaded = 0
+    with _load_lock:
+        for key, library in list(_libraries.items()):
+            if owner in library.owners:
+                library.owners.discard(owner)
+                if not library.owners:
+                    library.alive = False
+                    del _libraries[key]
+                    library.ffi.dlclose(library.lib)
+                    unloaded += 1
+    return unloaded
+
+
+def _closed(library: LoadedLibrary) -> EnzymeError:
+    return ModuleClosedError(f"the module that owned {library.key[0]} was closed; compile it "
+                             "again to call it.")
 
 
 def _describe(value: Any) -> str:
@@ -227,9 +269,10 @@ class PrimalFunction:
     returning a struct is called through its generated void wrapper
     (``entry``), and the struct comes back as a numpy record."""
 
-    def __init__(self, signature: Signature, so_path: str, cdef: str, entry: str | None = None) -> None:
+    def __init__(self, signature: Signature, so_path: str, cdef: str, entry: str | None = None,
+                 owner: int = PERMANENT_OWNER) -> None:
         self.signature = signature
-        self._ffi, self._fn = load_symbol(so_path, cdef, entry or signature.name)
+        self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
         self._convert = [
             _param_converter(self._ffi, p.ctype, f"argument '{p.name}' of {signature.name}",
@@ -246,6 +289,8 @@ class PrimalFunction:
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         if self._lengths:
             _check_lengths(self._lengths, args, converted, self.signature.name)
+        if not self._library.alive:
+            raise _closed(self._library)
         if self._out is None:
             return self._fn(*converted)
         allocate, read = self._out
@@ -293,9 +338,10 @@ class DerivativeFunction:
     a sequence of ``width`` shadows); ``seed=`` for an Active return.
     """
 
-    def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str) -> None:
+    def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str,
+                 owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
-        self._ffi, self._fn = load_symbol(so_path, wrapper.cdef, wrapper.entry)
+        self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         ffi = self._ffi
         sig = spec.signature
         self._width = spec.width
@@ -390,6 +436,8 @@ class DerivativeFunction:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
         outs = [allocate() for allocate, _, _, _ in self._outputs]
+        if not self._library.alive:
+            raise _closed(self._library)
         self._fn(*converted, *outs)
         return self._result(outs)
 
@@ -433,9 +481,10 @@ class HvpFunction:
     arrays shaped like argument ``wrt``; returns ``(gradient, products)``.
     """
 
-    def __init__(self, spec: HvpSpec, wrapper: GeneratedWrapper, so_path: str) -> None:
+    def __init__(self, spec: HvpSpec, wrapper: GeneratedWrapper, so_path: str,
+                 owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
-        self._ffi, self._fn = load_symbol(so_path, wrapper.cdef, wrapper.entry)
+        self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         sig = spec.signature
         self._convert = [
             _param_converter(self._ffi, p.ctype, f"argument '{p.name}' of {sig.name}",
@@ -465,14 +514,16 @@ class HvpFunction:
                                        f"'{sig.params[wrt].name}' has shape {x.shape}.")
         gradient = np.zeros_like(x)
         products = [np.zeros_like(x) for _ in lanes]
+        if not self._library.alive:
+            raise _closed(self._library)
         self._fn(*converted[:wrt + 1], *converted_lanes, *converted[wrt + 1:],
                  self._out(gradient), *(self._out(p) for p in products))
         return gradient, products
 
 
-def tape_size(so_path: str, split: GeneratedSplit) -> int:
+def tape_size(so_path: str, split: GeneratedSplit, owner: int = PERMANENT_OWNER) -> int:
     """Ask a compiled size probe how many bytes the tape needs."""
-    _, probe = load_symbol(so_path, split.cdef, split.size_entry)
+    _, probe, _ = load_symbol(so_path, split.cdef, split.size_entry, owner)
     return int(probe())
 
 
@@ -511,11 +562,12 @@ class SplitFunctions:
     """
 
     def __init__(self, spec: DerivativeSpec, split: GeneratedSplit, so_path: str,
-                 tape_bytes: int) -> None:
+                 tape_bytes: int, owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
         self.tape_bytes = tape_bytes
-        self._ffi, self._forward = load_symbol(so_path, split.cdef, split.forward_entry)
-        _, self._reverse = load_symbol(so_path, split.cdef, split.reverse_entry)
+        self._ffi, self._forward, self._library = load_symbol(so_path, split.cdef,
+                                                              split.forward_entry, owner)
+        _, self._reverse, _ = load_symbol(so_path, split.cdef, split.reverse_entry, owner)
         ffi, sig = self._ffi, spec.signature
         self._convert: list[Callable[[Any], Any]] = []
         self._pairs: list[tuple[int, int, str]] = []
@@ -569,6 +621,8 @@ class SplitFunctions:
             cells[(role, arg)] = cell
             call_args.append(cell)
         buffer = new("char[]", max(self.tape_bytes, 1))
+        if not self._library.alive:
+            raise _closed(self._library)
         self._forward(*call_args, buffer)
         primal = cells[("ret_slot", -1)][0] if self.spec.with_primal and ("ret_slot", -1) in cells \
             else None
@@ -583,6 +637,8 @@ class SplitFunctions:
         elif seed is not None:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
+        if not self._library.alive:
+            raise _closed(self._library)
         with tape._lock:
             if tape.used:
                 raise ActivityError("this tape was already reversed; Enzyme frees what the tape "
@@ -606,7 +662,8 @@ def global_view(so_path: str, symbol: str, var: GlobalVar, read_only: bool) -> n
     """A numpy array viewing a global variable of a loaded library (the view
     keeps the library loaded). ``const`` globals live in read-only memory:
     their views are read-only, so a write is a Python error, not a crash."""
-    ffi, cells = load_symbol(so_path, f"extern char {symbol}[{max(var.size, 1)}];", symbol)
+    ffi, cells, _ = load_symbol(so_path, f"extern char {symbol}[{max(var.size, 1)}];", symbol,
+                                PERMANENT_OWNER)
     view = np.frombuffer(ffi.buffer(cells), dtype=numpy_dtype(var.element)).reshape(var.shape)
     if read_only:
         view.flags.writeable = False

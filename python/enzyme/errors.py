@@ -22,6 +22,7 @@ __all__ = [
     "ShadowValueError",
     "UnsupportedSignatureError",
     "LengthError",
+    "ModuleClosedError",
     "ContractError",
     "CacheError",
 ]
@@ -107,6 +108,10 @@ class ShadowValueError(ShadowError, ValueError):
 class LengthError(ShadowValueError):
     """An array (primal or shadow) is shorter than its length contract
     (``ENZYME_LEN`` in C, ``sizes=`` in Python)."""
+
+
+class ModuleClosedError(EnzymeError, RuntimeError):
+    """A kernel or derivative of a module that was closed was called."""
 
 
 class ContractError(EnzymeError, ValueError):
