@@ -38,9 +38,10 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .diagnostics import explain
-from .errors import CompileError, DifferentiationError, ToolchainError
+from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, ToolchainError
 from .paths import atomic_write_bytes, cache_dir, sha256_file
 from .toolchain import Toolchain
 
@@ -139,6 +140,8 @@ def _private_dir(path: Path) -> Path:
 
 _fallback_root: Path | None = None
 _refused_roots: set[str] = set()  # warn once per refused directory, not per compile
+_cache_abandoned = False  # the cache failed mid-build: use the fallback from now on
+T = TypeVar("T")
 
 
 def cache_root() -> Path:
@@ -146,19 +149,47 @@ def cache_root() -> Path:
     or written, or others could plant files in it, a private temporary
     directory is used instead, with a warning: cache trouble never breaks a
     compile."""
-    global _fallback_root
     root = cache_dir()
+    if _cache_abandoned:
+        return _fallback()
     try:
         return _private_dir(root)
     except OSError as exc:
-        if _fallback_root is None:
-            _fallback_root = Path(tempfile.mkdtemp(prefix="enzyme-ffi-cache-"))
+        fallback = _fallback()
         if str(root) not in _refused_roots:
             _refused_roots.add(str(root))
             warnings.warn(f"enzyme-ffi: cache dir {root} refused ({exc}); using the private "
-                          f"temporary dir {_fallback_root} for this process. Set "
+                          f"temporary dir {fallback} for this process. Set "
                           "ENZYME_CACHE_DIR to a directory only you can write.", stacklevel=3)
-        return _fallback_root
+        return fallback
+
+
+def _fallback() -> Path:
+    global _fallback_root
+    if _fallback_root is None:
+        _fallback_root = Path(tempfile.mkdtemp(prefix="enzyme-ffi-cache-"))
+    return _fallback_root
+
+
+def _with_cache(work: Callable[[Path], T]) -> T:
+    """Run ``work`` in the cache; if the cache fails under it (disk full,
+    made read-only, removed), warn once and redo it in a private temporary
+    directory for the rest of the process: cache trouble never breaks a
+    compile."""
+    global _cache_abandoned
+    root = cache_root()
+    try:
+        return work(root)
+    except OSError as exc:
+        if root == _fallback_root:
+            raise CacheError(f"enzyme-ffi could not write its build files, even in the private "
+                             f"temporary directory {root}: {exc}. Free some disk space or set "
+                             "ENZYME_CACHE_DIR (and TMPDIR) to a writable place.") from exc
+        _cache_abandoned = True
+        fallback = _fallback()
+        warnings.warn(f"enzyme-ffi: the cache dir {root} failed ({exc}); using the private "
+                      f"temporary dir {fallback} for the rest of this process.", stacklevel=4)
+        return work(fallback)
 
 
 def _timeout() -> float:
@@ -176,10 +207,10 @@ def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
         return subprocess.run(list(cmd), capture_output=True, text=True, errors="replace",
                               timeout=limit, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
-        raise DifferentiationError(
+        raise BuildTimeoutError(
             f"`{Path(cmd[0]).name}` did not finish within {limit:g} s and was stopped. "
-            "Large kernels can take Enzyme a long time: raise ENZYME_COMPILE_TIMEOUT, or split "
-            "the kernel.", enzyme_message="timeout") from exc
+            "Large kernels can take Enzyme a long time: raise ENZYME_COMPILE_TIMEOUT (seconds), "
+            "or split the kernel.") from exc
     except OSError as exc:
         raise ToolchainError(f"cannot run {cmd[0]}: {exc}. Run `python -m enzyme doctor`.") from exc
 
@@ -339,31 +370,35 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                 return hit
         except OSError:
             pass
-    root = cache_root()
-    entries = root / "modules"
-    entries.mkdir(exist_ok=True, mode=0o700)
-    manifest_path = entries / f"{key}.json"
 
-    def load() -> ModuleArtifact | None:
-        manifest = _read_manifest(manifest_path, key)
-        if (manifest is None or set(manifest["files"]) != {f"{key}.bc", f"{key}.so"}
-                or not isinstance(manifest.get("deps"), dict) or "extra" not in manifest
-                or not _files_intact(entries, manifest["files"])
-                or not _deps_intact(manifest["deps"])):
-            return None
-        return ModuleArtifact(
-            key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
-            bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
-            extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
-            shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags))
+    def at(root: Path) -> ModuleArtifact:
+        entries = root / "modules"
+        entries.mkdir(exist_ok=True, mode=0o700)
+        manifest_path = entries / f"{key}.json"
 
-    artifact = load()
-    if artifact is None:
-        with _key_lock(root, key):
-            artifact = load()  # another process may have finished it meanwhile
-            if artifact is None:
-                artifact = _build_module_locked(tc, sources, args, link_args, describe, key,
-                                                entries, manifest_path, tuple(opt_flags))
+        def load() -> ModuleArtifact | None:
+            manifest = _read_manifest(manifest_path, key)
+            if (manifest is None or set(manifest["files"]) != {f"{key}.bc", f"{key}.so"}
+                    or not isinstance(manifest.get("deps"), dict) or "extra" not in manifest
+                    or not _files_intact(entries, manifest["files"])
+                    or not _deps_intact(manifest["deps"])):
+                return None
+            return ModuleArtifact(
+                key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
+                bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
+                extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
+                shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags))
+
+        artifact = load()
+        if artifact is None:
+            with _key_lock(root, key):
+                artifact = load()  # another process may have finished it meanwhile
+                if artifact is None:
+                    artifact = _build_module_locked(tc, sources, args, link_args, describe, key,
+                                                    entries, manifest_path, tuple(opt_flags))
+        return artifact
+
+    artifact = _with_cache(at)
     with _memo_lock:
         _module_memo[key] = artifact
     return artifact
@@ -487,22 +522,25 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
         hit = _derivative_memo.get(key)
     if hit is not None:
         return hit
-    root = cache_root()
-    entries = root / "derivatives"
-    entries.mkdir(exist_ok=True, mode=0o700)
-    so_path = entries / f"{key}.so"
-    manifest_path = entries / f"{key}.json"
 
-    def intact() -> bool:
-        manifest = _read_manifest(manifest_path, key)
-        return (manifest is not None and set(manifest["files"]) == {f"{key}.so"}
-                and _files_intact(entries, manifest["files"]))
+    def at(root: Path) -> Path:
+        entries = root / "derivatives"
+        entries.mkdir(exist_ok=True, mode=0o700)
+        manifest_path = entries / f"{key}.json"
 
-    if not intact():
-        with _key_lock(root, key):
-            if not intact():
-                _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key,
-                                         entries, manifest_path)
+        def intact() -> bool:
+            manifest = _read_manifest(manifest_path, key)
+            return (manifest is not None and set(manifest["files"]) == {f"{key}.so"}
+                    and _files_intact(entries, manifest["files"]))
+
+        if not intact():
+            with _key_lock(root, key):
+                if not intact():
+                    _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key,
+                                             entries, manifest_path)
+        return entries / f"{key}.so"
+
+    so_path = _with_cache(at)
     with _memo_lock:
         _derivative_memo[key] = so_path
     return so_path

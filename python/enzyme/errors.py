@@ -23,6 +23,7 @@ __all__ = [
     "UnsupportedSignatureError",
     "LengthError",
     "ModuleClosedError",
+    "BuildTimeoutError",
     "ContractError",
     "CacheError",
 ]
@@ -108,6 +109,10 @@ class ShadowValueError(ShadowError, ValueError):
 class LengthError(ShadowValueError):
     """An array (primal or shadow) is shorter than its length contract
     (``ENZYME_LEN`` in C, ``sizes=`` in Python)."""
+
+
+class BuildTimeoutError(EnzymeError, TimeoutError):
+    """A compile step ran longer than ``ENZYME_COMPILE_TIMEOUT`` seconds and was stopped."""
 
 
 class ModuleClosedError(EnzymeError, RuntimeError):
