@@ -59,3 +59,22 @@ def test_default_plugin_is_pinned_by_hash(tc, tmp_path, monkeypatch):
     target.write_bytes(b"not the plugin")
     with pytest.raises(enzyme.ToolchainError, match="install-toolchain --force"):
         toolchain.resolve(clang=tc.clang, opt=tc.opt)
+
+
+def test_broken_libllvm_link_is_a_toolchain_error(tc, tmp_path):
+    if tc.plugin_sha256 != toolchain.PINNED_PLUGIN_SHA256:
+        pytest.skip("only the pinned plugin needs the renamed libLLVM link")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    plugin = lib / "LLVMEnzyme-15.so"
+    shutil.copyfile(tc.plugin, plugin)
+    (lib / toolchain.PLUGIN_LIBLLVM_NEEDED).symlink_to(tmp_path / "nowhere" / "libLLVM-15.so.1")
+    with pytest.raises(enzyme.ToolchainError, match="install-toolchain") as info:
+        toolchain.resolve(plugin=plugin, clang=tc.clang, opt=tc.opt)
+    assert toolchain.PLUGIN_LIBLLVM_NEEDED in str(info.value)
+    done = _doctor({"ENZYME_PLUGIN": str(plugin), "ENZYME_CLANG": tc.clang, "ENZYME_OPT": tc.opt})
+    assert done.returncode != 0 and "PROBLEM" in done.stdout
+    # repaired link: the same plugin works
+    (lib / toolchain.PLUGIN_LIBLLVM_NEEDED).unlink()
+    (lib / toolchain.PLUGIN_LIBLLVM_NEEDED).symlink_to("/usr/lib/llvm-15/lib/libLLVM-15.so.1")
+    assert toolchain.resolve(plugin=plugin, clang=tc.clang, opt=tc.opt).plugin == str(plugin)
