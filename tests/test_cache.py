@@ -178,3 +178,19 @@ def test_several_derivatives_of_one_kernel_each_compiled_once(tc, tmp_path):
     assert second.returncode == 0, second.stderr
     assert second.stdout.rsplit("]", 1) == [values, " 0\n"]
     assert len(list((tmp_path / "cache" / "derivatives").glob("*.so"))) == 4
+
+
+def test_swapped_files_are_checked_again_before_loading(cc, private_cache):
+    """Within one process too: after close(), a library swapped on disk is
+    hash-checked (and rebuilt) before it is loaded again."""
+    source = "double swapped_k(double x) { return 7.0 * x * x; }"
+    with cc(source) as mod:
+        assert autodiff(Reverse, mod.swapped_k, Active(1.0)).derivs[0] == 14.0
+    for so in list((private_cache / "derivatives").glob("*.so")) + \
+            list((private_cache / "modules").glob("*.so")):
+        garbage = so.with_suffix(".tmp")
+        garbage.write_bytes(b"\x7fELF" + b"\0" * 64)
+        os.replace(garbage, so)  # a new inode: what a swap looks like
+    with cc(source) as mod:
+        assert mod.swapped_k(2.0) == 28.0
+        assert autodiff(Reverse, mod.swapped_k, Active(1.0)).derivs[0] == 14.0

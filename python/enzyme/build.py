@@ -62,8 +62,19 @@ POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
 subprocess_runs = 0
 
 _memo_lock = threading.Lock()
-_module_memo: dict[str, ModuleArtifact] = {}
-_derivative_memo: dict[str, Path] = {}
+# In-process memos. Each entry remembers the identity (inode, size, mtime) of
+# the files whose hashes were checked; a file swapped on disk since then sends
+# the request back through the hash check before anything is loaded again.
+_module_memo: dict[str, tuple[ModuleArtifact, tuple]] = {}
+_derivative_memo: dict[str, tuple[Path, tuple]] = {}
+
+
+def _identity(*paths: str | Path) -> tuple:
+    identities = []
+    for path in paths:
+        st = os.stat(path)
+        identities.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(identities)
 
 
 @dataclass(frozen=True)
@@ -365,9 +376,12 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
+        artifact, identity = hit
         try:
-            if all(_stamp(path) == (path, size, mtime) for path, size, mtime in hit.dep_stamps):
-                return hit
+            if (_identity(artifact.so_path, artifact.bc_path) == identity
+                    and all(_stamp(path) == (path, size, mtime)
+                            for path, size, mtime in artifact.dep_stamps)):
+                return artifact
         except OSError:
             pass
 
@@ -400,7 +414,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
 
     artifact = _with_cache(at)
     with _memo_lock:
-        _module_memo[key] = artifact
+        _module_memo[key] = (artifact, _identity(artifact.so_path, artifact.bc_path))
     return artifact
 
 
@@ -521,7 +535,11 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     with _memo_lock:
         hit = _derivative_memo.get(key)
     if hit is not None:
-        return hit
+        try:
+            if _identity(hit[0]) == hit[1]:
+                return hit[0]
+        except OSError:
+            pass
 
     def at(root: Path) -> Path:
         entries = root / "derivatives"
@@ -542,7 +560,7 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
 
     so_path = _with_cache(at)
     with _memo_lock:
-        _derivative_memo[key] = so_path
+        _derivative_memo[key] = (so_path, _identity(so_path))
     return so_path
 
 
