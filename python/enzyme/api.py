@@ -409,6 +409,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             inactive: Sequence[str] = (), inactive_globals: Sequence[str] = (),
             sizes: Mapping[str, Mapping[str, str]] | None = None,
             loose_types: bool = False, runtime_activity: bool = False,
+            enzyme_flags: Sequence[str] = (),
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -445,6 +446,9 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     runtime_activity : bool
         Decide activity at run time (``enzyme_runtime_activity``), for code
         whose activity Enzyme cannot settle statically.
+    enzyme_flags : sequence of str
+        Extra ``-enzyme-*`` options for the Enzyme pass (expert use; part of
+        the cache key).
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -500,8 +504,8 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             shadowed_globals=tuple((v.name, v.size) for v in user
                                    if v.active and v.name not in inactive_globals))
 
-    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe,
-                                  ("-enzyme-loose-types",) if loose_types else ())
+    opt_flags = (("-enzyme-loose-types",) if loose_types else ()) + tuple(enzyme_flags)
+    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags)
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),
