@@ -1,22 +1,20 @@
-"""Compile latency and per-call overhead of enzyme-ffi (foundation numbers).
-
-Measures, in one run on this machine:
+"""Compile latency and per-call overhead of enzyme-ffi.
 
 * cold: ``compile`` + first reverse derivative of a 20-line kernel, new
-  process, empty cache;
-* warm: the same in a new process with the disk cache filled;
+  process, empty cache (includes probing the toolchain);
+* warm: the same in a new process with the disk cache filled (after import);
 * in-process repeat: ``compile`` + ``autodiff`` again in the same process;
 * per-call overhead of a derivative call on three 3-element arrays, against
   raw cffi calls of the same generated entry point (pointers converted once,
   and ``ffi.from_buffer`` per call).
 
-Run: ``.venv/bin/python benchmarks/latency.py``. Prints medians (min/max).
+Run alone: ``.venv/bin/python benchmarks/latency.py``; ``benchmarks/run.py``
+includes it in BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -69,9 +67,37 @@ def _child(cache: str) -> tuple[float, float]:
     return float(out[0]), float(out[1])
 
 
-def _stats(samples: list[float], scale: float, unit: str) -> str:
-    return (f"{statistics.median(samples) * scale:.3g} {unit} "
-            f"(min {min(samples) * scale:.3g}, max {max(samples) * scale:.3g}, n={len(samples)})")
+def stats(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "n": len(samples)}
+
+
+def measure_latency(runs: int = 5, repeats: int = 200) -> dict:
+    """Cold, warm and in-process repeat latency, in seconds."""
+    import numpy as np
+
+    import enzyme
+    from enzyme import Const, Duplicated, Reverse, autodiff
+
+    cold, warm, imports = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as cache:
+            cold.append(_child(cache)[1])
+            start, hit = _child(cache)
+            warm.append(hit)
+            imports.append(start)
+    mod = enzyme.compile(KERNEL)
+    p, v, k = np.linspace(0, 3, 3), np.ones(3), np.ones(3)
+    dp = np.zeros(3)
+    autodiff(Reverse, mod.chain_energy, Duplicated(p, dp), Const(v), Const(k), Const(3))
+    repeat = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        m = enzyme.compile(KERNEL)
+        autodiff(Reverse, m.chain_energy, Duplicated(p, dp), Const(v), Const(k), Const(3))
+        repeat.append(time.perf_counter() - t0)
+    return {"import": stats(imports), "cold": stats(cold), "warm": stats(warm),
+            "repeat": stats(repeat)}
 
 
 def _per_call(fn, repeat: int = 7, number: int = 20000) -> list[float]:
@@ -84,69 +110,53 @@ def _per_call(fn, repeat: int = 7, number: int = 20000) -> list[float]:
     return runs
 
 
-def main() -> None:
+def measure_overhead() -> dict:
+    """Seconds per call of one reverse derivative on three 3-element arrays."""
     import numpy as np
 
     import enzyme
     from enzyme import Const, Duplicated, Reverse, autodiff
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
-          f"python {platform.python_version()}, enzyme-ffi {enzyme.__version__}")
-
-    cold, warm, imports = [], [], []
-    for _ in range(5):
-        with tempfile.TemporaryDirectory() as cache:
-            # cold includes probing clang/opt versions and hashing the plugin,
-            # which a fresh cache dir has not remembered yet
-            cold.append(_child(cache)[1])
-            start, hit = _child(cache)
-            warm.append(hit)
-            imports.append(start)
-    print(f"import numpy + enzyme in a new process: {_stats(imports, 1e3, 'ms')} "
-          "(not included below)")
-    print(f"cold compile + first reverse derivative (new process, empty cache): "
-          f"{_stats(cold, 1e3, 'ms')}")
-    print(f"warm (new process, disk cache): {_stats(warm, 1e3, 'ms')}")
-
     mod = enzyme.compile(KERNEL)
     p, v, k = np.linspace(0, 3, 3), np.ones(3), np.ones(3)
     dp = np.zeros(3)
-    autodiff(Reverse, mod.chain_energy, Duplicated(p, dp), Const(v), Const(k), Const(3))
-    repeat = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        m = enzyme.compile(KERNEL)
-        autodiff(Reverse, m.chain_energy, Duplicated(p, dp), Const(v), Const(k), Const(3))
-        repeat.append(time.perf_counter() - t0)
-    print(f"in-process repeat (compile + autodiff again): {_stats(repeat, 1e6, 'us')}")
-
     df = enzyme.derivative(mod.chain_energy, Reverse, Duplicated, Const, Const, Const)
     ffi, raw = df._ffi, df._fn
     cp, cdp, cv, ck = (ffi.from_buffer("double[]", a) for a in (p, dp, v, k))
+    fb = ffi.from_buffer
 
-    def raw_preconverted():
-        raw(cp, cdp, cv, ck, 3, 1.0)
+    rows = {
+        "raw cffi call, pointers converted once": lambda: raw(cp, cdp, cv, ck, 3, 1.0),
+        "raw cffi call, ffi.from_buffer per call": lambda: raw(
+            fb("double[]", p), fb("double[]", dp), fb("double[]", v), fb("double[]", k), 3, 1.0),
+        "enzyme.derivative(...) callable": lambda: df(p, dp, v, k, 3),
+        "enzyme.autodiff(Reverse, ...)": lambda: autodiff(
+            Reverse, mod.chain_energy, Duplicated(p, dp), Const(v), Const(k), Const(3)),
+    }
+    return {name: stats(_per_call(fn)) for name, fn in rows.items()}
 
-    def raw_from_buffer():
-        fb = ffi.from_buffer
-        raw(fb("double[]", p), fb("double[]", dp), fb("double[]", v), fb("double[]", k), 3, 1.0)
 
-    def via_derivative():
-        df(p, dp, v, k, 3)
+def main() -> None:
+    import platform
 
-    def via_autodiff():
-        autodiff(Reverse, mod.chain_energy, Duplicated(p, dp), Const(v), Const(k), Const(3))
+    import enzyme
 
-    rows = [("raw cffi call, pointers converted once", raw_preconverted),
-            ("raw cffi call, ffi.from_buffer per call", raw_from_buffer),
-            ("enzyme.derivative(...) callable", via_derivative),
-            ("enzyme.autodiff(Reverse, ...)", via_autodiff)]
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
+          f"python {platform.python_version()}, enzyme-ffi {enzyme.__version__}")
+    latency = measure_latency()
+    for key, label in (("import", "import numpy + enzyme (new process)"),
+                       ("cold", "cold compile + first reverse derivative"),
+                       ("warm", "warm (new process, disk cache)"),
+                       ("repeat", "in-process repeat (compile + autodiff)")):
+        s = latency[key]
+        print(f"{label:45s} {s['median'] * 1e3:9.3f} ms (min {s['min'] * 1e3:.3f}, "
+              f"max {s['max'] * 1e3:.3f}, n={s['n']})")
+    overhead = measure_overhead()
     base = None
-    for name, fn in rows:
-        runs = _per_call(fn)
-        med = statistics.median(runs)
-        base = base or med
-        print(f"{name:45s} {_stats(runs, 1e9, 'ns')}  ratio {med / base:.2f}")
+    for name, s in overhead.items():
+        base = base or s["median"]
+        print(f"{name:45s} {s['median'] * 1e9:9.0f} ns (min {s['min'] * 1e9:.0f}, "
+              f"max {s['max'] * 1e9:.0f})  ratio {s['median'] / base:.2f}")
 
 
 if __name__ == "__main__":

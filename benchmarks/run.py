@@ -1,0 +1,427 @@
+"""The enzyme-ffi benchmark suite: writes BENCHMARKS.md and benchmarks/ratios.png.
+
+For every kernel, in one run on this machine: primal and gradient time from
+native C (a C driver built with the same clang, calling the very entry point
+Python calls: the limit), the same through the Python API, JAX ``jit(grad)``
+where JAX is installed, and the cost of central finite differences
+(2 n primal evaluations, from the measured native primal). Plus per-call
+overhead, compile latency, and compile time of generated kernels.
+
+Run: ``bash benchmarks/run.sh`` (sets up a benchmark venv with JAX).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import enzyme
+from enzyme import Const, Duplicated, Reverse
+from enzyme.codegen import generate_derivative
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import latency  # noqa: E402
+
+
+@dataclass
+class Case:
+    name: str
+    title: str
+    file: str
+    kernel: str
+    dup: tuple[int, ...]          # indices of the differentiated (array) arguments
+    make: Callable[[np.random.Generator], list]
+    cheap_bound: bool             # in the "gradient / primal <= 5" target set
+
+
+def _rosen(n):
+    return lambda rng: [rng.uniform(-1.5, 1.5, size=n), n]
+
+
+CASES = [
+    Case("rosenbrock_10", "Rosenbrock, n = 10", "rosenbrock.c", "rosenbrock", (0,), _rosen(10), True),
+    Case("rosenbrock_1e6", "Rosenbrock, n = 1e6", "rosenbrock.c", "rosenbrock", (0,), _rosen(10**6),
+         True),
+    Case("lotka_volterra", "Lotka-Volterra, 1e5 Euler steps, 4 params", "lotka_volterra.c",
+         "lv_loss", (0,), lambda rng: [np.array([1.0, 0.1, 0.075, 1.5]), 100_000, 1e-4], True),
+    Case("gmm", "Gaussian mixture log-lik., d=10 K=25 N=10k", "gmm.c", "gmm_loglik", (0,),
+         lambda rng: [rng.normal(scale=0.5, size=25 + 2 * 25 * 10), rng.normal(size=10_000 * 10),
+                      10_000, 10, 25], False),
+    Case("heat", "2-D heat equation 256x256, 100 steps", "heat.c", "heat_norm", (0,),
+         lambda rng: [rng.uniform(size=256 * 256), 256, 100, 0.2], True),
+    Case("mlp", "2-layer tanh MLP 64-128-1, batch 256", "mlp.c", "mlp_loss", (0,),
+         lambda rng: [rng.normal(scale=0.1, size=64 * 128 + 128 + 128 + 1),
+                      rng.normal(size=256 * 64), rng.normal(size=256), 256, 64, 128], False),
+    Case("black_scholes", "Black-Scholes, 1e6 options (d/d spot, d/d vol)", "black_scholes.c",
+         "bs_total", (0, 1),
+         lambda rng: [rng.uniform(80, 120, size=10**6), rng.uniform(0.1, 0.4, size=10**6),
+                      rng.uniform(90, 110, size=10**6), rng.uniform(0.25, 2.0, size=10**6), 0.03,
+                      10**6], True),
+    Case("lennard_jones", "Lennard-Jones energy, 1000 particles", "lennard_jones.c", "lj_energy",
+         (0,), lambda rng: [_lattice(1000, rng), 1000], True),
+]
+
+
+def _lattice(n: int, rng: np.random.Generator) -> np.ndarray:
+    side = int(np.ceil(n ** (1 / 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n]
+    return (grid * 1.2 + rng.uniform(-0.05, 0.05, size=(n, 3))).ravel().astype(np.float64)
+
+
+def timings(fn: Callable[[], object], min_time: float = 0.5, min_reps: int = 5,
+            max_reps: int = 2000) -> list[float]:
+    fn()  # warm up (first-call costs are measured separately)
+    out: list[float] = []
+    start = time.perf_counter()
+    while len(out) < min_reps or (time.perf_counter() - start < min_time and len(out) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def summary(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "n": len(samples)}
+
+
+DRIVER = string.Template(r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+static void *load(const char *path, long bytes) {
+    FILE *f = fopen(path, "rb"); void *p = malloc(bytes > 0 ? bytes : 1);
+    if (!f || fread(p, 1, bytes, f) != (size_t)bytes) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
+    fclose(f); return p;
+}
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static void report(const char *what, double *t, int n) {
+    qsort(t, n, sizeof *t, cmp); printf("%s %.9e %.9e %.9e %d\n", what, t[n / 2], t[0], t[n - 1], n);
+}
+typedef double (*primal_t)(${primal_types});
+typedef void (*grad_t)(${entry_types});
+int main(int argc, char **argv) {
+    void *hm = dlopen(argv[1], RTLD_NOW), *hd = dlopen(argv[2], RTLD_NOW);
+    if (!hm || !hd) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+    primal_t f = (primal_t)dlsym(hm, "${kernel}");
+    grad_t g = (grad_t)dlsym(hd, "${entry}");
+    int reps_p = atoi(argv[3]), reps_g = atoi(argv[4]);
+${setup}
+    double *tp = malloc(reps_p * sizeof(double)), *tg = malloc(reps_g * sizeof(double));
+    volatile double sink = 0.0;
+    sink += f(${primal_args});
+    for (int r = 0; r < reps_p; r++) { double t0 = now(); sink += f(${primal_args}); tp[r] = now() - t0; }
+    g(${entry_args});
+    for (int r = 0; r < reps_g; r++) { double t0 = now(); g(${entry_args}); tg[r] = now() - t0; }
+    report("primal", tp, reps_p);
+    report("gradient", tg, reps_g);
+    return sink == 12345.678;
+}
+""")
+
+
+def native_timings(case: Case, mod: enzyme.Module, df, args: list, workdir: Path,
+                   reps_p: int, reps_g: int) -> dict:
+    """Build and run a C driver that calls the same primal and the same
+    generated gradient entry point the Python API calls."""
+    kernel = mod[case.kernel]
+    wrapper = generate_derivative(df.spec)
+    setup, primal_args = [], []
+    for i, (param, value) in enumerate(zip(kernel.signature.params, args)):
+        if param.ctype.is_pointer:
+            path = workdir / f"{case.name}_a{i}.bin"
+            value.tofile(path)
+            setup.append(f"    double *a{i} = load(\"{path}\", {value.nbytes}L);")
+            setup.append(f"    double *d{i} = calloc({max(value.size, 1)}, sizeof(double));")
+            primal_args.append(f"a{i}")
+        else:
+            primal_args.append(repr(float(value)) if param.ctype.is_float else f"{int(value)}L")
+    entry_args = []
+    for param in wrapper.params:
+        if param.role == "primal":
+            entry_args.append(primal_args[param.arg])
+        elif param.role == "shadow":
+            entry_args.append(f"d{param.arg}")
+        elif param.role == "seed":
+            entry_args.append("1.0")
+        else:
+            setup.append(f"    double out_{len(entry_args)} = 0.0;")
+            entry_args.append(f"&out_{len(entry_args)}")
+    entry_types = [re.sub(r"\w+$", "", p.c_decl).strip() for p in wrapper.params]
+    primal_types = [p.ctype.c_decl for p in kernel.signature.params]
+    source = DRIVER.substitute({
+        "primal_types": ", ".join(primal_types), "entry_types": ", ".join(entry_types),
+        "kernel": case.kernel, "entry": wrapper.entry, "setup": "\n".join(setup),
+        "primal_args": ", ".join(primal_args), "entry_args": ", ".join(entry_args)})
+    c_file, exe = workdir / f"{case.name}_driver.c", workdir / f"{case.name}_driver"
+    c_file.write_text(source)
+    tc = enzyme.toolchain.resolve()
+    subprocess.run([tc.clang, "-O2", str(c_file), "-o", str(exe), "-ldl"], check=True)
+    out = subprocess.run([str(exe), mod._artifact.so_path, df._library.key[0], str(reps_p),
+                          str(reps_g)], check=True, capture_output=True, text=True).stdout
+    result = {}
+    for line in out.splitlines():
+        what, med, lo, hi, n = line.split()
+        result[what] = {"median": float(med), "min": float(lo), "max": float(hi), "n": int(n)}
+    return result
+
+
+def jax_timings(case: Case, args: list) -> dict | None:
+    try:
+        import jax
+        import jax_kernels
+    except ImportError:
+        return None
+    make = jax_kernels.JAX_KERNELS.get(case.name)
+    if make is None:
+        return None
+    f, wrt, jargs = make(*args)
+    primal = jax.jit(f)
+    gradient = jax.jit(jax.grad(f, argnums=wrt))
+    t0 = time.perf_counter()
+    jax.block_until_ready(gradient(*jargs))
+    first = time.perf_counter() - t0
+    return {"primal": summary(timings(lambda: jax.block_until_ready(primal(*jargs)))),
+            "gradient": summary(timings(lambda: jax.block_until_ready(gradient(*jargs)))),
+            "first_call": first, "version": jax.__version__}
+
+
+def run_case(case: Case, workdir: Path) -> dict:
+    rng = np.random.default_rng(0)
+    args = case.make(rng)
+    t0 = time.perf_counter()
+    mod = enzyme.compile(path=HERE / "kernels" / case.file)
+    kernel = mod[case.kernel]
+    kinds = [Duplicated if i in case.dup else Const for i in range(len(args))]
+    df = enzyme.derivative(kernel, Reverse, *kinds)
+    build_time = time.perf_counter() - t0
+    flat: list = []
+    for i, value in enumerate(args):
+        flat.append(value)
+        if i in case.dup:
+            flat.append(np.zeros_like(value))
+    python_primal = summary(timings(lambda: kernel(*args)))
+    python_gradient = summary(timings(lambda: df(*flat)))
+    reps_p = int(min(2000, max(5, 0.5 / python_primal["median"])))
+    reps_g = int(min(2000, max(5, 0.5 / python_gradient["median"])))
+    native = native_timings(case, mod, df, args, workdir, reps_p, reps_g)
+    n_wrt = sum(np.size(args[i]) for i in case.dup)
+    result = {"case": case, "build": build_time, "python": {"primal": python_primal,
+              "gradient": python_gradient}, "native": native, "n_wrt": n_wrt,
+              "fd": 2 * n_wrt * native["primal"]["median"], "jax": jax_timings(case, args)}
+    if case.name == "lennard_jones":
+        force = np.zeros_like(args[0])
+        result["analytic_forces"] = summary(timings(lambda: mod.lj_forces(args[0], 1000, force)))
+        grad = enzyme.grad(kernel)(*args)
+        result["forces_max_abs_diff"] = float(np.max(np.abs(-grad - force)))
+    return result
+
+
+def compile_scaling(sizes: list[int]) -> list[tuple[int, float]]:
+    points = []
+    for size in sizes:
+        lines = ["#include <math.h>", "double gen(const double *x, const double *y) {",
+                 "    double a0 = x[0];"]
+        for k in range(1, size + 1):
+            if k % 10 == 0:
+                lines.append(f"    double a{k} = sin(a{k - 1}) * y[{(k * 7) % 64}] + x[{k % 64}];")
+            else:
+                lines.append(f"    double a{k} = a{k - 1} * x[{k % 64}] + y[{(k * 7) % 64}] * 0.5;")
+        lines += [f"    return a{size};", "}"]
+        source = "\n".join(lines) + "\n"
+        with tempfile.TemporaryDirectory() as cache:
+            old = os.environ.get("ENZYME_CACHE_DIR")
+            os.environ["ENZYME_CACHE_DIR"] = cache
+            try:
+                t0 = time.perf_counter()
+                mod = enzyme.compile(source)
+                x, y = np.full(64, 0.999), np.full(64, 0.01)
+                enzyme.autodiff(Reverse, mod.gen, Duplicated(x, np.zeros(64)),
+                                Duplicated(y, np.zeros(64)))
+                points.append((size, time.perf_counter() - t0))
+                mod.close()
+            finally:
+                if old is None:
+                    os.environ.pop("ENZYME_CACHE_DIR", None)
+                else:
+                    os.environ["ENZYME_CACHE_DIR"] = old
+        print(f"  compile scaling: {size} statements {points[-1][1]:.2f} s", flush=True)
+    return points
+
+
+def _fmt(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3f} ms"
+    if seconds >= 1e-6:
+        return f"{seconds * 1e6:.2f} us"
+    return f"{seconds * 1e9:.0f} ns"
+
+
+def _span(s: dict) -> str:
+    return f"{_fmt(s['median'])} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+
+
+def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, path: Path,
+                 chart: Path) -> None:
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
+               f"Python {platform.python_version()}, numpy {np.__version__}, "
+               f"enzyme-ffi {enzyme.__version__}, {enzyme.toolchain.resolve().identity}")
+    jax_version = next((r["jax"]["version"] for r in results if r["jax"]), None)
+    lines = ["# Benchmarks", "",
+             "Written by `bash benchmarks/run.sh` (benchmarks/run.py); every number below comes from "
+             "one run on one machine. Times are medians over repeated calls, with (min-max). "
+             "Machines here are noisy: compare the ratios, which are taken within the run.", "",
+             f"Machine: {machine}. JAX: {jax_version or 'not installed'}"
+             f"{' (CPU, float64)' if jax_version else ''}.", "",
+             "## Gradients", "",
+             "Native C calls the same generated gradient entry point the Python API calls "
+             "(so Python / native is the Python layer's cost). FD is central finite differences, "
+             "2 n evaluations of the native primal.", "",
+             "| kernel | native primal | native gradient | grad / primal | Python gradient | "
+             "Python / native | JAX jit(grad) | JAX / Enzyme | FD (2n primals) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        nat, py, jx = r["native"], r["python"], r["jax"]
+        ratio = nat["gradient"]["median"] / nat["primal"]["median"]
+        overhead_ratio = py["gradient"]["median"] / nat["gradient"]["median"]
+        jax_cell = _span(jx["gradient"]) if jx else "n/a"
+        jax_ratio = f"{jx['gradient']['median'] / nat['gradient']['median']:.2f}x" if jx else "n/a"
+        lines.append(f"| {r['case'].title} | {_span(nat['primal'])} | {_span(nat['gradient'])} | "
+                     f"{ratio:.2f} | {_span(py['gradient'])} | {overhead_ratio:.3f} | {jax_cell} | "
+                     f"{jax_ratio} | {_fmt(r['fd'])} |")
+    lines += ["", "## Targets", ""]
+    for r in results:
+        nat, py = r["native"], r["python"]
+        if nat["gradient"]["median"] >= 1e-3:
+            ok = py["gradient"]["median"] <= 1.05 * nat["gradient"]["median"]
+            lines.append(f"- Python within 1.05x of native ({r['case'].title}): "
+                         f"{py['gradient']['median'] / nat['gradient']['median']:.3f}x "
+                         f"{'met' if ok else 'NOT met'}")
+    for r in results:
+        if r["case"].cheap_bound:
+            ratio = r["native"]["gradient"]["median"] / r["native"]["primal"]["median"]
+            lines.append(f"- gradient / primal <= 5 ({r['case'].title}): {ratio:.2f} "
+                         f"{'met' if ratio <= 5 else 'NOT met'}")
+    lv = next((r for r in results if r["case"].name == "lotka_volterra"), None)
+    if lv and lv["jax"]:
+        speedup = lv["jax"]["gradient"]["median"] / lv["python"]["gradient"]["median"]
+        lines.append(f"- at least 3x faster than JAX on Lotka-Volterra (Python API): "
+                     f"{speedup:.2f}x {'met' if speedup >= 3 else 'NOT met'}")
+    derivative_call = overhead["enzyme.derivative(...) callable"]["median"]
+    lines.append(f"- per-call overhead <= 1.5 us (derivative call, 3 small arrays): "
+                 f"{_fmt(derivative_call)} {'met' if derivative_call <= 1.5e-6 else 'NOT met'}")
+    for key, limit, label in (("cold", 0.6, "cold compile + first derivative <= 0.6 s"),
+                              ("warm", 0.03, "warm disk-cache load <= 30 ms"),
+                              ("repeat", 20e-6, "in-process repeat <= 20 us")):
+        value = lat[key]["median"]
+        lines.append(f"- {label}: {_fmt(value)} {'met' if value <= limit else 'NOT met'}")
+    ljr = next((r for r in results if r["case"].name == "lennard_jones"), None)
+    if ljr:
+        lines += ["", "## Lennard-Jones: Enzyme forces vs hand-written analytic forces", "",
+                  f"Analytic forces (C, through the Python API): {_span(ljr['analytic_forces'])}; "
+                  f"Enzyme gradient: {_span(ljr['python']['gradient'])} "
+                  f"({ljr['python']['gradient']['median'] / ljr['analytic_forces']['median']:.2f}x); "
+                  f"max |F_enzyme - F_analytic| = {ljr['forces_max_abs_diff']:.2e}."]
+    lines += ["", "## Per-call overhead (reverse derivative, three 3-element arrays and an int)", "",
+              "| call | time | ratio |", "|---|---|---|"]
+    base = None
+    for name, s in overhead.items():
+        base = base or s["median"]
+        lines.append(f"| {name} | {_span(s)} | {s['median'] / base:.2f} |")
+    lines += ["", "## Compile latency (20-line kernel, reverse derivative)", "",
+              f"- import numpy + enzyme in a new process: {_span(lat['import'])} (not included below)",
+              f"- cold (new process, empty cache, toolchain probe included): {_span(lat['cold'])}",
+              f"- warm (new process, disk cache): {_span(lat['warm'])}",
+              f"- in-process repeat (compile + autodiff): {_span(lat['repeat'])}", "",
+              "## Compile time of generated straight-line kernels", "",
+              "| statements | compile + first reverse derivative |", "|---|---|"]
+    lines += [f"| {size} | {_fmt(seconds)} |" for size, seconds in scaling]
+    if len(scaling) >= 2:
+        (s0, t0), (s1, t1) = scaling[-2], scaling[-1]
+        exponent = np.log(t1 / t0) / np.log(s1 / s0)
+        lines += ["", f"Growth between the two largest sizes: time ~ statements^{exponent:.2f}."]
+    lines += ["", f"![ratios]({chart.name})", ""]
+    path.write_text("\n".join(lines))
+    _chart(results, chart)
+
+
+def _chart(results: list[dict], chart: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = [r["case"].name for r in results]
+    grad_primal = [r["native"]["gradient"]["median"] / r["native"]["primal"]["median"] for r in results]
+    python_native = [r["python"]["gradient"]["median"] / r["native"]["gradient"]["median"]
+                     for r in results]
+    jax_enzyme = [r["jax"]["gradient"]["median"] / r["native"]["gradient"]["median"] if r["jax"]
+                  else np.nan for r in results]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    ax.bar(x - 0.27, grad_primal, 0.27, label="gradient / primal (native)")
+    ax.bar(x, python_native, 0.27, label="Python API / native gradient")
+    ax.bar(x + 0.27, jax_enzyme, 0.27, label="JAX jit(grad) / Enzyme gradient")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(5.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_yscale("log")
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylabel("ratio (log scale)")
+    ax.set_title("enzyme-ffi: ratios measured in one run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(chart, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(HERE.parent / "BENCHMARKS.md"))
+    parser.add_argument("--scaling", default="100,300,1000,2000",
+                        help="statement counts for the compile-time curve")
+    parser.add_argument("--only", default="", help="comma-separated case names")
+    args = parser.parse_args()
+    selected = [c for c in CASES if not args.only or c.name in args.only.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in selected:
+            print(f"{case.name} ...", flush=True)
+            results.append(run_case(case, Path(tmp)))
+            r = results[-1]
+            print(f"  native primal {_fmt(r['native']['primal']['median'])}, native gradient "
+                  f"{_fmt(r['native']['gradient']['median'])}, python gradient "
+                  f"{_fmt(r['python']['gradient']['median'])}"
+                  + (f", jax {_fmt(r['jax']['gradient']['median'])}" if r["jax"] else ""), flush=True)
+    print("latency ...", flush=True)
+    lat = latency.measure_latency()
+    overhead = latency.measure_overhead()
+    scaling = compile_scaling([int(s) for s in args.scaling.split(",") if s])
+    out = Path(args.out)
+    write_report(results, lat, overhead, scaling, out, HERE / "ratios.png")
+    print(f"wrote {out} and {HERE / 'ratios.png'}")
+
+
+if __name__ == "__main__":
+    main()
