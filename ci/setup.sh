@@ -14,8 +14,13 @@ for tool in clang-15 opt-15 llvm-link-15; do
 done
 [ -e /usr/lib/llvm-15/lib/libLLVM-15.so.1 ] || need_apt=("${APT_PACKAGES[@]}")
 PY="${PYTHON:-python3}"
-if ! command -v "$PY" >/dev/null 2>&1; then need_apt+=(python3 python3-venv python3-pip);
-elif ! "$PY" -c "import venv, ensurepip" >/dev/null 2>&1; then need_apt+=(python3-venv python3-pip); fi
+if ! command -v "$PY" >/dev/null 2>&1; then need_apt+=(python3 python3-venv python3-pip python3-dev);
+else
+  "$PY" -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv python3-pip)
+  # the C fast path (native/fastcall.c) is built against Python's headers
+  "$PY" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
+    >/dev/null 2>&1 || need_apt+=(python3-dev)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
     echo "error: need root or sudo to install: ${need_apt[*]}" >&2; exit 1; fi
@@ -30,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY="$ROOT/.venv/bin/python"
 stamp=".venv/.enzyme-ffi-installed"
-want="$(cat pyproject.toml CMakeLists.txt | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml CMakeLists.txt native/*.c | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c "import enzyme" >/dev/null 2>&1; then
   echo "==> pip install -e .[test,examples]"
   "$VPY" -m pip install -q --upgrade pip >/dev/null

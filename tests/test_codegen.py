@@ -50,9 +50,16 @@ def _patterns():
 def test_cdef_matches_c_definition(mode, kinds, ret):
     spec = resolve_activities(SIG, mode, kinds, ret)
     wrapper = generate_derivative(spec)
-    definition = next(line for line in wrapper.c_source.splitlines()
-                      if line.startswith(f"void {wrapper.entry}("))
-    assert definition.rstrip(" {") == wrapper.cdef.rstrip(";")
+    definition = next(line.replace("__attribute__((noinline)) ", "")
+                      for line in wrapper.c_source.splitlines()
+                      if f"void {wrapper.entry}(" in line)
+    entry_cdef, packed_cdef = wrapper.cdef.splitlines()
+    assert definition.rstrip(" {") == entry_cdef.rstrip(";")
+    # the packed twin passes every parameter through one slot array, in order
+    assert packed_cdef == f"void {wrapper.packed_entry}(void **);"
+    packed = next(line for line in wrapper.c_source.splitlines()
+                  if line.startswith(f"void {wrapper.packed_entry}("))
+    assert packed.count("s[") == len(wrapper.params)
     # every out-pointer is written after the Enzyme call
     for param in wrapper.params:
         if param.role.endswith("_out"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -330,6 +331,58 @@ def _check_disjoint(ffi: cffi.FFI, entries: list[tuple[Any, int, str]]) -> None:
                                    "its own buffer (e.g. rows of np.zeros((W, *x.shape))).")
 
 
+# The C fast path (native/fastcall.c), when the extension was built.
+try:
+    from . import _fastcall
+except ImportError:  # a source checkout without the compiled extension
+    _fastcall = None
+
+# Buffer-protocol format characters numpy uses for each element type.
+_FORMATS = {"float64": "d", "float32": "f", "int8": "b", "uint8": "B", "int16": "h",
+            "uint16": "H", "int32": "i", "uint32": "I", "int64": "lq", "uint64": "LQ"}
+_VALUES = {"float64": 0, "float32": 1, "int8": 2, "int16": 3, "int32": 4, "int64": 5,
+           "uint8": 3, "uint16": 4, "uint32": 5}
+
+
+def fast_path_enabled() -> bool:
+    return _fastcall is not None and os.environ.get("ENZYME_NO_FASTCALL", "") != "1"
+
+
+def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
+    """A C Plan doing this derivative's checks and call, or None when the
+    call plan has something only the Python path handles (batches, length
+    contracts, structs, bools, unsigned 64-bit scalars, non-float results)."""
+    if not fast_path_enabled() or fn._batched or fn._lengths:
+        return None
+    specs = []
+    for param in wrapper.params:
+        ctype = param.ctype
+        if param.role in ("primal", "shadow"):
+            if ctype.is_pointer:
+                if ctype.dtype not in _FORMATS:
+                    return None
+                writable = (not ctype.const) if param.role == "primal" else (
+                    fn.spec.reverse or not ctype.const)
+                specs.append((0, 0, _FORMATS[ctype.dtype], np.dtype(ctype.dtype).itemsize,
+                              int(writable), 0, 0))
+            elif ctype.is_float:
+                specs.append((1, _VALUES[ctype.dtype], "", 0, 0, 0, 0))
+            elif ctype.dtype in _VALUES:
+                info = np.iinfo(ctype.dtype)
+                specs.append((2, _VALUES[ctype.dtype], "", 0, 0, int(info.min), int(info.max)))
+            else:
+                return None
+    seeds = [p for p in wrapper.params if p.role == "seed"]
+    outs = [p for p in wrapper.params if p.role.endswith("_out")]
+    if any(p.ctype.dtype not in ("float64", "float32") for p in seeds + outs):
+        return None
+    address = int(fn._ffi.cast("uintptr_t", getattr(fn._library.lib, wrapper.packed_entry)))
+    return _fastcall.Plan(address, np.ndarray, tuple(specs),
+                          tuple((p, s) for p, s, _ in fn._pairs), len(seeds),
+                          _VALUES[seeds[0].ctype.dtype] if seeds else 0,
+                          tuple(_VALUES[p.ctype.dtype] for p in outs))
+
+
 class DerivativeFunction:
     """A generated derivative entry point with its call plan.
 
@@ -384,6 +437,9 @@ class DerivativeFunction:
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._lengths = _length_plan(sig, position)
+        self._fast = _fast_plan(self, wrapper) if wrapper.packed_entry else None
+        # With no scalar results the result never changes: build it once.
+        self._fixed_result = (self._result(()) if not self._outputs else None)
         self._flat_names = [
             f"d{sig.params[p.arg].name}" if p.role == "shadow" else sig.params[p.arg].name
             for p in wrapper.params if p.role == "primal" or (p.role == "shadow" and not p.lane)
@@ -406,6 +462,15 @@ class DerivativeFunction:
         return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
 
     def __call__(self, *args: Any, seed: Any = None) -> Any:
+        fast = self._fast
+        if fast is not None:
+            if not self._library.alive:
+                raise _closed(self._library)
+            values = fast(*args, seed)
+            if values is not NotImplemented:
+                return self._fixed_result or self._result(values)
+        # Anything the fast path does not take (or no fast path): the
+        # reference path, which accepts it or says precisely what is wrong.
         if len(args) != self._nflat:
             raise ActivityError(
                 f"this derivative of {self.spec.kernel} ({self.spec.pattern}) takes "
@@ -439,7 +504,7 @@ class DerivativeFunction:
         if not self._library.alive:
             raise _closed(self._library)
         self._fn(*converted, *outs)
-        return self._result(outs)
+        return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
 
     def _check_batched_pairs(self, args: tuple) -> None:
         ffi = self._ffi
@@ -453,12 +518,11 @@ class DerivativeFunction:
                 entries.append((ffi.from_buffer(shadow), shadow.nbytes, f"shadow {lane} of '{name}'"))
             _check_disjoint(ffi, entries)
 
-    def _result(self, outs: list) -> Any:
+    def _result(self, values: Sequence[Any]) -> Any:
         primal = None
         tangents: list = []
         derivs: list = [None] * self._nargs
-        for out, (_, read, role, arg) in zip(outs, self._outputs):
-            value = read(out)
+        for value, (_, _, role, arg) in zip(values, self._outputs):
             if role == "primal_out":
                 primal = value
             elif role == "tangent_out":
@@ -467,11 +531,13 @@ class DerivativeFunction:
                 derivs[arg] = (derivs[arg] or ()) + (value,)
             else:
                 derivs[arg] = value
+        # tuple.__new__ skips the NamedTuple constructor's argument handling
         if self.spec.reverse:
-            return ReverseResult(tuple(derivs), primal)
+            return tuple.__new__(ReverseResult, (tuple(derivs), primal))
         if not tangents:
-            return ForwardResult(None, primal)
-        return ForwardResult(tuple(tangents) if self._batched else tangents[0], primal)
+            return tuple.__new__(ForwardResult, (None, primal))
+        return tuple.__new__(ForwardResult,
+                             (tuple(tangents) if self._batched else tangents[0], primal))
 
 
 class HvpFunction:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from .activity import DerivativeSpec, HvpSpec
@@ -26,7 +27,7 @@ __all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_
            "struct_definitions"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,21 @@ class GeneratedWrapper:
     c_source: str
     cdef: str
     params: tuple[WrapperParam, ...]
+    # ``void packed(void **slots)``: the same call with every argument passed
+    # through one array (pointers as themselves, scalars by address), for the
+    # C fast path (native/fastcall.c), which cannot call arbitrary signatures.
+    packed_entry: str = ""
+
+
+def _packed(entry: str, params: tuple[WrapperParam, ...]) -> tuple[str, str, str]:
+    """Definition, cdef and name of the packed twin of ``entry``."""
+    name = entry.replace("__efi_d_", "__efi_pk_", 1)
+    args = []
+    for i, param in enumerate(params):
+        ctype = re.sub(r"\w+$", "", param.c_decl).strip()
+        args.append(f"({ctype})s[{i}]" if ctype.endswith("*") else f"*({ctype} *)s[{i}]")
+    return (f"void {name}(void **s) {{ {entry}({', '.join(args)}); }}",
+            f"void {name}(void **);", name)
 
 
 def primal_cdef(signature: Signature) -> str:
@@ -281,6 +297,10 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
     body = call.returns(spec.ret, spec.reverse, spec.with_primal)
     params = tuple(call.entry_params + call.outputs)
     entry_sig = ", ".join(p.c_decl for p in params) or "void"
+    # The fast path takes unbatched calls only; and the packed twin must not
+    # inline the entry (two inlined Enzyme call sites gave wrong batched
+    # tangents with the pinned plugin), hence noinline.
+    packed_def, packed_cdef, packed_name = _packed(entry, params) if not spec.batched else ("", "", "")
     lines = [
         f"/* enzyme-ffi generated: {spec.pattern} of {sig} */",
         _PRELUDE,
@@ -288,15 +308,17 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
         f"extern {sig.c_prototype};",
         call.helper_definition(helper, body),
         call.declaration(enzyme_fn),
-        f"void {entry}({entry_sig}) {{",
+        f"{'__attribute__((noinline)) ' if packed_name else ''}void {entry}({entry_sig}) {{",
         *(f"    {line}" for line in call.locals),
         f"    {call.invocation(enzyme_fn, helper)}",
         *(f"    {line}" for line in call.after),
         "}",
+        packed_def,
         "",
     ]
-    return GeneratedWrapper(entry=entry, c_source="\n".join(lines),
-                            cdef=f"void {entry}({entry_sig});", params=params)
+    cdef = f"void {entry}({entry_sig});" + (f"\n{packed_cdef}" if packed_name else "")
+    return GeneratedWrapper(entry=entry, c_source="\n".join(lines), cdef=cdef, params=params,
+                            packed_entry=packed_name)
 
 
 def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrapper:

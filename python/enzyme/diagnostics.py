@@ -58,7 +58,7 @@ CATALOGUE: tuple[Failure, ...] = (
            "copy and access doubles as doubles (memcpy with the right type, no char loops), or "
            "try enzyme.compile(..., loose_types=True) (lets Enzyme guess; check the numbers)"),
     _entry("global-without-shadow", r"doesn't have marked shadow global|"
-                                    r"cast<Ty>\(\) argument of incompatible type",
+                                    r"To = Constant; From = Value\]: Assertion .isa<To>",
            "a static (file-private) global variable holds values the derivative depends on, and "
            "Enzyme has no shadow for it",
            "make the global non-static (enzyme-ffi then gives it a shadow, mod.shadows[name]), "

@@ -1,0 +1,274 @@
+/*
+ * enzyme._fastcall: the argument checks and the call of a generated
+ * derivative entry point, in C, for the common case.
+ *
+ * Python (enzyme/call.py) owns all policy: it builds a Plan from the call
+ * plan it already has and keeps its own checks as the reference. The Plan
+ * checks exactly what the Python path checks (numpy array of the exact
+ * element type, C-contiguous, writeable where written, shadows shaped like
+ * and disjoint from their primals, Python int/float scalars in range),
+ * packs the arguments into the slots of the generated "packed" entry point
+ * (void entry(void **slots)), releases the GIL and calls it. Whenever an
+ * argument is anything but the plain case, it returns NotImplemented before
+ * any native code runs, and the Python path takes over to accept it or to
+ * raise the precise EnzymeError. Nothing here raises for a user's mistake.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <limits.h>
+#include <stddef.h>
+#include <string.h>
+
+#define MAX_SLOTS 256
+
+enum { ARG_ARRAY = 0, ARG_FLOAT = 1, ARG_INT = 2 };
+enum { VAL_F64 = 0, VAL_F32 = 1, VAL_I8 = 2, VAL_I16 = 3, VAL_I32 = 4, VAL_I64 = 5 };
+
+typedef union {
+    double f64;
+    float f32;
+    signed char i8;
+    short i16;
+    int i32;
+    long long i64;
+} Cell;
+
+typedef struct {
+    int kind;            /* ARG_* */
+    int value;           /* VAL_* for scalars */
+    char formats[8];     /* accepted buffer format characters, for arrays */
+    Py_ssize_t itemsize; /* for arrays */
+    int writable;        /* for arrays */
+    long long min, max;  /* for integers */
+} ArgSpec;
+
+typedef struct {
+    PyObject_HEAD
+    void (*entry)(void **);
+    PyTypeObject *ndarray;
+    int nargs;
+    ArgSpec args[MAX_SLOTS];
+    int npairs;
+    int pairs[MAX_SLOTS][2];
+    int nseeds;
+    int seed_value;      /* VAL_F64 or VAL_F32 */
+    int nouts;
+    int out_values[MAX_SLOTS];
+} Plan;
+
+static void plan_dealloc(Plan *self) {
+    Py_XDECREF(self->ndarray);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int format_ok(const ArgSpec *spec, const char *format) {
+    if (format == NULL) return 0;
+    /* numpy writes native-order simple types as one character, sometimes
+       prefixed by '@', '=' or (on little-endian machines) '<'. */
+    if (format[0] == '@' || format[0] == '=') format++;
+#if PY_LITTLE_ENDIAN
+    if (format[0] == '<') format++;
+#endif
+    if (format[0] == '\0' || format[1] != '\0') return 0;
+    return strchr(spec->formats, format[0]) != NULL;
+}
+
+static int set_scalar(const ArgSpec *spec, PyObject *obj, Cell *cell) {
+    if (spec->kind == ARG_FLOAT) {
+        double v;
+        if (PyFloat_CheckExact(obj)) v = PyFloat_AS_DOUBLE(obj);
+        else if (PyLong_CheckExact(obj)) {
+            v = PyLong_AsDouble(obj);
+            if (v == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
+        } else return 0;
+        if (spec->value == VAL_F32) cell->f32 = (float)v; else cell->f64 = v;
+        return 1;
+    }
+    if (!PyLong_CheckExact(obj)) return 0;  /* bool and numpy ints: the Python path */
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) { PyErr_Clear(); return 0; }
+    if (v < spec->min || v > spec->max) return 0;
+    switch (spec->value) {
+    case VAL_I8: cell->i8 = (signed char)v; break;
+    case VAL_I16: cell->i16 = (short)v; break;
+    case VAL_I32: cell->i32 = (int)v; break;
+    default: cell->i64 = v; break;
+    }
+    return 1;
+}
+
+static PyObject *plan_call(Plan *self, PyObject *const *argv, Py_ssize_t argc) {
+    /* argv: the flat arguments, then the seed (or None) */
+    if (argc != self->nargs + 1) Py_RETURN_NOTIMPLEMENTED;
+    Py_buffer views[MAX_SLOTS];
+    int held[MAX_SLOTS];
+    void *slots[MAX_SLOTS];
+    Cell cells[MAX_SLOTS];
+    int nslots = 0, ok = 1, i;
+    memset(held, 0, sizeof(int) * self->nargs);
+    for (i = 0; i < self->nargs && ok; i++) {
+        const ArgSpec *spec = &self->args[i];
+        PyObject *obj = argv[i];
+        if (spec->kind == ARG_ARRAY) {
+            if (!PyObject_TypeCheck(obj, self->ndarray)) { ok = 0; break; }
+            int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (spec->writable ? PyBUF_WRITABLE : 0);
+            if (PyObject_GetBuffer(obj, &views[i], flags) != 0) { PyErr_Clear(); ok = 0; break; }
+            held[i] = 1;
+            if (views[i].itemsize != spec->itemsize || !format_ok(spec, views[i].format)) {
+                ok = 0;
+                break;
+            }
+            slots[nslots++] = views[i].buf;
+        } else {
+            if (!set_scalar(spec, obj, &cells[nslots])) { ok = 0; break; }
+            slots[nslots] = &cells[nslots];
+            nslots++;
+        }
+    }
+    for (int p = 0; ok && p < self->npairs; p++) {
+        Py_buffer *a = &views[self->pairs[p][0]], *b = &views[self->pairs[p][1]];
+        if (a->ndim != b->ndim) { ok = 0; break; }
+        for (int d = 0; d < a->ndim; d++)
+            if (a->shape[d] != b->shape[d]) { ok = 0; break; }
+        const char *a0 = a->buf, *b0 = b->buf;
+        if (a->len && b->len && a0 < b0 + b->len && b0 < a0 + a->len) ok = 0;
+    }
+    if (ok && self->nseeds) {
+        PyObject *seed = argv[self->nargs];
+        double v = 1.0;
+        if (seed != Py_None) {
+            if (PyFloat_CheckExact(seed)) v = PyFloat_AS_DOUBLE(seed);
+            else ok = 0;
+        }
+        for (int s = 0; ok && s < self->nseeds; s++) {
+            if (self->seed_value == VAL_F32) cells[nslots].f32 = (float)v; else cells[nslots].f64 = v;
+            slots[nslots] = &cells[nslots];
+            nslots++;
+        }
+    } else if (ok && argv[self->nargs] != Py_None) {
+        ok = 0;  /* a seed without an Active return: the Python path explains */
+    }
+    int first_out = nslots;
+    for (int o = 0; ok && o < self->nouts; o++) {
+        cells[nslots].i64 = 0;
+        slots[nslots] = &cells[nslots];
+        nslots++;
+    }
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        self->entry(slots);
+        Py_END_ALLOW_THREADS
+    }
+    for (i = 0; i < self->nargs; i++)
+        if (held[i]) PyBuffer_Release(&views[i]);
+    if (!ok) Py_RETURN_NOTIMPLEMENTED;
+    PyObject *outs = PyTuple_New(self->nouts);
+    if (outs == NULL) return NULL;
+    for (int o = 0; o < self->nouts; o++) {
+        Cell *c = &cells[first_out + o];
+        double v = self->out_values[o] == VAL_F32 ? (double)c->f32 : c->f64;
+        PyObject *item = PyFloat_FromDouble(v);
+        if (item == NULL) { Py_DECREF(outs); return NULL; }
+        PyTuple_SET_ITEM(outs, o, item);
+    }
+    return outs;
+}
+
+static PyObject *plan_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames) {
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) Py_RETURN_NOTIMPLEMENTED;
+    return plan_call((Plan *)self, args, PyVectorcall_NARGS(nargsf));
+}
+
+static PyObject *plan_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    if (kwargs && PyDict_GET_SIZE(kwargs)) Py_RETURN_NOTIMPLEMENTED;
+    return plan_call((Plan *)self, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args));
+}
+
+/* Plan(address, ndarray_type, args, pairs, nseeds, seed_value, out_values)
+ *   args: tuple of (kind, value, formats, itemsize, writable, min, max)
+ *   pairs: tuple of (primal_index, shadow_index) into args */
+static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    (void)kwargs;
+    unsigned long long address;
+    PyObject *ndarray, *specs, *pairs, *outs;
+    int nseeds, seed_value;
+    if (!PyArg_ParseTuple(args, "KO!O!O!iiO!", &address, &PyType_Type, &ndarray, &PyTuple_Type,
+                          &specs, &PyTuple_Type, &pairs, &nseeds, &seed_value, &PyTuple_Type,
+                          &outs))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(specs);
+    if (n + nseeds + PyTuple_GET_SIZE(outs) > MAX_SLOTS || PyTuple_GET_SIZE(pairs) > MAX_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "too many arguments for the fast path");
+        return NULL;
+    }
+    Plan *self = (Plan *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->entry = (void (*)(void **))(uintptr_t)address;
+    Py_INCREF(ndarray);
+    self->ndarray = (PyTypeObject *)ndarray;
+    self->nargs = (int)n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ArgSpec *spec = &self->args[i];
+        const char *formats;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(specs, i), "iisniLL", &spec->kind, &spec->value,
+                              &formats, &spec->itemsize, &spec->writable, &spec->min, &spec->max)) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        strncpy(spec->formats, formats, sizeof(spec->formats) - 1);
+    }
+    self->npairs = (int)PyTuple_GET_SIZE(pairs);
+    for (int p = 0; p < self->npairs; p++) {
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(pairs, p), "ii", &self->pairs[p][0],
+                              &self->pairs[p][1])) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    self->nseeds = nseeds;
+    self->seed_value = seed_value;
+    self->nouts = (int)PyTuple_GET_SIZE(outs);
+    for (int o = 0; o < self->nouts; o++)
+        self->out_values[o] = (int)PyLong_AsLong(PyTuple_GET_ITEM(outs, o));
+    if (PyErr_Occurred()) { Py_DECREF(self); return NULL; }
+    *(vectorcallfunc *)((char *)self + type->tp_vectorcall_offset) = plan_vectorcall;
+    return (PyObject *)self;
+}
+
+typedef struct {
+    Plan plan;
+    vectorcallfunc vectorcall;
+} PlanWithVectorcall;
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "enzyme._fastcall.Plan",
+    .tp_doc = "A checked, packed call of one generated derivative entry point.",
+    .tp_basicsize = sizeof(PlanWithVectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = plan_new,
+    .tp_dealloc = (destructor)plan_dealloc,
+    .tp_call = plan_tp_call,
+    .tp_vectorcall_offset = offsetof(PlanWithVectorcall, vectorcall),
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fastcall",
+    "Checked calls of generated derivative entry points (see enzyme/call.py).", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastcall(void) {
+    if (PyType_Ready(&PlanType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&PlanType);
+    if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) {
+        Py_DECREF(&PlanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "MAX_SLOTS", MAX_SLOTS);
+    return m;
+}
