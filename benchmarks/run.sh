@@ -10,9 +10,13 @@ cd "$ROOT"
 if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
 fi
-if ! .venv-bench/bin/python -c "import enzyme, jax, matplotlib, scipy" >/dev/null 2>&1; then
+stamp=".venv-bench/.enzyme-ffi-installed"
+want="$(cat pyproject.toml CMakeLists.txt native/*.c | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
+   || ! .venv-bench/bin/python -c "import enzyme, jax, matplotlib, scipy" >/dev/null 2>&1; then
   echo "==> pip install -e .[examples] jax (benchmark venv)"
   .venv-bench/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv-bench/bin/python -m pip install -q -e ".[examples]" jax
+  echo "$want" > "$stamp"
 fi
 exec env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv-bench/bin/python benchmarks/run.py "$@"

@@ -409,7 +409,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             inactive: Sequence[str] = (), inactive_globals: Sequence[str] = (),
             sizes: Mapping[str, Mapping[str, str]] | None = None,
             loose_types: bool = False, runtime_activity: bool = False,
-            enzyme_flags: Sequence[str] = (),
+            enzyme_flags: Sequence[str] = (), native_cpu: bool = True,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -449,6 +449,11 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     enzyme_flags : sequence of str
         Extra ``-enzyme-*`` options for the Enzyme pass (expert use; part of
         the cache key).
+    native_cpu : bool
+        Compile for this machine's CPU (``-march=native``; the default, as
+        numba does). Cached code is keyed by the CPU, so a cache shared by
+        different machines never runs one machine's code on another. Pass
+        False for code that must run on any x86-64.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -505,7 +510,9 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
                                    if v.active and v.name not in inactive_globals))
 
     opt_flags = (("-enzyme-loose-types",) if loose_types else ()) + tuple(enzyme_flags)
-    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags)
+    target_flags = ("-march=native",) if native_cpu else ()
+    artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags,
+                                  target_flags)
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),

@@ -116,6 +116,7 @@ class ModuleArtifact:
     dep_stamps: tuple[tuple[str, int, int], ...] = ()
     shared_globals: tuple[str, ...] = ()  # defined in so_path only; derivatives link to it
     opt_flags: tuple[str, ...] = ()  # Enzyme options (e.g. -enzyme-loose-types) for every build
+    target_flags: tuple[str, ...] = ()  # e.g. -march=native, for generated C too
 
 
 def _package_version() -> str:
@@ -319,12 +320,31 @@ def _user_headers(depfile: Path, sources: set[str], system_roots: tuple[str, ...
     return found
 
 
+@functools.lru_cache(maxsize=1)
+def host_cpu() -> str:
+    """A fingerprint of this machine's CPU (model and feature flags): code
+    built with -march=native is only valid where the fingerprint matches, so
+    it is part of the cache key (a home directory shared by different
+    machines then keeps one entry per CPU, never runs another's)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            lines = [ln for ln in handle.read().splitlines()
+                     if ln.startswith(("model name", "flags", "vendor_id", "cpu family", "model\t"))]
+        text = "\n".join(dict.fromkeys(lines))
+    except OSError:
+        import platform
+
+        text = f"{platform.machine()} {platform.processor()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
                 link_args: Sequence[str]) -> str:
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
         "header": _header_digest(), "pre": PRE_AD_FLAGS, "passes": OPT_PASSES, "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
+        "cpu": host_cpu() if "-march=native" in args else "",
         "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
@@ -364,7 +384,7 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
                  link_args: Sequence[str], describe: Callable[[list[str]], ModuleFacts],
-                 opt_flags: Sequence[str] = ()) -> ModuleArtifact:
+                 opt_flags: Sequence[str] = (), target_flags: Sequence[str] = ()) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths)`` is called on a cache miss with the C files as written
@@ -372,7 +392,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     globals to share and shadow, and its ``extra`` is stored with the entry
     (the orchestrator stores the parsed signatures there).
     """
-    key = _module_key(tc, sources, [*args, *opt_flags], link_args)
+    key = _module_key(tc, sources, [*args, *opt_flags, *target_flags], link_args)
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
@@ -401,15 +421,17 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                 key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
                 bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
                 extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
-                shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags))
+                shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags),
+                target_flags=tuple(target_flags))
 
         artifact = load()
         if artifact is None:
             with _key_lock(root, key):
                 artifact = load()  # another process may have finished it meanwhile
                 if artifact is None:
-                    artifact = _build_module_locked(tc, sources, args, link_args, describe, key,
-                                                    entries, manifest_path, tuple(opt_flags))
+                    artifact = _build_module_locked(tc, sources, [*args, *target_flags], link_args,
+                                                    describe, key, entries, manifest_path,
+                                                    tuple(opt_flags), tuple(target_flags))
         return artifact
 
     artifact = _with_cache(at)
@@ -419,7 +441,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
 
 
 def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path,
-                         opt_flags):
+                         opt_flags, target_flags):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
         work = Path(tmp)
         paths, rename, bitcode, headers = [], {}, [], []
@@ -448,7 +470,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             headers += _user_headers(dep, set(paths), system_roots)
         facts = describe(paths)
         if facts.shadowed_globals:
-            bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work))
+            bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work, target_flags))
         if len(bitcode) > 1:
             linked = str(work / "module.bc")
             done = _run([tc.llvm_link, *bitcode, "-o", linked])
@@ -482,17 +504,18 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
-                          opt_flags=opt_flags)
+                          opt_flags=opt_flags, target_flags=target_flags)
 
 
-def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path) -> str:
+def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path,
+                    target_flags: Sequence[str]) -> str:
     """Bitcode defining a zeroed shadow for each active global."""
     source = work / "shadows.c"
     source.write_text("".join(
         f"__attribute__((used, aligned(16))) unsigned char {SHADOW_PREFIX}{name}[{max(size, 1)}] "
         "= {0};\n" for name, size in shadowed))
     out = str(work / "shadows.bc")
-    done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(source), "-o", out])
+    done = _run([tc.clang, *PRE_AD_FLAGS, *target_flags, "-emit-llvm", "-c", str(source), "-o", out])
     if done.returncode != 0:
         raise CompileError("enzyme-ffi could not compile the shadow globals (a bug):\n"
                            + done.stderr.strip())
@@ -571,7 +594,7 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         wrapper_c = work / "wrapper.c"
         wrapper_c.write_text(wrapper_source)
         wrapper_bc = str(work / "wrapper.bc")
-        done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c), "-o",
+        done = _run([tc.clang, *PRE_AD_FLAGS, *module.target_flags, "-emit-llvm", "-c", str(wrapper_c), "-o",
                      wrapper_bc])
         if done.returncode != 0:
             raise DifferentiationError(
