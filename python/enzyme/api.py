@@ -23,6 +23,7 @@ from .activity import (
     BatchDuplicated,
     Const,
     Duplicated,
+    DuplicatedNoNeed,
     Forward,
     ForwardWithPrimal,
     Mode,
@@ -38,7 +39,6 @@ from .call import (
     HvpFunction,
     PrimalFunction,
     SplitFunctions,
-    flatten_annotations,
     global_view,
     numpy_dtype,
     release_owner,
@@ -272,6 +272,9 @@ class Module:
         for key, (_, module) in list(_modules.items()):
             if module is self:
                 del _modules[key]
+        for key, module in list(_compile_memo.items()):
+            if module is self:
+                del _compile_memo[key]
         release_owner(self._owner)
 
     def __enter__(self) -> Module:
@@ -474,6 +477,69 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     >>> mod.sq(3.0)
     9.0
     """
+    # A repeated call with the same arguments, unchanged files and the same
+    # environment returns the same module after a few stat() calls.
+    call_key = _call_key(locals())
+    known = _compile_memo.get(call_key) if call_key is not None else None
+    if known is not None and not known._closed and build.headers_unchanged(known._artifact):
+        return known
+    module = _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
+                      forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
+                      runtime_activity, enzyme_flags, native_cpu, toolchain)
+    if call_key is not None:
+        _compile_memo[call_key] = module
+    return module
+
+
+_compile_memo: dict[tuple, Module] = {}
+_ENV = ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT", "ENZYME_CACHE_DIR", "XDG_CACHE_HOME")
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable image of compile()'s arguments (mappings and sequences)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is tuple or kind is list:
+        return tuple(_frozen(v) for v in value) if value else ()
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _call_key(arguments: dict) -> tuple | None:
+    arguments = dict(arguments)
+    source, path, sources = arguments.pop("source"), arguments.pop("path"), arguments.pop("sources")
+    toolchain = arguments.pop("toolchain")
+    files = []
+    if isinstance(source, str) and "\n" not in source and source.strip().endswith((".c", ".h")):
+        files.append(source.strip())
+    if path is not None:
+        files.append(path)
+    files += list(sources or ())
+    try:
+        stamps = []
+        for file in files:
+            st = os.stat(file)
+            stamps.append((os.path.abspath(file), st.st_size, st.st_mtime_ns, st.st_ino))
+        stamps = tuple(stamps)
+        key = (source if not files else None, stamps, tuple(map(_frozen, arguments.values())),
+               id(toolchain) if toolchain is not None else None,
+               tuple(os.environ.get(v) for v in _ENV))
+        hash(key)
+    except (OSError, TypeError):
+        return None  # unreadable file or unhashable argument: no shortcut
+    return key
+
+
+def _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
+             forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
+             runtime_activity, enzyme_flags, native_cpu, toolchain) -> Module:
     tc = _resolve_toolchain(toolchain)
     inputs = _source_inputs(source, path, sources)
     args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
@@ -602,17 +668,32 @@ def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any 
     >>> autodiff(Reverse, mod.f, Active(3.0), Active(5.0)).derivs
     (6.0, 3.0)
     """
-    kernel = _as_kernel(kernel)
-    annotations = [a if isinstance(a, _Annotation) else Const(a) for a in args]
-    kinds = tuple(type(a) for a in annotations)
-    widths = {a.width for a in annotations if isinstance(a, BatchDuplicated)}
-    if len(widths) > 1:
-        raise ActivityError(f"every BatchDuplicated argument needs the same number of shadows; "
-                            f"got {sorted(widths)}.")
+    if type(kernel) is not Kernel:
+        kernel = _as_kernel(kernel)
+    # One pass over the annotations: their classes (the derivative's key) and
+    # the flat argument list (each primal followed by its shadow).
+    kinds, flat, width = [], [], 0
+    for a in args:
+        cls = type(a)
+        if cls is Const or cls is Active:
+            flat.append(a.val)
+        elif cls is Duplicated or cls is DuplicatedNoNeed:
+            flat += (a.val, a.dval)
+        elif isinstance(a, BatchDuplicated):
+            if width and a.width != width:
+                raise ActivityError("every BatchDuplicated argument needs the same number of "
+                                    f"shadows; got {width} and {a.width}.")
+            width = a.width
+            flat += (a.val, a.dval)
+        elif isinstance(a, _Annotation):  # a user subclass: treat as its base annotation
+            flat += (a.val, a.dval) if hasattr(a, "dval") else (a.val,)
+        else:
+            cls = Const  # a bare value
+            flat.append(a)
+        kinds.append(cls)
     if ret is not None:
         activity_class_of(ret)
-    fn = kernel.derivative_function(mode, kinds, ret, widths.pop() if widths else 1)
-    return fn(*flatten_annotations(annotations), seed=seed)
+    return kernel.derivative_function(mode, tuple(kinds), ret, width or 1)(*flat, seed=seed)
 
 
 def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,

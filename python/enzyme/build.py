@@ -382,6 +382,17 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         raise on_enzyme_error(done.stderr)
 
 
+def headers_unchanged(artifact: ModuleArtifact) -> bool:
+    """Are the user headers an artifact was built from unchanged (size and
+    mtime)? For a module already loaded, that and its sources are all that
+    can make it stale: its libraries are in memory, whatever happens to the
+    files since."""
+    try:
+        return all(_stamp(path) == (path, size, mtime) for path, size, mtime in artifact.dep_stamps)
+    except OSError:
+        return False
+
+
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
                  link_args: Sequence[str], describe: Callable[[list[str]], ModuleFacts],
                  opt_flags: Sequence[str] = (), target_flags: Sequence[str] = ()) -> ModuleArtifact:

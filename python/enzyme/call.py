@@ -734,13 +734,3 @@ def global_view(so_path: str, symbol: str, var: GlobalVar, read_only: bool) -> n
     if read_only:
         view.flags.writeable = False
     return view
-
-
-def flatten_annotations(annotations: Sequence[Any]) -> list[Any]:
-    """The flat (primal, shadow, ...) argument list of annotation instances."""
-    flat: list[Any] = []
-    for annotation in annotations:
-        flat.append(annotation.val)
-        if hasattr(annotation, "dval"):
-            flat.append(annotation.dval)
-    return flat
