@@ -887,6 +887,18 @@ def _check_count(kernel: Kernel, args: tuple) -> None:
                             f"{len(args)} given. Signature: {kernel.signature}")
 
 
+def _wrt_and_out(kernel: Any, wrt: int | str, out: int | str | None,
+                 helper: str) -> tuple[Kernel, int, int | None]:
+    """The kernel and the parameter indices of ``wrt`` and ``out`` (None: the
+    kernel's scalar return, which must then be floating)."""
+    kernel = _as_kernel(kernel)
+    x_index = _param_index(kernel, wrt, "wrt")
+    out_index = None if out is None else _param_index(kernel, out, "out")
+    if out_index is None:
+        _returns_float(kernel, helper)
+    return kernel, x_index, out_index
+
+
 def _ret_const(kernel: Kernel) -> Any:
     return Const if kernel.signature.ret.kind != "void" else None
 
@@ -904,11 +916,7 @@ def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     >>> jvp(mod.f, wrt=0)(3.0, 5.0, 1.0)
     (24.0, 6.0)
     """
-    kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
-    out_index = None if out is None else _param_index(kernel, out, "out")
-    if out_index is None:
-        _returns_float(kernel, "jvp")
+    kernel, x_index, out_index = _wrt_and_out(kernel, wrt, out, "jvp")
 
     def jvp_call(*args_and_v: Any) -> tuple[Any, Any]:
         *args, v = args_and_v
@@ -939,11 +947,7 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     >>> vjp(mod.f, wrt=1)(3.0, 5.0, 2.0)
     (24.0, 6.0)
     """
-    kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
-    out_index = None if out is None else _param_index(kernel, out, "out")
-    if out_index is None:
-        _returns_float(kernel, "vjp")
+    kernel, x_index, out_index = _wrt_and_out(kernel, wrt, out, "vjp")
 
     def vjp_call(*args_and_u: Any) -> tuple[Any, Any]:
         *args, u = args_and_u
