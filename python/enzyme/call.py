@@ -344,6 +344,14 @@ _VALUES = {"float64": 0, "float32": 1, "int8": 2, "int16": 3, "int32": 4, "int64
            "uint8": 3, "uint16": 4, "uint32": 5}
 
 
+if _fastcall is not None and os.environ.get("ENZYME_NO_MALLOC_TUNING", "") != "1":
+    # Enzyme mallocs and frees its tape on every reverse call: keep blocks up
+    # to 64 MiB in the heap instead of a fresh mmap (and page faults) each
+    # time. See native/fastcall.c; ENZYME_NO_MALLOC_TUNING=1 leaves glibc's
+    # defaults alone.
+    _fastcall.tune_malloc(64 << 20, 128 << 20)
+
+
 def fast_path_enabled() -> bool:
     return _fastcall is not None and os.environ.get("ENZYME_NO_FASTCALL", "") != "1"
 
