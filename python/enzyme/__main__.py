@@ -45,6 +45,9 @@ def _doctor() -> int:
         print(f"\nPROBLEM: d/dx x*x at 3 gave {value}, expected 6.0")
         return 1
     print(f"smoke:     d/dx x*x at x=3 = {value}  ({elapsed:.2f} s)  OK")
+    from .call import fast_path_enabled
+
+    print(f"fast path: {'enabled' if fast_path_enabled() else 'not available (Python path only)'}")
     return 0
 
 
