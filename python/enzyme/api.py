@@ -528,9 +528,9 @@ def _call_key(arguments: dict) -> tuple | None:
             st = os.stat(file)
             stamps.append((os.path.abspath(file), st.st_size, st.st_mtime_ns, st.st_ino))
         stamps = tuple(stamps)
+        # the working directory: relative include_dirs and paths depend on it
         key = (source if not files else None, stamps, tuple(map(_frozen, arguments.values())),
-               id(toolchain) if toolchain is not None else None,
-               tuple(os.environ.get(v) for v in _ENV))
+               toolchain, os.getcwd(), tuple(os.environ.get(v) for v in _ENV))
         hash(key)
     except (OSError, TypeError):
         return None  # unreadable file or unhashable argument: no shortcut
