@@ -385,10 +385,13 @@ def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
     if any(p.ctype.dtype not in ("float64", "float32") for p in seeds + outs):
         return None
     address = int(fn._ffi.cast("uintptr_t", getattr(fn._library.lib, wrapper.packed_entry)))
-    return _fastcall.Plan(address, np.ndarray, tuple(specs),
-                          tuple((p, s) for p, s, _ in fn._pairs), len(seeds),
-                          _VALUES[seeds[0].ctype.dtype] if seeds else 0,
-                          tuple(_VALUES[p.ctype.dtype] for p in outs))
+    try:
+        return _fastcall.Plan(address, np.ndarray, tuple(specs),
+                              tuple((p, s) for p, s, _ in fn._pairs), len(seeds),
+                              _VALUES[seeds[0].ctype.dtype] if seeds else 0,
+                              tuple(_VALUES[p.ctype.dtype] for p in outs))
+    except ValueError:  # more arguments than the fast path has slots for
+        return None
 
 
 class DerivativeFunction:
