@@ -106,6 +106,7 @@ except enzyme.BuildTimeoutError as exc:
                           timeout=120)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "ENZYME_COMPILE_TIMEOUT" in done.stdout
+    assert "cache dir" not in done.stderr  # a timeout is not mistaken for cache trouble
     assert _build_dirs(tmp_path / "cache") == []
 
 

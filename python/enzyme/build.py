@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .diagnostics import explain
-from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, ToolchainError
+from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, EnzymeError, ToolchainError
 from .paths import atomic_write_bytes, cache_dir, sha256_file
 from .toolchain import Toolchain
 
@@ -192,6 +192,8 @@ def _with_cache(work: Callable[[Path], T]) -> T:
     root = cache_root()
     try:
         return work(root)
+    except EnzymeError:
+        raise  # a build failure (e.g. BuildTimeoutError, a TimeoutError) is not cache trouble
     except OSError as exc:
         if root == _fallback_root:
             raise CacheError(f"enzyme-ffi could not write its build files, even in the private "
