@@ -54,15 +54,19 @@ def _run_child(code: str, cache: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-CHILD = """
+# The start of every child script: optionally forbid subprocesses (a cache
+# hit must start none), then compile the kernel.
+CHILD_PRELUDE = """
 import subprocess, numpy as np, enzyme
-from enzyme import build, Reverse, Duplicated, autodiff
+from enzyme import build, Reverse, Forward, ReverseWithPrimal, Duplicated, Const, Active, autodiff
 src = {src!r}
 if {forbid}:
     def refuse(*a, **k):
         raise AssertionError("subprocess started")
     subprocess.run = subprocess.Popen = refuse
-mod = enzyme.compile(src)
+mod = enzyme.compile(src)"""
+
+CHILD = CHILD_PRELUDE + """
 w, x, dw = np.ones(3), np.arange(3.0), np.zeros(3)
 autodiff(Reverse, mod.cached_loss, Duplicated(w, dw), x, 3)
 print(list(dw), build.subprocess_runs)
@@ -146,15 +150,7 @@ def test_unsafe_cache_dir_is_refused(tc, tmp_path, monkeypatch, problem):
     assert list(shared.iterdir()) == []  # nothing was written where others could tamper
 
 
-SEVERAL = """
-import subprocess, numpy as np, enzyme
-from enzyme import build, Reverse, Forward, ReverseWithPrimal, Duplicated, Const, Active, autodiff
-src = {src!r}
-if {forbid}:
-    def refuse(*a, **k):
-        raise AssertionError("subprocess started")
-    subprocess.run = subprocess.Popen = refuse
-mod = enzyme.compile(src)
+SEVERAL = CHILD_PRELUDE + """
 w, x = np.array([1.0, 2.0, 3.0]), np.array([0.5, -1.0, 2.0])
 out = []
 for mode in (Reverse, ReverseWithPrimal):
