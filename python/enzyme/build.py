@@ -501,8 +501,15 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                 "Building the module failed in the Enzyme/link step (this runs the __enzyme_* "
                 "calls written in your C):")
 
-        _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
-                                opt_flags=opt_flags)
+        if any("__enzyme" in source.text for source in sources):
+            _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
+                                    opt_flags=opt_flags)
+        else:
+            # No Enzyme call or registration in the sources: the primal library
+            # needs no Enzyme pass, and clang optimises and links in one step.
+            done = _run([tc.clang, *POST_AD_FLAGS, linked, "-o", str(so), *link_args, "-lm"])
+            if done.returncode != 0:
+                raise module_failure(done.stderr)
         extra = facts.extra
         shared = list(facts.shared_globals) + [SHADOW_PREFIX + n for n, _ in facts.shadowed_globals]
         bc_name, so_name = f"{key}.bc", f"{key}.so"
