@@ -14,6 +14,11 @@ The chain (checked on the pinned toolchain):
    before Enzyme, without vector IR, is what Enzyme differentiates best;
 4. ``clang -O3 -shared`` to a shared library (vectorising the final code).
 
+A module's primal library skips step 3 when its sources call or register
+nothing of Enzyme's (no ``__enzyme`` in them): clang optimises and links
+the front end's bitcode directly. The stored bitcode is the front end's, so
+every derivative build runs the whole pipeline above.
+
 Every tool runs as a subprocess: a crash or an Enzyme error becomes an
 exception, never the death of the user's interpreter. Artifacts are cached
 under a key that hashes every input that changes the output; files are
