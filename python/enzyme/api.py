@@ -372,6 +372,11 @@ _modules: dict[tuple[str, str, bool], tuple[build.ModuleArtifact, Module]] = {}
 _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
 
 
+def _names_a_file(source: str) -> bool:
+    """compile("model.c") names a file; anything with a newline is C text."""
+    return "\n" not in source and source.strip().endswith((".c", ".h"))
+
+
 def _source_inputs(source: str | None, path: str | os.PathLike | None,
                    sources: Iterable[str | os.PathLike] | None) -> list[build.SourceInput]:
     given = [x is not None for x in (source, path, sources)]
@@ -381,7 +386,7 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
     if source is not None:
         if not isinstance(source, str):
             raise TypeError(f"source must be C source text or a path, got {type(source).__name__}")
-        if "\n" not in source and source.strip().endswith((".c", ".h")):
+        if _names_a_file(source):
             files = [source.strip()]
         else:
             return [build.SourceInput(source, "<source>")]
@@ -517,7 +522,7 @@ def _call_key(arguments: dict) -> tuple | None:
     source, path, sources = arguments.pop("source"), arguments.pop("path"), arguments.pop("sources")
     toolchain = arguments.pop("toolchain")
     files = []
-    if isinstance(source, str) and "\n" not in source and source.strip().endswith((".c", ".h")):
+    if isinstance(source, str) and _names_a_file(source):
         files.append(source.strip())
     if path is not None:
         files.append(path)

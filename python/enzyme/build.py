@@ -47,7 +47,7 @@ from typing import TypeVar
 
 from .diagnostics import explain
 from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, EnzymeError, ToolchainError
-from .paths import atomic_write_bytes, cache_dir, sha256_file
+from .paths import atomic_write_bytes, cache_dir, file_identity, sha256_file
 from .toolchain import Toolchain
 
 __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative",
@@ -75,11 +75,7 @@ _derivative_memo: dict[str, tuple[Path, tuple]] = {}
 
 
 def _identity(*paths: str | Path) -> tuple:
-    identities = []
-    for path in paths:
-        st = os.stat(path)
-        identities.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(identities)
+    return tuple(file_identity(path) for path in paths)
 
 
 @dataclass(frozen=True)
@@ -417,8 +413,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
         artifact, identity = hit
         try:
             if (_identity(artifact.so_path, artifact.bc_path) == identity
-                    and all(_stamp(path) == (path, size, mtime)
-                            for path, size, mtime in artifact.dep_stamps)):
+                    and headers_unchanged(artifact)):
                 return artifact
         except OSError:
             pass

@@ -275,11 +275,7 @@ class PrimalFunction:
         self.signature = signature
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
-        self._convert = [
-            _param_converter(self._ffi, p.ctype, f"argument '{p.name}' of {signature.name}",
-                             writable=not p.ctype.const, shadow=False)
-            for p in signature.params
-        ]
+        self._convert = _primal_converters(self._ffi, signature)
         self._nargs = len(self._convert)
         self._lengths = _length_plan(signature, {i: i for i in range(self._nargs)})
 
@@ -298,6 +294,13 @@ class PrimalFunction:
         cell = allocate()
         self._fn(*converted, cell)
         return read(cell)
+
+
+def _primal_converters(ffi: cffi.FFI, signature: Signature) -> list[Callable[[Any], Any]]:
+    """One converter per parameter for a call with primal arguments only."""
+    return [_param_converter(ffi, p.ctype, f"argument '{p.name}' of {signature.name}",
+                             writable=not p.ctype.const, shadow=False)
+            for p in signature.params]
 
 
 def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool):
@@ -563,11 +566,7 @@ class HvpFunction:
         self.spec = spec
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         sig = spec.signature
-        self._convert = [
-            _param_converter(self._ffi, p.ctype, f"argument '{p.name}' of {sig.name}",
-                             writable=not p.ctype.const, shadow=False)
-            for p in sig.params
-        ]
+        self._convert = _primal_converters(self._ffi, sig)
         x = sig.params[spec.wrt]
         self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
                                            writable=False, shadow=True)

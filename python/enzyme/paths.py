@@ -9,7 +9,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json"]
+__all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json",
+           "file_identity"]
 
 
 def cache_dir() -> Path:
@@ -54,9 +55,10 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _identity(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(size, mtime_ns, inode): changes when a file is rewritten or replaced."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def stamped_json(store: Path, subject: Path, compute: Callable[[], dict]) -> dict:
@@ -68,7 +70,7 @@ def stamped_json(store: Path, subject: Path, compute: Callable[[], dict]) -> dic
     costs the recomputation.
     """
     key = str(subject.resolve())
-    ident = _identity(subject)
+    ident = list(file_identity(subject))  # JSON stores it as a list
     try:
         table = json.loads(store.read_text())
         entry = table.get(key)
