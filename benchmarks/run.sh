@@ -11,7 +11,7 @@ if [ ! -x .venv-bench/bin/python ]; then
   python3 -m venv .venv-bench
 fi
 stamp=".venv-bench/.enzyme-ffi-installed"
-want="$(cat pyproject.toml CMakeLists.txt native/*.c | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml CMakeLists.txt native/*.c native/*.cpp | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] \
    || ! .venv-bench/bin/python -c "import enzyme, jax, matplotlib, scipy" >/dev/null 2>&1; then
   echo "==> pip install -e .[examples] jax (benchmark venv)"

@@ -7,12 +7,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(clang-15 llvm-15 libomp-15-dev)
+# llvm-15-dev: headers for the long-block opt pass (native/split_blocks.cpp)
+APT_PACKAGES=(clang-15 llvm-15 llvm-15-dev libomp-15-dev)
 need_apt=()
 for tool in clang-15 opt-15 llvm-link-15; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=("${APT_PACKAGES[@]}")
 done
-[ -e /usr/lib/llvm-15/lib/libLLVM-15.so.1 ] || need_apt=("${APT_PACKAGES[@]}")
+for file in /usr/lib/llvm-15/lib/libLLVM-15.so.1 /usr/lib/llvm-15/lib/cmake/llvm/LLVMConfig.cmake; do
+  [ -e "$file" ] || need_apt=("${APT_PACKAGES[@]}")
+done
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then need_apt+=(python3 python3-venv python3-pip python3-dev);
 else
@@ -34,8 +37,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY="$ROOT/.venv/bin/python"
+# The native parts need a C and a C++ compiler; clang-15 is one when the
+# system has no cc/c++.
+command -v cc >/dev/null 2>&1 || export CC=clang-15
+command -v c++ >/dev/null 2>&1 || export CXX=clang++-15
 stamp=".venv/.enzyme-ffi-installed"
-want="$(cat pyproject.toml CMakeLists.txt native/*.c | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml CMakeLists.txt native/*.c native/*.cpp | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c "import enzyme" >/dev/null 2>&1; then
   echo "==> pip install -e .[test,examples]"
   "$VPY" -m pip install -q --upgrade pip >/dev/null

@@ -29,6 +29,12 @@ def _doctor() -> int:
     print(f"opt:       {tc.opt}  ({tc.opt_version})")
     print(f"llvm-link: {tc.llvm_link}")
     print(f"resource:  {tc.resource_dir}")
+    if tc.split_pass:
+        print(f"long-block pass: {tc.split_pass}")
+    else:
+        print(f"long-block pass: missing. {tc.split_pass_problem}\n"
+              "           (everything works; functions with thousands of straight-line "
+              "statements compile in quadratic time)")
     try:
         import clang.cindex  # noqa: F401
 

@@ -418,6 +418,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             sizes: Mapping[str, Mapping[str, str]] | None = None,
             loose_types: bool = False, runtime_activity: bool = False,
             enzyme_flags: Sequence[str] = (), native_cpu: bool = True,
+            split_long_blocks: bool = True,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -462,6 +463,17 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         numba does). Cached code is keyed by the CPU, so a cache shared by
         different machines never runs one machine's code on another. Pass
         False for code that must run on any x86-64.
+    split_long_blocks : bool
+        Before Enzyme runs, cut basic blocks longer than 256 instructions
+        (1,000 inside loops) into outlined 32-instruction pieces, so compile
+        time grows linearly with the length of straight-line code (Enzyme's
+        activity analysis is quadratic in it: 1,000 generated statements take
+        17 s whole, 3.6 s cut). Pieces of blocks up to 2,000 instructions are
+        inlined back after differentiation; inside loops each piece costs a
+        tape allocation per iteration, so pass False for a long loop body
+        whose run time matters more than its compile time. Needs the pass
+        built at install time (``python -m enzyme doctor`` says whether it is
+        there).
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -490,7 +502,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         return known
     module = _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
                       forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-                      runtime_activity, enzyme_flags, native_cpu, toolchain)
+                      runtime_activity, enzyme_flags, native_cpu, split_long_blocks, toolchain)
     if call_key is not None:
         _compile_memo[call_key] = module
     return module
@@ -544,7 +556,7 @@ def _call_key(arguments: dict) -> tuple | None:
 
 def _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
              forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-             runtime_activity, enzyme_flags, native_cpu, toolchain) -> Module:
+             runtime_activity, enzyme_flags, native_cpu, split_long_blocks, toolchain) -> Module:
     tc = _resolve_toolchain(toolchain)
     inputs = _source_inputs(source, path, sources)
     args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
@@ -583,7 +595,7 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
     opt_flags = (("-enzyme-loose-types",) if loose_types else ()) + tuple(enzyme_flags)
     target_flags = ("-march=native",) if native_cpu else ()
     artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags,
-                                  target_flags)
+                                  target_flags, bool(split_long_blocks))
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),

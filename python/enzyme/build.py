@@ -14,6 +14,16 @@ The chain (checked on the pinned toolchain):
    before Enzyme, without vector IR, is what Enzyme differentiates best;
 4. ``clang -O3 -shared`` to a shared library (vectorising the final code).
 
+When the long-block pass was built (``Toolchain.split_pass``) and the module
+allows it, step 3 runs ``efi-split-long-blocks`` between O2 and Enzyme: basic
+blocks longer than 256 instructions (1,000 inside loops) are cut into
+32-instruction pieces, each outlined into its own function (and the run of
+calls left behind is cut again while it is long), because Enzyme's activity
+analysis is quadratic in a block's length. ``efi-inline-pieces`` then lets O3
+inline the pieces of blocks up to 2,000 instructions back; longer ones stay
+separate functions, since LLVM's register allocator is superlinear in a
+function's size.
+
 A module's primal library skips step 3 when its sources call or register
 nothing of Enzyme's (no ``__enzyme`` in them): clang optimises and links
 the front end's bitcode directly. The stored bitcode is the front end's, so
@@ -60,6 +70,9 @@ FORMAT_VERSION = "2"  # bump when the cache layout or the chain changes
 # then aborts opt ("Attributes 'readnone and writeonly' are incompatible").
 PRE_AD_FLAGS = ("-O2", "-fno-math-errno", "-fPIC", "-Xclang", "-disable-llvm-passes")
 OPT_PASSES = "preserve-nvvm,default<O2>,enzyme,default<O3>"
+# With enzyme-ffi's long-block pass (native/split_blocks.cpp): after O2 has
+# simplified the code, before Enzyme analyses it.
+OPT_PASSES_SPLIT = "preserve-nvvm,default<O2>,efi-split-long-blocks,enzyme,efi-inline-pieces,default<O3>"
 OPT_FLAGS = ("--vectorize-loops=false", "--vectorize-slp=false", "--disable-loop-unrolling")
 POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
 
@@ -118,6 +131,7 @@ class ModuleArtifact:
     shared_globals: tuple[str, ...] = ()  # defined in so_path only; derivatives link to it
     opt_flags: tuple[str, ...] = ()  # Enzyme options (e.g. -enzyme-loose-types) for every build
     target_flags: tuple[str, ...] = ()  # e.g. -march=native, for generated C too
+    split_long_blocks: bool = True  # run the long-block pass when the toolchain has it
 
 
 def _package_version() -> str:
@@ -342,10 +356,11 @@ def host_cpu() -> str:
 
 
 def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                link_args: Sequence[str]) -> str:
+                link_args: Sequence[str], split_long_blocks: bool) -> str:
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
-        "header": _header_digest(), "pre": PRE_AD_FLAGS, "passes": OPT_PASSES, "opt": OPT_FLAGS,
+        "header": _header_digest(), "pre": PRE_AD_FLAGS,
+        "passes": _opt_pipeline(tc, split_long_blocks)[1:], "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
         "cpu": host_cpu() if "-march=native" in args else "",
         "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
@@ -353,10 +368,19 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _opt_pipeline(tc: Toolchain, split_long_blocks: bool) -> list[str]:
+    """opt's plugin and pass arguments."""
+    if split_long_blocks and tc.split_pass:
+        return [f"--load-pass-plugin={tc.plugin}", f"--load-pass-plugin={tc.split_pass}",
+                f"-passes={OPT_PASSES_SPLIT}"]
+    return [f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}"]
+
+
 def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
                             link_args: Sequence[str], work: Path,
                             on_enzyme_error: Callable[[str], Exception],
-                            extern_globals: Sequence[str] = (), opt_flags: Sequence[str] = ()) -> None:
+                            extern_globals: Sequence[str] = (), opt_flags: Sequence[str] = (),
+                            split_long_blocks: bool = True) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
     else:
@@ -375,8 +399,8 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
             raise on_enzyme_error(done.stderr)
         linked = extern
     ad = str(work / "ad.bc")
-    done = _run([tc.opt, linked, f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}",
-                 *OPT_FLAGS, *opt_flags, "-o", ad])
+    done = _run([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks), *OPT_FLAGS, *opt_flags,
+                 "-o", ad])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
     done = _run([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
@@ -398,7 +422,8 @@ def headers_unchanged(artifact: ModuleArtifact) -> bool:
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
                  link_args: Sequence[str], describe: Callable[[list[str]], ModuleFacts],
-                 opt_flags: Sequence[str] = (), target_flags: Sequence[str] = ()) -> ModuleArtifact:
+                 opt_flags: Sequence[str] = (), target_flags: Sequence[str] = (),
+                 split_long_blocks: bool = True) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths)`` is called on a cache miss with the C files as written
@@ -406,7 +431,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     globals to share and shadow, and its ``extra`` is stored with the entry
     (the orchestrator stores the parsed signatures there).
     """
-    key = _module_key(tc, sources, [*args, *opt_flags, *target_flags], link_args)
+    key = _module_key(tc, sources, [*args, *opt_flags, *target_flags], link_args, split_long_blocks)
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
@@ -435,7 +460,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                 bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
                 extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
                 shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags),
-                target_flags=tuple(target_flags))
+                target_flags=tuple(target_flags), split_long_blocks=split_long_blocks)
 
         artifact = load()
         if artifact is None:
@@ -444,7 +469,8 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                 if artifact is None:
                     artifact = _build_module_locked(tc, sources, [*args, *target_flags], link_args,
                                                     describe, key, entries, manifest_path,
-                                                    tuple(opt_flags), tuple(target_flags))
+                                                    tuple(opt_flags), tuple(target_flags),
+                                                    split_long_blocks)
         return artifact
 
     artifact = _with_cache(at)
@@ -454,7 +480,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
 
 
 def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path,
-                         opt_flags, target_flags):
+                         opt_flags, target_flags, split_long_blocks):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
         work = Path(tmp)
         paths, rename, bitcode, headers = [], {}, [], []
@@ -503,7 +529,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
 
         if any("__enzyme" in source.text for source in sources):
             _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
-                                    opt_flags=opt_flags)
+                                    opt_flags=opt_flags, split_long_blocks=split_long_blocks)
         else:
             # No Enzyme call or registration in the sources: the primal library
             # needs no Enzyme pass, and clang optimises and links in one step.
@@ -524,7 +550,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
-                          opt_flags=opt_flags, target_flags=target_flags)
+                          opt_flags=opt_flags, target_flags=target_flags,
+                          split_long_blocks=split_long_blocks)
 
 
 def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path,
@@ -571,7 +598,8 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     """Compile a generated wrapper against a module's bitcode through Enzyme;
     return the shared library's path (cached)."""
     material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
-                           wrapper_source, PRE_AD_FLAGS, OPT_PASSES, OPT_FLAGS, POST_AD_FLAGS,
+                           wrapper_source, PRE_AD_FLAGS, _opt_pipeline(tc, module.split_long_blocks)[1:],
+                           OPT_FLAGS, POST_AD_FLAGS,
                            list(module.link_args), list(module.shared_globals), list(module.opt_flags),
                            module.so_path if module.shared_globals else ""])
     key = hashlib.sha256(material.encode()).hexdigest()[:32]
@@ -630,7 +658,8 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         # With shared globals, link against the primal library, which defines them.
         link = [*module.link_args, module.so_path] if module.shared_globals else module.link_args
         _link_and_differentiate(tc, [module.bc_path, wrapper_bc], so, link, work, failure,
-                                extern_globals=module.shared_globals, opt_flags=module.opt_flags)
+                                extern_globals=module.shared_globals, opt_flags=module.opt_flags,
+                                split_long_blocks=module.split_long_blocks)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")
         atomic_write_bytes(manifest_path, json.dumps({"key": key, "files": files}).encode(),

@@ -61,15 +61,16 @@ def file_identity(path: str | os.PathLike) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def stamped_json(store: Path, subject: Path, compute: Callable[[], dict]) -> dict:
+def stamped_json(store: Path, subject: Path, compute: Callable[[], dict], variant: str = "") -> dict:
     """Facts about ``subject`` (a file) computed once and remembered in
-    ``store`` until the file's size, mtime or inode changes.
+    ``store`` until the file's size, mtime or inode changes. ``variant``
+    separates facts that also depend on something else (another tool).
 
     Probing a toolchain costs subprocesses and hashing; remembering it keeps a
     warm ``enzyme.compile`` free of both. A broken or unwritable store only
     costs the recomputation.
     """
-    key = str(subject.resolve())
+    key = str(subject.resolve()) + (f" | {variant}" if variant else "")
     ident = list(file_identity(subject))  # JSON stores it as a list
     try:
         table = json.loads(store.read_text())

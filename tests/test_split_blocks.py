@@ -1,0 +1,215 @@
+"""The long-block pass (native/split_blocks.cpp): long straight-line code is cut
+into outlined pieces before Enzyme runs, so compile time stays linear; the
+derivatives must not change. Oracles: forward-accumulated analytic derivatives
+of the generated chain, central differences, and the same kernel compiled
+without the pass."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+
+import numpy as np
+import pytest
+from oracles import central_difference
+
+import enzyme
+from conftest import IN_CI
+from enzyme import Duplicated, Forward, Reverse, autodiff
+from enzyme import toolchain as toolchain_stage
+
+N = 16
+
+
+def chain_lines(size: int, start: str, indent: str = "    ") -> list[str]:
+    """C statements a1..a<size> of a dependent chain over x[N], y[N]."""
+    lines = [f"{indent}double a0 = {start};"]
+    for k in range(1, size + 1):
+        j, m = k % N, (k * 7) % N
+        if k % 10 == 0:
+            lines.append(f"{indent}double a{k} = sin(a{k - 1}) * y[{m}] + x[{j}];")
+        else:
+            lines.append(f"{indent}double a{k} = a{k - 1} * x[{j}] + y[{m}] * 0.5;")
+    return lines
+
+
+def chain_oracle(x: np.ndarray, y: np.ndarray, size: int, j0: int = 0):
+    """Value and exact gradient of the chain started at x[j0], accumulated
+    forward in Python."""
+    a = x[j0]
+    da_x, da_y = np.zeros(N), np.zeros(N)
+    da_x[j0] = 1.0
+    for k in range(1, size + 1):
+        j, m = k % N, (k * 7) % N
+        if k % 10 == 0:
+            s, c = math.sin(a), math.cos(a)
+            da_x, da_y = c * y[m] * da_x, c * y[m] * da_y
+            da_x[j] += 1.0
+            da_y[m] += s
+            a = s * y[m] + x[j]
+        else:
+            da_x, da_y = x[j] * da_x, x[j] * da_y
+            da_x[j] += a
+            da_y[m] += 0.5
+            a = a * x[j] + y[m] * 0.5
+    return a, da_x, da_y
+
+
+def straight_source(size: int) -> str:
+    return "\n".join(["#include <math.h>", "double chain(const double *x, const double *y) {",
+                      *chain_lines(size, "x[0]"), f"    return a{size};", "}", ""])
+
+
+def looped_source(size: int) -> str:
+    return "\n".join(["#include <math.h>",
+                      "double looped(const double *x, const double *y, int reps) {",
+                      "  double s = 0;", "  for (int r = 0; r < reps; r++) {",
+                      *chain_lines(size, f"x[r % {N}]", "    "),
+                      # a recurrence, not a sum: vectorizing a 1,500-statement
+                      # body 16 ways costs the back end 10 s
+                      f"    s = 0.5 * s + a{size};", "  }",
+                      "  return s;", "}", ""])
+
+
+def inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.9, 1.0, N), rng.uniform(0.0, 0.1, N)
+
+
+@pytest.fixture(scope="module")
+def split_pass(tc):
+    if not tc.split_pass:
+        message = f"the long-block pass is not available: {tc.split_pass_problem}"
+        if IN_CI:
+            pytest.fail(message + "\n(CI=true: the pass must be built)")
+        pytest.skip(message)
+    return tc.split_pass
+
+
+def pieces_after_pass(tc, split_pass: str, module) -> dict[str, int]:
+    """Run O2 + the pass on a module's pre-AD bitcode: outlined pieces per function."""
+    ir = subprocess.run([tc.opt, f"--load-pass-plugin={split_pass}",
+                         "-passes=default<O2>,efi-split-long-blocks", module._artifact.bc_path,
+                         "-S", "-o", "-"], capture_output=True, text=True, check=True).stdout
+    counts: dict[str, int] = {}
+    for line in ir.splitlines():
+        if line.startswith("define") and ".efi_piece" in line:
+            name = line.split("@", 1)[1].split(".efi_piece", 1)[0].strip('"')
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+STRAIGHT = 400
+
+
+@pytest.fixture(scope="module")
+def straight(cc, split_pass):
+    return cc(straight_source(STRAIGHT))
+
+
+def test_long_straight_block_is_outlined(tc, split_pass, straight, cc):
+    assert pieces_after_pass(tc, split_pass, straight).get("chain", 0) >= 5
+    short = cc(straight_source(20))
+    assert pieces_after_pass(tc, split_pass, short) == {}
+
+
+def test_reverse_gradient_of_outlined_chain_is_exact(straight):
+    x, y = inputs()
+    dx, dy = np.zeros(N), np.zeros(N)
+    value, want_dx, want_dy = chain_oracle(x, y, STRAIGHT)
+    out = autodiff(enzyme.ReverseWithPrimal, straight.chain, Duplicated(x, dx), Duplicated(y, dy))
+    assert out.primal == pytest.approx(value, rel=1e-13)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(dy, want_dy, rtol=1e-11, atol=1e-14)
+    fd = central_difference(lambda v: straight.chain(v, y), x)
+    np.testing.assert_allclose(dx, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_forward_tangent_of_outlined_chain_is_exact(straight):
+    x, y = inputs(1)
+    tx, ty = np.linspace(-1, 1, N), np.linspace(0.5, -0.5, N)
+    _, want_dx, want_dy = chain_oracle(x, y, STRAIGHT)
+    out = autodiff(Forward, straight.chain, Duplicated(x, tx), Duplicated(y, ty))
+    assert out.tangent == pytest.approx(want_dx @ tx + want_dy @ ty, rel=1e-11)
+
+
+def test_same_gradient_without_the_pass(cc, straight):
+    whole = cc(straight_source(STRAIGHT), split_long_blocks=False)
+    assert whole._artifact.key != straight._artifact.key
+    x, y = inputs(2)
+    grads = []
+    for mod in (straight, whole):
+        dx, dy = np.zeros(N), np.zeros(N)
+        autodiff(Reverse, mod.chain, Duplicated(x, dx), Duplicated(y, dy))
+        grads.append(np.concatenate([dx, dy]))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-13, atol=1e-16)
+
+
+def test_loop_bodies_have_a_higher_threshold(tc, split_pass, cc):
+    # LICM hoists the loads and y[m] * 0.5, leaving about one instruction per
+    # statement: a 600-statement body (over 256, under 1,000) stays whole, a
+    # 1,500-statement body is cut.
+    assert pieces_after_pass(tc, split_pass, cc(looped_source(600))) == {}
+    long_body = cc(looped_source(1500))
+    assert pieces_after_pass(tc, split_pass, long_body).get("looped", 0) >= 5
+    x, y = inputs(3)
+    dx, dy = np.zeros(N), np.zeros(N)
+    autodiff(Reverse, long_body.looped, Duplicated(x, dx), Duplicated(y, dy), 3)
+    want_dx, want_dy = np.zeros(N), np.zeros(N)
+    for r in range(3):
+        _, gx, gy = chain_oracle(x, y, 1500, j0=r % N)
+        want_dx += 0.5 ** (2 - r) * gx
+        want_dy += 0.5 ** (2 - r) * gy
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(dy, want_dy, rtol=1e-11, atol=1e-14)
+
+
+def long_ir_function(name: str, before: str = "", after: str = "", length: int = 400) -> str:
+    body = [f"  %v{k} = fmul double %v{k - 1}, %x" for k in range(1, length + 1)]
+    return "\n".join([f"define double @{name}(double %x) {{", "entry:", "  %v0 = fadd double %x, 1.0",
+                      before, *body, after, f"  ret double %v{length}", "}", ""])
+
+
+def pieces_in_ir(tc, split_pass: str, ir: str) -> dict[str, int]:
+    out = subprocess.run([tc.opt, f"--load-pass-plugin={split_pass}", "-passes=efi-split-long-blocks",
+                          "-S", "-o", "-"], input=ir, capture_output=True, text=True, check=True).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        if line.startswith("define") and ".efi_piece" in line:
+            name = line.split("@", 1)[1].split(".efi_piece", 1)[0]
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_functions_where_outlining_changes_meaning_stay_whole(tc, split_pass):
+    # stacksave/stackrestore bracket a block-scoped VLA; a piece holding one
+    # of them would free the array too early. setjmp returns twice. A function
+    # calling __enzyme_* is where Enzyme looks for its entry points.
+    ir = "\n".join([
+        "declare ptr @llvm.stacksave()", "declare void @llvm.stackrestore(ptr)",
+        "declare i32 @setjmp(ptr) returns_twice", "declare double @__enzyme_autodiff(ptr, ...)",
+        "@buf = global [200 x i64] zeroinitializer",
+        long_ir_function("plain"),
+        long_ir_function("stack", "  %sp = call ptr @llvm.stacksave()",
+                         "  call void @llvm.stackrestore(ptr %sp)"),
+        long_ir_function("jumps", "  %j = call i32 @setjmp(ptr @buf)"),
+        long_ir_function("entry_point", "  %d = call double (ptr, ...) @__enzyme_autodiff(ptr @plain, double %x)"),
+        long_ir_function("short", length=200),
+    ])
+    assert pieces_in_ir(tc, split_pass, ir) == {"plain": 11}
+
+
+def test_missing_pass_is_reported_not_fatal(tc):
+    path, digest, problem = toolchain_stage._find_split_pass(99, __import__("pathlib").Path(tc.opt),
+                                                             tc.opt_version)
+    assert (path, digest) == ("", "")
+    assert "_split_blocks_llvm99.so was not built" in problem and "llvm-99-dev" in problem
+
+
+def test_pass_that_does_not_load_is_reported(tc, tmp_path):
+    bogus = tmp_path / "_split_blocks_llvm15.so"
+    bogus.write_bytes(b"not an ELF file")
+    from pathlib import Path
+
+    facts = toolchain_stage._split_pass_facts(bogus, Path(tc.opt), tc.opt_version)
+    assert "does not load into" in facts["problem"]
