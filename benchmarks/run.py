@@ -111,12 +111,10 @@ static void *load(const char *path, long bytes) {
     if (!f || fread(p, 1, bytes, f) != (size_t)bytes) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
     fclose(f); return p;
 }
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 static void report(const char *what, double *t, int n) {
-    qsort(t, n, sizeof *t, cmp); printf("%s %.9e %.9e %.9e %d\n", what, t[n / 2], t[0], t[n - 1], n);
+    printf("%s", what);
+    for (int i = 0; i < n; i++) printf(" %.9e", t[i]);
+    printf("\n");
 }
 typedef double (*primal_t)(${primal_types});
 typedef void (*grad_t)(${entry_types});
@@ -147,10 +145,9 @@ ${setup}
 """)
 
 
-def native_timings(case: Case, mod: enzyme.Module, df, args: list, workdir: Path,
-                   reps_p: int, reps_g: int) -> dict:
-    """Build and run a C driver that calls the same primal and the same
-    generated gradient entry point the Python API calls."""
+def native_driver(case: Case, mod: enzyme.Module, df, args: list, workdir: Path) -> Path:
+    """Build a C driver that calls the same primal and the same generated
+    gradient entry point the Python API calls."""
     kernel = mod[case.kernel]
     wrapper = generate_derivative(df.spec)
     setup, primal_args = [], []
@@ -184,13 +181,18 @@ def native_timings(case: Case, mod: enzyme.Module, df, args: list, workdir: Path
     c_file.write_text(source)
     tc = enzyme.toolchain.resolve()
     subprocess.run([tc.clang, "-O2", str(c_file), "-o", str(exe), "-ldl"], check=True)
+    return exe
+
+
+def native_samples(exe: Path, mod: enzyme.Module, df, reps_p: int, reps_g: int) -> dict[str, list[float]]:
     out = subprocess.run([str(exe), mod._artifact.so_path, df._library.key[0], str(reps_p),
                           str(reps_g)], check=True, capture_output=True, text=True).stdout
-    result = {}
-    for line in out.splitlines():
-        what, med, lo, hi, n = line.split()
-        result[what] = {"median": float(med), "min": float(lo), "max": float(hi), "n": int(n)}
-    return result
+    return {line.split()[0]: [float(t) for t in line.split()[1:]] for line in out.splitlines()}
+
+
+# Python and native timings alternate in rounds, so a change in the machine's
+# speed during the run (other tenants, frequency) lands on both sides alike.
+ROUNDS = 4
 
 
 def jax_timings(case: Case, args: list) -> dict | None:
@@ -227,11 +229,17 @@ def run_case(case: Case, workdir: Path) -> dict:
         flat.append(value)
         if i in case.dup:
             flat.append(np.zeros_like(value))
-    python_primal = summary(timings(lambda: kernel(*args)))
-    python_gradient = summary(timings(lambda: df(*flat)))
-    reps_p = int(min(2000, max(5, 0.5 / python_primal["median"])))
-    reps_g = int(min(2000, max(5, 0.5 / python_gradient["median"])))
-    native = native_timings(case, mod, df, args, workdir, reps_p, reps_g)
+    driver = native_driver(case, mod, df, args, workdir)
+    samples: dict[str, list[float]] = {"py_primal": [], "py_gradient": [], "primal": [], "gradient": []}
+    for _ in range(ROUNDS):
+        samples["py_primal"] += timings(lambda: kernel(*args), min_time=0.15, max_reps=500)
+        samples["py_gradient"] += timings(lambda: df(*flat), min_time=0.15, max_reps=500)
+        reps_p = int(min(500, max(5, 0.15 / statistics.median(samples["py_primal"]))))
+        reps_g = int(min(500, max(5, 0.15 / statistics.median(samples["py_gradient"]))))
+        for what, times in native_samples(driver, mod, df, reps_p, reps_g).items():
+            samples[what] += times
+    python_primal, python_gradient = summary(samples["py_primal"]), summary(samples["py_gradient"])
+    native = {"primal": summary(samples["primal"]), "gradient": summary(samples["gradient"])}
     n_wrt = sum(np.size(args[i]) for i in case.dup)
     result = {"case": case, "build": build_time, "python": {"primal": python_primal,
               "gradient": python_gradient}, "native": native, "n_wrt": n_wrt,
@@ -318,7 +326,8 @@ def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, 
              f"{' (CPU, float64)' if jax_version else ''}.", "",
              "## Gradients", "",
              "Native C calls the same generated gradient entry point the Python API calls "
-             "(so Python / native is the Python layer's cost). FD is central finite differences, "
+             "(so Python / native is the Python layer's cost); the two are timed in 4 alternating "
+             "rounds and their samples pooled. FD is central finite differences, "
              "2 n evaluations of the native primal.", "",
              "| kernel | native primal | native gradient | grad / primal | Python gradient | "
              "Python / native | JAX jit(grad) | JAX / Enzyme | FD (2n primals) |",

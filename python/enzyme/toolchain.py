@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -199,8 +200,17 @@ def _find_split_pass(major: int, opt_path: Path, opt_version: str) -> tuple[str,
                         f"install llvm-{major}-dev g++ and reinstall enzyme-ffi.")
     store = _probe_store()
     variant = f"{opt_path.resolve()} {opt_version}"
-    facts = stamped_json(store, found, lambda: _split_pass_facts(found, opt_path, opt_version),
-                         variant=variant)
+    try:
+        built_for = json.loads(found.with_suffix(".json").read_text())
+        trusted = (built_for["llvm_version"] == opt_version
+                   and Path(built_for["opt"]).resolve() == opt_path.resolve())
+    except (OSError, ValueError, KeyError, TypeError):
+        trusted = False
+    if trusted:  # built against this very opt: no need to run it to know
+        facts = stamped_json(store, found, lambda: {"sha256": sha256_file(found), "problem": ""})
+    else:
+        facts = stamped_json(store, found, lambda: _split_pass_facts(found, opt_path, opt_version),
+                             variant=variant)
     if facts.get("problem"):
         return "", "", facts["problem"]
     return str(found), facts["sha256"], ""
