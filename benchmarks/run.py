@@ -104,10 +104,20 @@ DRIVER = string.Template(r"""
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
-static void *load(const char *path, long bytes) {
-    FILE *f = fopen(path, "rb"); void *p = malloc(bytes > 0 ? bytes : 1);
+/* Memory at the given offset within a page: each array gets the page offset
+   its Python twin has, so both sides see the same cache-set and 4K-aliasing
+   pattern (Lennard-Jones' gradient moves by 1.5x with it). */
+static void *place(long bytes, long offset) {
+    char *p;
+    if (posix_memalign((void **)&p, 4096, bytes + offset + 8)) { fprintf(stderr, "no memory\n"); exit(2); }
+    memset(p, 0, bytes + offset + 8);
+    return p + offset;
+}
+static void *load(const char *path, long bytes, long offset) {
+    FILE *f = fopen(path, "rb"); void *p = place(bytes, offset);
     if (!f || fread(p, 1, bytes, f) != (size_t)bytes) { fprintf(stderr, "cannot read %s\n", path); exit(2); }
     fclose(f); return p;
 }
@@ -145,9 +155,30 @@ ${setup}
 """)
 
 
-def native_driver(case: Case, mod: enzyme.Module, df, args: list, workdir: Path) -> Path:
+def raw_cffi_gradient(df, args: list, shadows: dict[int, np.ndarray]) -> Callable[[], object]:
+    """The same entry point called through cffi with pointers converted once:
+    the cost of the gradient in this process without enzyme-ffi's layer."""
+    ffi, fn = df._ffi, df._fn
+    call_args: list = []
+    for param in generate_derivative(df.spec).params:
+        if param.role == "primal":
+            value = args[param.arg]
+            call_args.append(ffi.cast("double *", value.ctypes.data) if isinstance(value, np.ndarray)
+                             else value)
+        elif param.role == "shadow":
+            call_args.append(ffi.cast("double *", shadows[param.arg].ctypes.data))
+        elif param.role == "seed":
+            call_args.append(1.0)
+        else:
+            call_args.append(ffi.new("double *"))
+    return lambda: fn(*call_args)
+
+
+def native_driver(case: Case, mod: enzyme.Module, df, args: list, shadows: dict[int, np.ndarray],
+                  workdir: Path) -> Path:
     """Build a C driver that calls the same primal and the same generated
-    gradient entry point the Python API calls."""
+    gradient entry point the Python API calls, on arrays placed at the same
+    page offsets as the Python side's ``args`` and ``shadows``."""
     kernel = mod[case.kernel]
     wrapper = generate_derivative(df.spec)
     setup, primal_args = [], []
@@ -155,8 +186,9 @@ def native_driver(case: Case, mod: enzyme.Module, df, args: list, workdir: Path)
         if param.ctype.is_pointer:
             path = workdir / f"{case.name}_a{i}.bin"
             value.tofile(path)
-            setup.append(f"    double *a{i} = load(\"{path}\", {value.nbytes}L);")
-            setup.append(f"    double *d{i} = calloc({max(value.size, 1)}, sizeof(double));")
+            setup.append(f"    double *a{i} = load(\"{path}\", {value.nbytes}L, {value.ctypes.data % 4096}L);")
+            shadow_offset = shadows[i].ctypes.data % 4096 if i in shadows else 0
+            setup.append(f"    double *d{i} = place({max(value.nbytes, 8)}L, {shadow_offset}L);")
             primal_args.append(f"a{i}")
         else:
             primal_args.append(repr(float(value)) if param.ctype.is_float else f"{int(value)}L")
@@ -225,24 +257,30 @@ def run_case(case: Case, workdir: Path) -> dict:
     df = enzyme.derivative(kernel, Reverse, *kinds)
     build_time = time.perf_counter() - t0
     flat: list = []
+    shadows: dict[int, np.ndarray] = {}
     for i, value in enumerate(args):
         flat.append(value)
         if i in case.dup:
-            flat.append(np.zeros_like(value))
-    driver = native_driver(case, mod, df, args, workdir)
-    samples: dict[str, list[float]] = {"py_primal": [], "py_gradient": [], "primal": [], "gradient": []}
+            shadows[i] = np.zeros_like(value)
+            flat.append(shadows[i])
+    driver = native_driver(case, mod, df, args, shadows, workdir)
+    raw = raw_cffi_gradient(df, args, shadows)
+    samples: dict[str, list[float]] = {"py_primal": [], "py_gradient": [], "raw_gradient": [],
+                                       "primal": [], "gradient": []}
     for _ in range(ROUNDS):
         samples["py_primal"] += timings(lambda: kernel(*args), min_time=0.15, max_reps=500)
         samples["py_gradient"] += timings(lambda: df(*flat), min_time=0.15, max_reps=500)
+        samples["raw_gradient"] += timings(raw, min_time=0.15, max_reps=500)
         reps_p = int(min(500, max(5, 0.15 / statistics.median(samples["py_primal"]))))
         reps_g = int(min(500, max(5, 0.15 / statistics.median(samples["py_gradient"]))))
         for what, times in native_samples(driver, mod, df, reps_p, reps_g).items():
             samples[what] += times
     python_primal, python_gradient = summary(samples["py_primal"]), summary(samples["py_gradient"])
+    raw_gradient = summary(samples["raw_gradient"])
     native = {"primal": summary(samples["primal"]), "gradient": summary(samples["gradient"])}
     n_wrt = sum(np.size(args[i]) for i in case.dup)
     result = {"case": case, "build": build_time, "python": {"primal": python_primal,
-              "gradient": python_gradient}, "native": native, "n_wrt": n_wrt,
+              "gradient": python_gradient}, "raw_cffi": raw_gradient, "native": native, "n_wrt": n_wrt,
               "fd": 2 * n_wrt * native["primal"]["median"], "jax": jax_timings(case, args)}
     if case.name == "lennard_jones":
         force = np.zeros_like(args[0])
@@ -325,13 +363,15 @@ def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, 
              f"Machine: {machine}. JAX: {jax_version or 'not installed'}"
              f"{' (CPU, float64)' if jax_version else ''}.", "",
              "## Gradients", "",
-             "Native C calls the same generated gradient entry point the Python API calls "
-             "(so Python / native is the Python layer's cost); the two are timed in 4 alternating "
-             "rounds and their samples pooled. FD is central finite differences, "
+             "Native C calls the same generated gradient entry point the Python API calls, on "
+             "arrays at the same page offsets; raw cffi calls it from the Python process with "
+             "pointers converted once. Python / raw cffi is the Python layer's cost; native vs raw "
+             "cffi is the process (heap, tape placement). All are timed in 4 alternating rounds "
+             "and their samples pooled. FD is central finite differences, "
              "2 n evaluations of the native primal.", "",
              "| kernel | native primal | native gradient | grad / primal | Python gradient | "
-             "Python / native | JAX jit(grad) | JAX / Enzyme | FD (2n primals) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Python / native | Python / raw cffi | JAX jit(grad) | JAX / Enzyme | FD (2n primals) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         nat, py, jx = r["native"], r["python"], r["jax"]
         ratio = nat["gradient"]["median"] / nat["primal"]["median"]
@@ -339,7 +379,8 @@ def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, 
         jax_cell = _span(jx["gradient"]) if jx else "n/a"
         jax_ratio = f"{jx['gradient']['median'] / nat['gradient']['median']:.2f}x" if jx else "n/a"
         lines.append(f"| {r['case'].title} | {_span(nat['primal'])} | {_span(nat['gradient'])} | "
-                     f"{ratio:.2f} | {_span(py['gradient'])} | {overhead_ratio:.3f} | {jax_cell} | "
+                     f"{ratio:.2f} | {_span(py['gradient'])} | {overhead_ratio:.3f} | "
+                     f"{py['gradient']['median'] / r['raw_cffi']['median']:.3f} | {jax_cell} | "
                      f"{jax_ratio} | {_fmt(r['fd'])} |")
     lines += ["", "## Targets", ""]
     for r in results:

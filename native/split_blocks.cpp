@@ -1,14 +1,20 @@
-// An LLVM 15 pass plugin for opt: `-passes=efi-split-long-blocks`.
+// An LLVM 15 pass plugin for opt with two passes, run around Enzyme:
+// `efi-split-long-blocks` before it and `efi-inline-pieces` after it.
 //
 // Enzyme v0.0.289's activity analysis walks the users of every value down to
 // the function's end, so one long basic block costs time quadratic in its
 // length (1,000 generated statements: 17 s; 10,000: 26 min, nearly all of it
-// in ActivityAnalyzer::isValueInactiveFromUsers). Running before Enzyme, this
-// pass cuts every basic block longer than a threshold into pieces of a fixed
-// number of instructions and outlines each piece into an internal function
+// in ActivityAnalyzer::isValueInactiveFromUsers). efi-split-long-blocks cuts
+// every basic block longer than a threshold into pieces of a fixed number of
+// instructions and outlines each piece into an internal noinline function
 // (LLVM's CodeExtractor), so Enzyme analyses many short functions and the
-// total cost grows linearly. The O3 that runs after Enzyme inlines the pieces
-// and their derivatives back (each has a single call site).
+// total cost grows linearly. A cut block becomes a run of calls, which is
+// cut again while it is long, so no function stays long.
+//
+// efi-inline-pieces then lets O3 inline the pieces (and the derivatives
+// Enzyme made of them) back, except those of blocks longer than
+// efi-split-noinline-threshold: one huge function again would make the
+// back end's register allocation superlinear (10,000 statements: 30 s).
 //
 // Inside loops a piece's call also costs Enzyme a tape allocation per
 // iteration (measured: a 400-statement loop body ran 1.5x slower), so blocks
