@@ -170,10 +170,6 @@ def _check_plugin_loads(plugin: Path, digest: str) -> None:
         )
 
 
-def split_pass_name(major: int) -> str:
-    return f"_split_blocks_llvm{major}.so"
-
-
 def _split_pass_facts(pass_path: Path, opt_path: Path, opt_version: str) -> dict:
     """Does the pass plugin load into this opt? (It is built against one
     LLVM's headers; another build of opt may reject it.)"""
@@ -192,7 +188,7 @@ def _split_pass_facts(pass_path: Path, opt_path: Path, opt_version: str) -> dict
 def _find_split_pass(major: int, opt_path: Path, opt_version: str) -> tuple[str, str, str]:
     """(path, sha256, problem) of the long-block pass built with the package."""
     package = sys.modules[__package__]
-    name = split_pass_name(major)
+    name = f"_split_blocks_llvm{major}.so"  # CMakeLists.txt's OUTPUT_NAME
     found = next((Path(d) / name for d in package.__path__ if (Path(d) / name).is_file()), None)
     if found is None:
         return "", "", (f"{name} was not built with this installation (LLVM {major} development "
