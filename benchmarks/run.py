@@ -13,6 +13,7 @@ Run: ``bash benchmarks/run.sh`` (sets up a benchmark venv with JAX).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -189,11 +190,12 @@ def raw_cffi_gradient(df, args: list, shadows: dict[int, np.ndarray]) -> Callabl
     return lambda: fn(*call_args)
 
 
-def native_driver(case: Case, mod: enzyme.Module, df, args: list, shadows: dict[int, np.ndarray],
+def native_driver(case: Case, mod: enzyme.Module, df, args: list, offsets: dict[str, list[int]],
                   workdir: Path) -> Path:
     """Build a C driver that calls the same primal and the same generated
-    gradient entry point the Python API calls, on arrays placed at the same
-    page offsets as the Python side's ``args`` and ``shadows``."""
+    gradient entry point the Python API calls, on arrays placed at the page
+    offsets ``offsets`` (argument index -> [array, shadow]) that a Python
+    process gave them."""
     kernel = mod[case.kernel]
     wrapper = generate_derivative(df.spec)
     setup, primal_args = [], []
@@ -201,8 +203,8 @@ def native_driver(case: Case, mod: enzyme.Module, df, args: list, shadows: dict[
         if param.ctype.is_pointer:
             path = workdir / f"{case.name}_a{i}.bin"
             value.tofile(path)
-            setup.append(f"    double *a{i} = load(\"{path}\", {value.nbytes}L, {value.ctypes.data % 4096}L);")
-            shadow_offset = shadows[i].ctypes.data % 4096 if i in shadows else 0
+            array_offset, shadow_offset = offsets.get(str(i), [0, 0])
+            setup.append(f"    double *a{i} = load(\"{path}\", {value.nbytes}L, {array_offset}L);")
             setup.append(f"    double *d{i} = place({max(value.nbytes, 8)}L, {shadow_offset}L);")
             primal_args.append(f"a{i}")
         else:
@@ -237,12 +239,6 @@ def native_samples(exe: Path, mod: enzyme.Module, df, reps_p: int, reps_g: int) 
     return {line.split()[0]: [float(t) for t in line.split()[1:]] for line in out.splitlines()}
 
 
-# Python and native timings alternate in rounds, so a change in the machine's
-# speed during the run (other tenants, frequency) lands on both sides alike;
-# their ratio is the median of the rounds' ratios.
-ROUNDS = 6
-
-
 def jax_timings(case: Case, args: list) -> dict | None:
     try:
         import jax
@@ -263,15 +259,14 @@ def jax_timings(case: Case, args: list) -> dict | None:
             "first_call": first, "version": jax.__version__}
 
 
-def run_case(case: Case, workdir: Path) -> dict:
-    rng = np.random.default_rng(0)
-    args = case.make(rng)
-    t0 = time.perf_counter()
+def case_setup(case: Case):
+    """The case's module, kernel, derivative and arguments, the same in every
+    process (seeded): (mod, kernel, df, args, shadows, flat)."""
+    args = case.make(np.random.default_rng(0))
     mod = enzyme.compile(path=HERE / "kernels" / case.file)
     kernel = mod[case.kernel]
     kinds = [Duplicated if i in case.dup else Const for i in range(len(args))]
     df = enzyme.derivative(kernel, Reverse, *kinds)
-    build_time = time.perf_counter() - t0
     flat: list = []
     shadows: dict[int, np.ndarray] = {}
     for i, value in enumerate(args):
@@ -279,31 +274,67 @@ def run_case(case: Case, workdir: Path) -> dict:
         if i in case.dup:
             shadows[i] = np.zeros_like(value)
             flat.append(shadows[i])
-    driver = native_driver(case, mod, df, args, shadows, workdir)
-    raw = raw_cffi_gradient(df, args, shadows)
-    samples: dict[str, list[float]] = {"py_primal": [], "py_gradient": [], "raw_gradient": [],
-                                       "primal": [], "gradient": []}
-    over_native, over_raw = [], []
+    return mod, kernel, df, args, shadows, flat
+
+
+def python_child(name: str) -> None:
+    """``run.py --python-child NAME``: time one case through the Python API in
+    this fresh process and print the samples and the arrays' page offsets as
+    JSON."""
+    case = next(c for c in CASES if c.name == name)
+    _, kernel, df, args, shadows, flat = case_setup(case)
+    offsets = {i: [a.ctypes.data % 4096, shadows[i].ctypes.data % 4096 if i in shadows else 0]
+               for i, a in enumerate(args) if isinstance(a, np.ndarray)}
+    print(json.dumps({"primal": timings(lambda: kernel(*args), min_time=0.1, max_reps=500),
+                      "gradient": timings(lambda: df(*flat), min_time=0.2, max_reps=500),
+                      "offsets": offsets}))
+
+
+def python_samples(case: Case) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--python-child", case.name], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+# Each round times the gradient in a fresh Python process and a fresh native
+# process: the address-space layout of a process (ASLR places the stack and
+# the heap anew each time) moves some kernels by 10-50% (Lennard-Jones'
+# scatter into its shadow), so each side gets as many draws as the other, and
+# a change in the machine's speed during the run lands on both alike. The
+# Python / native ratio is the median of the rounds' ratios. Python / raw cffi
+# is measured in this process, call by call.
+ROUNDS = 6
+
+
+def run_case(case: Case, workdir: Path) -> dict:
+    t0 = time.perf_counter()
+    mod, kernel, df, args, shadows, flat = case_setup(case)
+    build_time = time.perf_counter() - t0
+    first = python_samples(case)
+    driver = native_driver(case, mod, df, args, first["offsets"], workdir)
+    py_in_process, raw_times = paired_timings([lambda: df(*flat), raw_cffi_gradient(df, args, shadows)],
+                                              min_time=0.5, max_reps=2000)
+    samples: dict[str, list[float]] = {"py_primal": [], "py_gradient": [], "primal": [], "gradient": []}
+    over_native = []
     for _ in range(ROUNDS):
-        samples["py_primal"] += timings(lambda: kernel(*args), min_time=0.1, max_reps=500)
-        py, raw_times = paired_timings([lambda: df(*flat), raw], min_time=0.2, max_reps=500)
-        reps_p = int(min(500, max(5, 0.1 / statistics.median(samples["py_primal"]))))
-        reps_g = int(min(500, max(5, 0.1 / statistics.median(py))))
+        python_round = python_samples(case)
+        reps_p = int(min(500, max(5, 0.1 / statistics.median(python_round["primal"]))))
+        reps_g = int(min(500, max(5, 0.2 / statistics.median(python_round["gradient"]))))
         native_round = native_samples(driver, mod, df, reps_p, reps_g)
-        over_native.append(statistics.median(py) / statistics.median(native_round["gradient"]))
-        over_raw.append(statistics.median(py) / statistics.median(raw_times))
-        samples["py_gradient"] += py
-        samples["raw_gradient"] += raw_times
+        over_native.append(statistics.median(python_round["gradient"])
+                           / statistics.median(native_round["gradient"]))
+        samples["py_primal"] += python_round["primal"]
+        samples["py_gradient"] += python_round["gradient"]
         for what, times in native_round.items():
             samples[what] += times
     python_primal, python_gradient = summary(samples["py_primal"]), summary(samples["py_gradient"])
-    raw_gradient = summary(samples["raw_gradient"])
+    raw_gradient = summary(raw_times)
     native = {"primal": summary(samples["primal"]), "gradient": summary(samples["gradient"])}
     n_wrt = sum(np.size(args[i]) for i in case.dup)
     result = {"case": case, "build": build_time, "python": {"primal": python_primal,
               "gradient": python_gradient}, "raw_cffi": raw_gradient, "native": native, "n_wrt": n_wrt,
               "python_over_native": statistics.median(over_native),
-              "python_over_raw": statistics.median(over_raw),
+              "python_over_raw": statistics.median(py_in_process) / statistics.median(raw_times),
               "fd": 2 * n_wrt * native["primal"]["median"], "jax": jax_timings(case, args)}
     if case.name == "lennard_jones":
         force = np.zeros_like(args[0])
@@ -387,11 +418,13 @@ def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, 
              f"{' (CPU, float64)' if jax_version else ''}.", "",
              "## Gradients", "",
              "Native C calls the same generated gradient entry point the Python API calls, on "
-             "arrays at the same page offsets; raw cffi calls it from the Python process with "
-             "pointers converted once. Python / raw cffi is the Python layer's cost; native vs raw "
-             "cffi is the process (heap, tape placement). Python and raw cffi calls alternate call by "
-             "call; native runs between them, in 6 rounds; times pool the rounds' samples and the "
-             "two ratios are medians of the rounds' ratios. FD is central finite differences, "
+             "arrays at the same page offsets. Each of 6 rounds times the Python API in a fresh "
+             "Python process and then the native driver in a fresh process (a process's address-"
+             "space layout moves some kernels by 10-50%, so both sides get the same number of "
+             "draws); times pool the rounds' samples and Python / native is the median of the "
+             "rounds' ratios. Python / raw cffi compares, call by call in one process, the API "
+             "with a cffi call of the same entry point with pointers converted once: the Python "
+             "layer's own cost. FD is central finite differences, "
              "2 n evaluations of the native primal.", "",
              "| kernel | native primal | native gradient | grad / primal | Python gradient | "
              "Python / native | Python / raw cffi | JAX jit(grad) | JAX / Enzyme | FD (2n primals) |",
@@ -509,7 +542,11 @@ def main() -> None:
     parser.add_argument("--whole-up-to", type=int, default=1000,
                         help="also time sizes up to this without the long-block pass")
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument("--python-child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.python_child:
+        python_child(args.python_child)
+        return
     selected = [c for c in CASES if not args.only or c.name in args.only.split(",")]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
