@@ -133,10 +133,20 @@ def _find_tool(name: str, major: int, explicit: str | None, env: str) -> tuple[P
 
 
 def _probe_version(tool: Path) -> dict:
+    resource = None
     try:
+        if Path(tool).name.startswith("clang"):
+            # started first, so it runs while --version does (a cold start
+            # waits for both)
+            resource = subprocess.Popen([str(tool), "-print-resource-dir"], stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
         out = subprocess.run([str(tool), "--version"], capture_output=True, text=True,
                              timeout=60, stdin=subprocess.DEVNULL)
+        resource_dir = resource.communicate(timeout=60)[0].strip() if resource else None
     except (OSError, subprocess.SubprocessError) as exc:
+        if resource is not None and resource.poll() is None:
+            resource.kill()
+            resource.wait()
         raise ToolchainError(f"{tool} cannot be run: {exc}.\nFix: reinstall it or point "
                              "ENZYME_CLANG/ENZYME_OPT at a working binary.") from exc
     match = _VERSION.search(out.stdout + out.stderr)
@@ -144,10 +154,8 @@ def _probe_version(tool: Path) -> dict:
         raise ToolchainError(f"{tool} --version failed or printed no LLVM version:\n"
                              f"{(out.stdout + out.stderr).strip()[:500]}")
     facts = {"version": ".".join(match.groups()), "major": int(match.group(1))}
-    if Path(tool).name.startswith("clang"):
-        res = subprocess.run([str(tool), "-print-resource-dir"], capture_output=True,
-                             text=True, timeout=60, stdin=subprocess.DEVNULL)
-        facts["resource_dir"] = res.stdout.strip()
+    if resource_dir is not None:
+        facts["resource_dir"] = resource_dir
     return facts
 
 
