@@ -361,7 +361,7 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
         "header": _header_digest(), "pre": PRE_AD_FLAGS,
-        "passes": _opt_pipeline(tc, split_long_blocks)[1:], "opt": OPT_FLAGS,
+        "passes": _passes(tc, split_long_blocks), "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
         "cpu": host_cpu() if "-march=native" in args else "",
         "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
@@ -369,12 +369,16 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _passes(tc: Toolchain, split_long_blocks: bool) -> str:
+    """opt's pass pipeline (part of cache keys; the plugins' hashes are in
+    the toolchain's identity)."""
+    return OPT_PASSES_SPLIT if split_long_blocks and tc.split_pass else OPT_PASSES
+
+
 def _opt_pipeline(tc: Toolchain, split_long_blocks: bool) -> list[str]:
     """opt's plugin and pass arguments."""
-    if split_long_blocks and tc.split_pass:
-        return [f"--load-pass-plugin={tc.plugin}", f"--load-pass-plugin={tc.split_pass}",
-                f"-passes={OPT_PASSES_SPLIT}"]
-    return [f"--load-pass-plugin={tc.plugin}", f"-passes={OPT_PASSES}"]
+    plugins = [tc.plugin, tc.split_pass] if split_long_blocks and tc.split_pass else [tc.plugin]
+    return [*(f"--load-pass-plugin={p}" for p in plugins), f"-passes={_passes(tc, split_long_blocks)}"]
 
 
 def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
@@ -599,7 +603,7 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     """Compile a generated wrapper against a module's bitcode through Enzyme;
     return the shared library's path (cached)."""
     material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
-                           wrapper_source, PRE_AD_FLAGS, _opt_pipeline(tc, module.split_long_blocks)[1:],
+                           wrapper_source, PRE_AD_FLAGS, _passes(tc, module.split_long_blocks),
                            OPT_FLAGS, POST_AD_FLAGS,
                            list(module.link_args), list(module.shared_globals), list(module.opt_flags),
                            module.so_path if module.shared_globals else ""])
