@@ -8,8 +8,8 @@
 // every basic block longer than a threshold into pieces of a fixed number of
 // instructions and outlines each piece into an internal noinline function
 // (LLVM's CodeExtractor), so Enzyme analyses many short functions and the
-// total cost grows linearly. A cut block becomes a run of calls, which is
-// cut again while it is long, so no function stays long.
+// total cost grows linearly. (The caller keeps one small block per piece:
+// CodeExtractor gives each call its own block.)
 //
 // efi-inline-pieces then lets O3 inline the pieces (and the derivatives
 // Enzyme made of them) back, except those of blocks longer than
@@ -23,8 +23,12 @@
 //
 // Functions where outlining would change meaning or that Enzyme's own entry
 // points live in are left whole: anything calling __enzyme_*, setjmp-like
-// (returns_twice) calls, stacksave/stackrestore, allocas outside the entry
-// block, and optnone functions.
+// (returns_twice) calls, stacksave/stackrestore, frame and return-address
+// intrinsics, allocas outside the entry block, and optnone functions.
+// Lifetime markers of a function being cut are dropped first: CodeExtractor
+// hoists a piece's lifetime.start of an outside alloca to before its call,
+// which would end the object's life under a later read of it (found in
+// review: a fully unrolled loop with a local array came out NaN).
 
 #include "llvm/Analysis/LoopInfo.h"
 #include "llvm/IR/Dominators.h"
@@ -39,6 +43,7 @@
 #include "llvm/Transforms/Utils/BasicBlockUtils.h"
 #include "llvm/Transforms/Utils/CodeExtractor.h"
 
+#include <string>
 #include <vector>
 
 using namespace llvm;
@@ -75,7 +80,9 @@ bool mustStayWhole(Function &F) {
       if (auto *intrinsic = dyn_cast<IntrinsicInst>(call)) {
         Intrinsic::ID id = intrinsic->getIntrinsicID();
         if (id == Intrinsic::stacksave || id == Intrinsic::stackrestore ||
-            id == Intrinsic::vastart || id == Intrinsic::vaend || id == Intrinsic::vacopy)
+            id == Intrinsic::vastart || id == Intrinsic::vaend || id == Intrinsic::vacopy ||
+            id == Intrinsic::returnaddress || id == Intrinsic::addressofreturnaddress ||
+            id == Intrinsic::frameaddress || id == Intrinsic::sponentry)
           return true;
       }
       if (Function *callee = call->getCalledFunction()) {
@@ -90,6 +97,21 @@ bool mustStayWhole(Function &F) {
 // Cuts BB into pieces of SplitChunk instructions; returns the pieces that can
 // be outlined (all but the head, which keeps PHIs and entry allocas, and the
 // tail, which keeps the original terminator).
+// Drops every lifetime marker of F: each stack object then lives for the
+// whole call, which is always sound (it only stops stack slots from being
+// shared). Dropping only the markers of the blocks being cut would not be:
+// a marker left elsewhere would declare the object dead there.
+void dropLifetimeMarkers(Function &F) {
+  std::vector<Instruction *> markers;
+  for (BasicBlock &BB : F)
+    for (Instruction &I : BB)
+      if (auto *intrinsic = dyn_cast<IntrinsicInst>(&I))
+        if (intrinsic->getIntrinsicID() == Intrinsic::lifetime_start ||
+            intrinsic->getIntrinsicID() == Intrinsic::lifetime_end)
+          markers.push_back(intrinsic);
+  for (Instruction *marker : markers) marker->eraseFromParent();
+}
+
 std::vector<BasicBlock *> cutBlock(BasicBlock *BB) {
   std::vector<Instruction *> cuts;
   unsigned counted = 0;
@@ -115,32 +137,29 @@ struct SplitLongBlocks : PassInfoMixin<SplitLongBlocks> {
       if (!mustStayWhole(F)) functions.push_back(&F);
     bool changed = false;
     for (Function *F : functions)
-      // A cut block becomes a run of calls, one per piece, which is long
-      // again when the block was very long: cut that too, so every function
-      // (and every derivative Enzyme makes of it) stays short.
-      for (int level = 0; level < 8 && splitOnce(*F); ++level) changed = true;
+      if (splitLongBlocks(*F)) changed = true;
     return changed ? PreservedAnalyses::none() : PreservedAnalyses::all();
   }
 
-  // One round: cut every long block of F and outline the pieces. Returns
-  // whether anything was outlined.
-  static bool splitOnce(Function &F) {
+  // Cuts every long block of F and outlines the pieces. Returns whether F
+  // changed (any long block changes it: markers dropped, blocks split).
+  static bool splitLongBlocks(Function &F) {
     std::vector<BasicBlock *> longBlocks;
     {
       DominatorTree DT(F);
       LoopInfo LI(DT);
       for (BasicBlock &BB : F) {
         unsigned limit = LI.getLoopFor(&BB) ? SplitLoopThreshold : SplitThreshold;
-        if (BB.size() > limit) longBlocks.push_back(&BB);
+        if (BB.sizeWithoutDebug() > limit) longBlocks.push_back(&BB);
       }
     }
     if (longBlocks.empty() || SplitChunk < 2) return false;
+    dropLifetimeMarkers(F);
     std::vector<std::pair<BasicBlock *, bool>> pieces;  // (piece, keep out of line)
     for (BasicBlock *BB : longBlocks) {
-      bool outOfLine = BB->size() > NoInlineThreshold;
+      bool outOfLine = BB->sizeWithoutDebug() > NoInlineThreshold;
       for (BasicBlock *piece : cutBlock(BB)) pieces.emplace_back(piece, outOfLine);
     }
-    bool outlinedAny = false;
     for (const auto &entry : pieces) {
       CodeExtractorAnalysisCache cache(F);
       CodeExtractor extractor({entry.first}, /*DT=*/nullptr, /*AggregateArgs=*/false,
@@ -150,13 +169,21 @@ struct SplitLongBlocks : PassInfoMixin<SplitLongBlocks> {
       if (!extractor.isEligible()) continue;
       Function *outlined = extractor.extractCodeRegion(cache);
       if (!outlined) continue;
-      outlinedAny = true;
+      // A piece inherits its parent's attributes. alwaysinline would clash
+      // with noinline (the verifier rejects the pair), and Enzyme's own
+      // marks (enzyme_math, enzyme_allocator, ...) describe the parent only.
+      outlined->removeFnAttr(Attribute::AlwaysInline);
+      std::vector<std::string> enzymeMarks;
+      for (const Attribute &attribute : outlined->getAttributes().getFnAttrs())
+        if (attribute.isStringAttribute() && attribute.getKindAsString().startswith("enzyme"))
+          enzymeMarks.push_back(attribute.getKindAsString().str());
+      for (const std::string &mark : enzymeMarks) outlined->removeFnAttr(mark);
       // O2 runs after this pass and before Enzyme: without noinline it would
       // put the pieces straight back.
       outlined->addFnAttr(Attribute::NoInline);
       if (!entry.second) outlined->addFnAttr(kInlineLater);
     }
-    return outlinedAny;
+    return true;
   }
 };
 

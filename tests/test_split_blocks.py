@@ -194,6 +194,8 @@ def test_functions_where_outlining_changes_meaning_stay_whole(tc, split_pass):
                          "  call void @llvm.stackrestore(ptr %sp)"),
         long_ir_function("jumps", "  %j = call i32 @setjmp(ptr @buf)"),
         long_ir_function("entry_point", "  %d = call double (ptr, ...) @__enzyme_autodiff(ptr @plain, double %x)"),
+        "declare ptr @llvm.returnaddress(i32)",
+        long_ir_function("return_address", "  %ra = call ptr @llvm.returnaddress(i32 0)"),
         long_ir_function("short", length=200),
     ])
     assert pieces_in_ir(tc, split_pass, ir) == {"plain": 11}
@@ -230,3 +232,114 @@ def test_load_probe_runs_unless_built_for_this_opt(tc, tmp_path, monkeypatch):
     (tmp_path / "_split_blocks_llvm15.so").write_bytes(b"not an ELF file either")  # new identity
     path, _, problem = toolchain_stage._find_split_pass(15, Path(tc.opt), tc.opt_version)
     assert path == str(tmp_path / "_split_blocks_llvm15.so") and problem == ""
+
+
+UNROLLED_LOCAL_ARRAY = """
+/* Fully unrolled loop whose body has a local array: after O2 one long block
+   holds several lifetime.start/end pairs of the same stack slot. */
+__attribute__((noinline)) void fill(double *t, double x) {
+    for (int i = 0; i < 8; i++) t[i] = x * (i + 1);
+}
+__attribute__((noinline)) void bump(double *t) {
+    for (int i = 0; i < 8; i++) t[i] *= 1.0001;
+}
+double unrolled(double x) {
+    double s = 0;
+#pragma clang loop unroll(full)
+    for (int it = 0; it < 4; it++) {
+        double t[8];
+        fill(t, x + it);
+%s
+    }
+    return s;
+}
+"""
+
+
+def test_lifetime_markers_do_not_end_objects_early(cc, split_pass, tc):
+    # End to end through Enzyme: a cut block holding several lives of one
+    # array. (test_cut_keeps_each_life_of_a_stack_slot pins the exact bug
+    # found in review, where a read of the array was folded to NaN.)
+    body = []
+    for k in range(90):
+        body.append(f"        s = s * 0.{k % 3 + 1}5 + t[{k % 8}] * t[{(k * 3) % 8}];")
+        if k % 30 == 29:
+            body.append("        bump(t);")
+    mod = cc(UNROLLED_LOCAL_ARRAY % "\n".join(body))
+    assert pieces_after_pass(tc, split_pass, mod).get("unrolled", 0) >= 3
+    out = autodiff(enzyme.ReverseWithPrimal, mod.unrolled, enzyme.Active(0.7))
+    assert out.primal == pytest.approx(mod.unrolled(0.7), rel=1e-14)
+    fd = (mod.unrolled(0.7 + 1e-6) - mod.unrolled(0.7 - 1e-6)) / 2e-6
+    assert out.derivs[0] == pytest.approx(fd, rel=1e-6)
+
+
+def test_always_inline_functions_can_be_cut(cc, split_pass):
+    # A piece inherits alwaysinline; with noinline added the verifier rejected
+    # the module. Reachable when C code calls __enzyme_autodiff on such a
+    # function itself (enzyme-ffi's own wrappers inline it first).
+    lines = ["#include <math.h>", "#include <enzyme/enzyme.h>", "__attribute__((always_inline)) double",
+             "body(double x, const double *p) {", "    double a = x, b = 0.5 * x;"]
+    for k in range(120):
+        lines.append(f"    a = sin(a) * 0.{k % 7 + 1} + 0.3 * b; b = b * 0.5 + a * p[{k % 5}];")
+    lines += ["    return a + b;", "}",
+              "void body_grad(double x, const double *p, double *dp, double *dx) {",
+              "    *dx = __enzyme_autodiff((void *)body, enzyme_out, x, enzyme_dup, p, dp);", "}", ""]
+    split, whole = cc("\n".join(lines)), cc("\n".join(lines), split_long_blocks=False)
+    p = np.linspace(0.1, 0.5, 5)
+    grads = []
+    for mod in (split, whole):
+        dp, dx = np.zeros(5), np.zeros(1)
+        mod.body_grad(0.3, p, dp, dx)
+        grads.append(np.concatenate([dx, dp]))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+    fd = (whole.body(0.3 + 1e-6, p) - whole.body(0.3 - 1e-6, p)) / 2e-6
+    assert grads[0][0] == pytest.approx(fd, rel=1e-5)
+
+
+def test_debug_info_does_not_change_the_cut(tc, split_pass, cc):
+    # 100 statements: about 190 instructions, under the threshold; -g adds
+    # about 100 llvm.dbg.value calls, which must not count.
+    source = straight_source(100)
+    assert pieces_after_pass(tc, split_pass, cc(source, flags=["-g"])) == {}
+    assert pieces_after_pass(tc, split_pass, cc(source)) == {}
+    long_source = straight_source(STRAIGHT)
+    assert (pieces_after_pass(tc, split_pass, cc(long_source, flags=["-g"]))
+            == pieces_after_pass(tc, split_pass, cc(long_source)))
+
+
+LIFETIMES_IR = """
+declare void @llvm.lifetime.start.p0(i64, ptr)
+declare void @llvm.lifetime.end.p0(i64, ptr)
+declare void @use(ptr)
+define double @two_lives(double %x) {
+entry:
+  %slot = alloca double
+  call void @llvm.lifetime.start.p0(i64 8, ptr %slot)
+  store double %x, ptr %slot
+  call void @use(ptr %slot)
+  %y = fmul double %x, 2.0
+  %first = load double, ptr %slot
+  call void @llvm.lifetime.end.p0(i64 8, ptr %slot)
+  call void @llvm.lifetime.start.p0(i64 8, ptr %slot)
+  store double %y, ptr %slot
+  call void @use(ptr %slot)
+  %second = load double, ptr %slot
+  %sum = fadd double %first, %second
+  %out = fadd double %sum, 1.0
+  call void @llvm.lifetime.end.p0(i64 8, ptr %slot)
+  ret double %out
+}
+"""
+
+
+def test_cut_keeps_each_life_of_a_stack_slot(tc, split_pass):
+    # Tiny pieces so that one of them holds a read of the slot, its
+    # lifetime.end and the next lifetime.start: CodeExtractor hoisted that
+    # start above the read and O3 folded the read to undef (NaN).
+    out = subprocess.run([tc.opt, f"--load-pass-plugin={split_pass}", "-efi-split-threshold=10",
+                          "-efi-split-chunk=4", "-passes=efi-split-long-blocks,efi-inline-pieces,default<O3>",
+                          "-S", "-o", "-"], input=LIFETIMES_IR, capture_output=True, text=True,
+                         check=True).stdout
+    body = out[out.index("@two_lives("):]
+    body = body[:body.index("\n}")]
+    assert "0x7FF8" not in body and body.count("load double") == 2, body

@@ -18,9 +18,9 @@ The chain (checked on the pinned toolchain):
 When the long-block pass was built (``Toolchain.split_pass``) and the module
 allows it, step 3 runs ``efi-split-long-blocks`` between O2 and Enzyme: basic
 blocks longer than 256 instructions (1,000 inside loops) are cut into
-32-instruction pieces, each outlined into its own function (and the run of
-calls left behind is cut again while it is long), because Enzyme's activity
-analysis is quadratic in a block's length. ``efi-inline-pieces`` then lets O3
+32-instruction pieces, each outlined into its own function, because Enzyme's
+activity analysis is quadratic in a block's length (the function's lifetime
+markers are dropped first: outlining would misplace them). ``efi-inline-pieces`` then lets O3
 inline the pieces of blocks up to 2,000 instructions back; longer ones stay
 separate functions, since LLVM's register allocator is superlinear in a
 function's size.
