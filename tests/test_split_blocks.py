@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,17 +87,29 @@ def split_pass(tc):
     return tc.split_pass
 
 
-def pieces_after_pass(tc, split_pass: str, module) -> dict[str, int]:
-    """Run O2 + the pass on a module's pre-AD bitcode: outlined pieces per function."""
-    ir = subprocess.run([tc.opt, f"--load-pass-plugin={split_pass}",
-                         "-passes=default<O2>,efi-split-long-blocks", module._artifact.bc_path,
-                         "-S", "-o", "-"], capture_output=True, text=True, check=True).stdout
+def run_passes(tc, split_pass: str, passes: str, *options: str, path: str | None = None,
+               ir: str | None = None) -> str:
+    """opt with the pass plugin loaded, on a bitcode file (``path``) or on IR
+    text (``ir``); returns the output IR."""
+    command = [tc.opt, f"--load-pass-plugin={split_pass}", *options, f"-passes={passes}",
+               *([path] if path else []), "-S", "-o", "-"]
+    return subprocess.run(command, input=ir, capture_output=True, text=True, check=True).stdout
+
+
+def count_pieces(ir: str) -> dict[str, int]:
+    """Outlined pieces per parent function in IR text."""
     counts: dict[str, int] = {}
     for line in ir.splitlines():
         if line.startswith("define") and ".efi_piece" in line:
             name = line.split("@", 1)[1].split(".efi_piece", 1)[0].strip('"')
             counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def pieces_after_pass(tc, split_pass: str, module) -> dict[str, int]:
+    """Run O2 + the pass on a module's pre-AD bitcode: outlined pieces per function."""
+    return count_pieces(run_passes(tc, split_pass, "default<O2>,efi-split-long-blocks",
+                                   path=module._artifact.bc_path))
 
 
 STRAIGHT = 400
@@ -170,17 +183,6 @@ def long_ir_function(name: str, before: str = "", after: str = "", length: int =
                       before, *body, after, f"  ret double %v{length}", "}", ""])
 
 
-def pieces_in_ir(tc, split_pass: str, ir: str) -> dict[str, int]:
-    out = subprocess.run([tc.opt, f"--load-pass-plugin={split_pass}", "-passes=efi-split-long-blocks",
-                          "-S", "-o", "-"], input=ir, capture_output=True, text=True, check=True).stdout
-    counts: dict[str, int] = {}
-    for line in out.splitlines():
-        if line.startswith("define") and ".efi_piece" in line:
-            name = line.split("@", 1)[1].split(".efi_piece", 1)[0]
-            counts[name] = counts.get(name, 0) + 1
-    return counts
-
-
 def test_functions_where_outlining_changes_meaning_stay_whole(tc, split_pass):
     # stacksave/stackrestore bracket a block-scoped VLA; a piece holding one
     # of them would free the array too early. setjmp returns twice. A function
@@ -198,11 +200,11 @@ def test_functions_where_outlining_changes_meaning_stay_whole(tc, split_pass):
         long_ir_function("return_address", "  %ra = call ptr @llvm.returnaddress(i32 0)"),
         long_ir_function("short", length=200),
     ])
-    assert pieces_in_ir(tc, split_pass, ir) == {"plain": 11}
+    assert count_pieces(run_passes(tc, split_pass, "efi-split-long-blocks", ir=ir)) == {"plain": 11}
 
 
 def test_missing_pass_is_reported_not_fatal(tc):
-    path, digest, problem = toolchain_stage._find_split_pass(99, __import__("pathlib").Path(tc.opt),
+    path, digest, problem = toolchain_stage._find_split_pass(99, Path(tc.opt),
                                                              tc.opt_version)
     assert (path, digest) == ("", "")
     assert "_split_blocks_llvm99.so was not built" in problem and "llvm-99-dev" in problem
@@ -211,17 +213,13 @@ def test_missing_pass_is_reported_not_fatal(tc):
 def test_pass_that_does_not_load_is_reported(tc, tmp_path):
     bogus = tmp_path / "_split_blocks_llvm15.so"
     bogus.write_bytes(b"not an ELF file")
-    from pathlib import Path
-
-    facts = toolchain_stage._split_pass_facts(bogus, Path(tc.opt), tc.opt_version)
+    facts = toolchain_stage._split_pass_facts(bogus, Path(tc.opt))
     assert "does not load into" in facts["problem"]
 
 
 def test_load_probe_runs_unless_built_for_this_opt(tc, tmp_path, monkeypatch):
     # A file that is not a plugin at all: the probe (running opt) must catch
     # it unless the JSON beside it says the pass was built for this very opt.
-    from pathlib import Path
-
     (tmp_path / "_split_blocks_llvm15.so").write_bytes(b"not an ELF file")
     monkeypatch.setattr(enzyme, "__path__", [str(tmp_path)])
     record = tmp_path / "_split_blocks_llvm15.json"
@@ -336,10 +334,8 @@ def test_cut_keeps_each_life_of_a_stack_slot(tc, split_pass):
     # Tiny pieces so that one of them holds a read of the slot, its
     # lifetime.end and the next lifetime.start: CodeExtractor hoisted that
     # start above the read and O3 folded the read to undef (NaN).
-    out = subprocess.run([tc.opt, f"--load-pass-plugin={split_pass}", "-efi-split-threshold=10",
-                          "-efi-split-chunk=4", "-passes=efi-split-long-blocks,efi-inline-pieces,default<O3>",
-                          "-S", "-o", "-"], input=LIFETIMES_IR, capture_output=True, text=True,
-                         check=True).stdout
+    out = run_passes(tc, split_pass, "efi-split-long-blocks,efi-inline-pieces,default<O3>",
+                     "-efi-split-threshold=10", "-efi-split-chunk=4", ir=LIFETIMES_IR)
     body = out[out.index("@two_lives("):]
     body = body[:body.index("\n}")]
     assert "0x7FF8" not in body and body.count("load double") == 2, body

@@ -178,10 +178,10 @@ def _check_plugin_loads(plugin: Path, digest: str) -> None:
         )
 
 
-def _split_pass_facts(pass_path: Path, opt_path: Path, opt_version: str) -> dict:
+def _split_pass_facts(pass_path: Path, opt_path: Path) -> dict:
     """Does the pass plugin load into this opt? (It is built against one
     LLVM's headers; another build of opt may reject it.)"""
-    facts = {"sha256": sha256_file(pass_path), "opt": f"{opt_path.resolve()} {opt_version}"}
+    facts = {"sha256": sha256_file(pass_path)}
     try:
         done = subprocess.run([str(opt_path), f"--load-pass-plugin={pass_path}",
                                "-passes=efi-split-long-blocks", "-disable-output"],
@@ -213,7 +213,7 @@ def _find_split_pass(major: int, opt_path: Path, opt_version: str) -> tuple[str,
     if trusted:  # built against this very opt: no need to run it to know
         facts = stamped_json(store, found, lambda: {"sha256": sha256_file(found), "problem": ""})
     else:
-        facts = stamped_json(store, found, lambda: _split_pass_facts(found, opt_path, opt_version),
+        facts = stamped_json(store, found, lambda: _split_pass_facts(found, opt_path),
                              variant=variant)
     if facts.get("problem"):
         return "", "", facts["problem"]
