@@ -49,8 +49,8 @@ CATALOGUE: tuple[Failure, ...] = (
            "the construct out of the differentiated code"),
     _entry("unknown-intrinsic", r"cannot handle (\(\w+\) )?unknown intrinsic",
            "a vector or target intrinsic (e.g. AVX _mm256_* calls) Enzyme has no rule for",
-           "write the loop in plain C (enzyme-ffi already keeps LLVM from vectorizing before "
-           "Enzyme and vectorizes afterwards), or give the function a custom derivative"),
+           "write the loop in plain C (LLVM's own vectorizer emits generic vector IR, which "
+           "Enzyme differentiates), or give the function a custom derivative"),
     _entry("type-conflict", r"Illegal updateAnalysis|Cannot deduce type|cannot deduce type|"
                             r"Cannot deduce single type",
            "Enzyme's type analysis could not tell (or found conflicting) types for some memory, "
