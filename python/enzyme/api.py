@@ -459,10 +459,14 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         Extra ``-enzyme-*`` options for the Enzyme pass (expert use; part of
         the cache key).
     native_cpu : bool
-        Compile for this machine's CPU (``-march=native``; the default, as
-        numba does). Cached code is keyed by the CPU, so a cache shared by
-        different machines never runs one machine's code on another. Pass
-        False for code that must run on any x86-64.
+        Optimise for this machine's CPU (the target features of
+        ``-march=native``; the default, as numba does). They are applied
+        after Enzyme has run: Enzyme differentiates the generic x86-64 code
+        of the reference chain (with AVX2 before Enzyme, the vectorizer's
+        masked gathers made a reverse derivative fail). Cached code is keyed
+        by the CPU, so a cache shared by different machines never runs one
+        machine's code on another. Pass False for code that must run on any
+        x86-64.
     split_long_blocks : bool
         Before Enzyme runs, cut basic blocks longer than 256 instructions
         (1,000 inside loops) into outlined 32-instruction pieces, so compile
@@ -593,9 +597,8 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
                                    if v.active and v.name not in inactive_globals))
 
     opt_flags = (("-enzyme-loose-types",) if loose_types else ()) + tuple(enzyme_flags)
-    target_flags = ("-march=native",) if native_cpu else ()
     artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags,
-                                  target_flags, bool(split_long_blocks))
+                                  bool(native_cpu), bool(split_long_blocks))
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),

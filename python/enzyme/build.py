@@ -7,23 +7,30 @@ The chain (checked on the pinned toolchain):
 2. ``llvm-link`` of the module's sources; a derivative build instead has clang
    link the module's bitcode into its generated wrapper's (``-mlink-bitcode-file``);
 3. ``opt --load-pass-plugin=LLVMEnzyme
-   -passes=preserve-nvvm,default<O2>,enzyme,default<O3>`` with LLVM's own
-   defaults, exactly as the reference chain of the design notes. ``preserve-nvvm``
-   must come before any inlining: it keeps custom-derivative registrations and
-   marks the functions they name ``noinline`` (after clang's own -O2 such a
-   function is often already inlined into its callers, and its rule silently
-   unused);
-4. ``clang -O3 -shared`` to a shared library.
+   -passes=preserve-nvvm,default<O2>,enzyme,default<O3> --vectorize-loops=false``:
+   the reference chain of the design notes, with loop vectorisation off.
+   ``preserve-nvvm`` must come before any inlining: it keeps custom-derivative
+   registrations and marks the functions they name ``noinline`` (after
+   clang's own -O2 such a function is often already inlined into its callers,
+   and its rule silently unused);
+4. ``clang -O3 -shared`` to a shared library (this step vectorises).
 
-Why no tuning flags before Enzyme: earlier versions passed
-``--vectorize-loops=false --vectorize-slp=false --disable-loop-unrolling`` to
-step 3 to hand Enzyme simpler loops. With the pinned Enzyme (v0.0.289)
-``--disable-loop-unrolling`` leaves loop shapes whose derivatives Enzyme gets
-silently wrong: a forward derivative through a branch on ``fmin`` over local
-arrays came out as the primal values, a strided loop of ``fmin`` terms and a
-Runge-Kutta stage loop got wrong adjoints (tests/test_pipeline_regressions.py).
-The conformance corpus (tests/conformance) judges every pipeline setting;
-correct derivatives come before speed.
+The flags before Enzyme are chosen by correctness on the conformance corpus
+(tests/conformance) and the random programs (tests/test_random_programs.py),
+never by speed alone. Measured with the pinned Enzyme (v0.0.289):
+
+* ``--disable-loop-unrolling`` (used by earlier versions, with loop and SLP
+  vectorisation off, to hand Enzyme simpler loops) leaves loop shapes whose
+  derivatives Enzyme gets silently wrong: a forward derivative through a
+  branch on ``fmin`` over local arrays came out as the primal values, an
+  outer loop overwriting what an inner loop read, a strided loop of ``fmin``
+  terms and a Runge-Kutta stage loop got wrong adjoints
+  (tests/test_pipeline_regressions.py). Unrolling stays on.
+* The loop vectorizer before Enzyme (the reference chain's default) makes
+  Enzyme's type analysis hang on a small global array written in a loop
+  (its runtime alias check subtracts the global's address), and with AVX2
+  it emits masked gathers that Enzyme cannot differentiate. It is off up to
+  Enzyme; the final clang step vectorises the derivative code.
 
 When the long-block pass was built (``Toolchain.split_pass``) and the module
 allows it, step 3 runs ``efi-split-long-blocks`` between O2 and Enzyme: basic
@@ -75,18 +82,21 @@ __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "buil
            "SHADOW_PREFIX",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
 
-FORMAT_VERSION = "3"  # bump when the cache layout or the chain changes
+FORMAT_VERSION = "4"  # bump when the cache layout or the chain changes
 # -fno-math-errno: with errno semantics clang marks libm calls (tanh, erf, ...)
 # writeonly, Enzyme's preprocessing adds readnone, and the LLVM 15 verifier
 # then aborts opt ("Attributes 'readnone and writeonly' are incompatible").
 PRE_AD_FLAGS = ("-O2", "-fno-math-errno", "-fPIC", "-Xclang", "-disable-llvm-passes")
-OPT_PASSES = "preserve-nvvm,default<O2>,enzyme,default<O3>"
+# Up to and including Enzyme, and after it; one opt run is both, joined by a
+# comma: exactly the reference chain.
+OPT_PASSES = "preserve-nvvm,default<O2>,enzyme"
+POST_AD_PASSES = "default<O3>"
 # With enzyme-ffi's long-block pass (native/split_blocks.cpp): after O2 has
 # simplified the code, before Enzyme analyses it.
-OPT_PASSES_SPLIT = "preserve-nvvm,default<O2>,efi-split-long-blocks,enzyme,efi-inline-pieces,default<O3>"
-# Extra ``opt`` flags for step 3: none, see the module docstring (any flag
-# here must first keep the conformance corpus and random programs passing).
-OPT_FLAGS: tuple[str, ...] = ()
+OPT_PASSES_SPLIT = "preserve-nvvm,default<O2>,efi-split-long-blocks,enzyme,efi-inline-pieces"
+# Extra ``opt`` flags for step 3, see the module docstring (any flag here must
+# first keep the conformance corpus and the random programs passing).
+OPT_FLAGS: tuple[str, ...] = ("--vectorize-loops=false",)
 POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
 
 # Counts subprocess launches; tests use it to prove a cache hit runs none.
@@ -143,7 +153,7 @@ class ModuleArtifact:
     dep_stamps: tuple[tuple[str, int, int], ...] = ()
     shared_globals: tuple[str, ...] = ()  # defined in so_path only; derivatives link to it
     opt_flags: tuple[str, ...] = ()  # Enzyme options (e.g. -enzyme-loose-types) for every build
-    target_flags: tuple[str, ...] = ()  # e.g. -march=native, for generated C too
+    native_cpu: bool = False  # optimise for this machine's CPU after Enzyme
     split_long_blocks: bool = True  # run the long-block pass when the toolchain has it
 
 
@@ -369,35 +379,65 @@ def host_cpu() -> str:
 
 
 def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                link_args: Sequence[str], split_long_blocks: bool) -> str:
+                link_args: Sequence[str], split_long_blocks: bool, native_cpu: bool) -> str:
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
         "header": _header_digest(), "pre": PRE_AD_FLAGS,
-        "passes": _passes(tc, split_long_blocks), "opt": OPT_FLAGS,
+        "passes": _passes(tc, split_long_blocks), "post_passes": POST_AD_PASSES, "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
-        "cpu": host_cpu() if "-march=native" in args else "",
+        "cpu": host_cpu() if native_cpu else "",
         "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _passes(tc: Toolchain, split_long_blocks: bool) -> str:
-    """opt's pass pipeline (part of cache keys; the plugins' hashes are in
-    the toolchain's identity)."""
+    """opt's pass pipeline up to and including Enzyme (part of cache keys;
+    the plugins' hashes are in the toolchain's identity)."""
     return OPT_PASSES_SPLIT if split_long_blocks and tc.split_pass else OPT_PASSES
 
 
-def _opt_pipeline(tc: Toolchain, split_long_blocks: bool) -> list[str]:
-    """opt's plugin and pass arguments."""
+def _opt_pipeline(tc: Toolchain, split_long_blocks: bool, native_cpu: bool) -> list[str]:
+    """opt's plugin and pass arguments for the run through Enzyme; without
+    ``native_cpu`` the same run goes on with the post-AD optimisation."""
     plugins = [tc.plugin, tc.split_pass] if split_long_blocks and tc.split_pass else [tc.plugin]
-    return [*(f"--load-pass-plugin={p}" for p in plugins), f"-passes={_passes(tc, split_long_blocks)}"]
+    passes = _passes(tc, split_long_blocks) + ("" if native_cpu else f",{POST_AD_PASSES}")
+    return [*(f"--load-pass-plugin={p}" for p in plugins), f"-passes={passes}"]
+
+
+@functools.lru_cache(maxsize=4)
+def native_features(clang: str) -> str:
+    """The target features of this machine's CPU, as ``opt -mattr`` takes
+    them: what ``clang -march=native`` would put on every function.
+
+    They are added only after Enzyme has run. The front end and the passes up
+    to Enzyme see the generic x86-64 target, as in the reference chain: with
+    ``-march=native`` there, the vectorizer before Enzyme emitted masked
+    gathers/scatters (AVX2) that Enzyme v0.0.289 cannot differentiate in
+    reverse mode (Enzyme's own test ReverseMode/remat.c failed to build).
+    ``opt -mattr`` appends the features to each function's attributes, which
+    the final clang step then compiles for.
+    """
+    done = _run([clang, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull])
+    return ",".join(re.findall(r'"-target-feature" "([+-][^"]+)"', done.stderr))
+
+
+def _optimize_for_host(tc: Toolchain, bitcode: str, work: Path,
+                       on_error: Callable[[str], Exception]) -> str:
+    """The post-AD optimisation, for this machine's CPU."""
+    out = str(work / "native.bc")
+    done = _run([tc.opt, bitcode, f"-passes={POST_AD_PASSES}", f"-mattr={native_features(tc.clang)}",
+                 *OPT_FLAGS, "-o", out])
+    if done.returncode != 0:
+        raise on_error(done.stderr)
+    return out
 
 
 def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
                             link_args: Sequence[str], work: Path,
                             on_enzyme_error: Callable[[str], Exception],
                             extern_globals: Sequence[str] = (), opt_flags: Sequence[str] = (),
-                            split_long_blocks: bool = True) -> None:
+                            split_long_blocks: bool = True, native_cpu: bool = False) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
     else:
@@ -405,21 +445,28 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         done = _run([tc.llvm_link, *bitcode, "-o", linked])
         if done.returncode != 0:
             raise on_enzyme_error(done.stderr)
-    if extern_globals:
-        # Turn the module's global definitions into declarations: this library
-        # then uses the primal library's globals (it is linked against it), so
-        # state and shadows are shared by every library of the module.
-        extern = str(work / "extern.bc")
-        done = _run([tc.llvm_extract, "--delete", *(f"--glob={g}" for g in extern_globals),
-                     linked, "-o", extern])
-        if done.returncode != 0:
-            raise on_enzyme_error(done.stderr)
-        linked = extern
     ad = str(work / "ad.bc")
-    done = _run([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks), *OPT_FLAGS, *opt_flags,
-                 "-o", ad])
+    done = _run([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks, native_cpu), *OPT_FLAGS,
+                 *opt_flags, "-o", ad])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
+    if native_cpu:
+        ad = _optimize_for_host(tc, ad, work, on_enzyme_error)
+    if extern_globals:
+        # Only now turn the module's global definitions into declarations:
+        # this library then uses the primal library's globals (it is linked
+        # against it), so state and shadows are shared by every library of the
+        # module. Before Enzyme the definitions must be there, as in the
+        # reference chain: a declaration hides, e.g., that a global function
+        # pointer holds malloc, and Enzyme then refuses it as an active global
+        # without a shadow. (Nothing before this step may assume a definition's
+        # value: the globals are external and not constant, or truly constant.)
+        extern = str(work / "extern.bc")
+        done = _run([tc.llvm_extract, "--delete", *(f"--glob={g}" for g in extern_globals),
+                     ad, "-o", extern])
+        if done.returncode != 0:
+            raise on_enzyme_error(done.stderr)
+        ad = extern
     done = _run([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
                  *link_args, "-lm"])
     if done.returncode != 0:
@@ -439,7 +486,7 @@ def headers_unchanged(artifact: ModuleArtifact) -> bool:
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
                  link_args: Sequence[str], describe: Callable[[list[str]], ModuleFacts],
-                 opt_flags: Sequence[str] = (), target_flags: Sequence[str] = (),
+                 opt_flags: Sequence[str] = (), native_cpu: bool = False,
                  split_long_blocks: bool = True) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
@@ -448,7 +495,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     globals to share and shadow, and its ``extra`` is stored with the entry
     (the orchestrator stores the parsed signatures there).
     """
-    key = _module_key(tc, sources, [*args, *opt_flags, *target_flags], link_args, split_long_blocks)
+    key = _module_key(tc, sources, [*args, *opt_flags], link_args, split_long_blocks, native_cpu)
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
@@ -477,16 +524,16 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                 bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
                 extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
                 shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags),
-                target_flags=tuple(target_flags), split_long_blocks=split_long_blocks)
+                native_cpu=native_cpu, split_long_blocks=split_long_blocks)
 
         artifact = load()
         if artifact is None:
             with _key_lock(root, key):
                 artifact = load()  # another process may have finished it meanwhile
                 if artifact is None:
-                    artifact = _build_module_locked(tc, sources, [*args, *target_flags], link_args,
+                    artifact = _build_module_locked(tc, sources, args, link_args,
                                                     describe, key, entries, manifest_path,
-                                                    tuple(opt_flags), tuple(target_flags),
+                                                    tuple(opt_flags), native_cpu,
                                                     split_long_blocks)
         return artifact
 
@@ -497,7 +544,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
 
 
 def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path,
-                         opt_flags, target_flags, split_long_blocks):
+                         opt_flags, native_cpu, split_long_blocks):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
         work = Path(tmp)
         paths, rename, bitcode, headers = [], {}, [], []
@@ -526,7 +573,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             headers += _user_headers(dep, set(paths), system_roots)
         facts = describe(paths)
         if facts.shadowed_globals:
-            bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work, target_flags))
+            bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work))
         if len(bitcode) > 1:
             linked = str(work / "module.bc")
             done = _run([tc.llvm_link, *bitcode, "-o", linked])
@@ -546,11 +593,13 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
 
         if any("__enzyme" in source.text for source in sources):
             _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
-                                    opt_flags=opt_flags, split_long_blocks=split_long_blocks)
+                                    opt_flags=opt_flags, split_long_blocks=split_long_blocks,
+                                    native_cpu=native_cpu)
         else:
             # No Enzyme call or registration in the sources: the primal library
             # needs no Enzyme pass, and clang optimises and links in one step.
-            done = _run([tc.clang, *POST_AD_FLAGS, linked, "-o", str(so), *link_args, "-lm"])
+            optimized = _optimize_for_host(tc, linked, work, module_failure) if native_cpu else linked
+            done = _run([tc.clang, *POST_AD_FLAGS, optimized, "-o", str(so), *link_args, "-lm"])
             if done.returncode != 0:
                 raise module_failure(done.stderr)
         extra = facts.extra
@@ -567,19 +616,18 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
-                          opt_flags=opt_flags, target_flags=target_flags,
+                          opt_flags=opt_flags, native_cpu=native_cpu,
                           split_long_blocks=split_long_blocks)
 
 
-def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path,
-                    target_flags: Sequence[str]) -> str:
+def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path) -> str:
     """Bitcode defining a zeroed shadow for each active global."""
     source = work / "shadows.c"
     source.write_text("".join(
         f"__attribute__((used, aligned(16))) unsigned char {SHADOW_PREFIX}{name}[{max(size, 1)}] "
         "= {0};\n" for name, size in shadowed))
     out = str(work / "shadows.bc")
-    done = _run([tc.clang, *PRE_AD_FLAGS, *target_flags, "-emit-llvm", "-c", str(source), "-o", out])
+    done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(source), "-o", out])
     if done.returncode != 0:
         raise CompileError("enzyme-ffi could not compile the shadow globals (a bug):\n"
                            + done.stderr.strip())
@@ -616,8 +664,9 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     return the shared library's path (cached)."""
     material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, module.bc_sha256,
                            wrapper_source, PRE_AD_FLAGS, _passes(tc, module.split_long_blocks),
-                           OPT_FLAGS, POST_AD_FLAGS,
-                           list(module.link_args), list(module.shared_globals), list(module.opt_flags),
+                           OPT_FLAGS, POST_AD_PASSES, POST_AD_FLAGS,
+                           host_cpu() if module.native_cpu else "", list(module.link_args),
+                           list(module.shared_globals), list(module.opt_flags),
                            module.so_path if module.shared_globals else ""])
     key = hashlib.sha256(material.encode()).hexdigest()[:32]
     with _memo_lock:
@@ -661,7 +710,7 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         # clang links the module's bitcode into the wrapper's as it compiles
         # it (the same linker llvm-link uses): one subprocess fewer per build.
         linked_bc = str(work / "wrapper.bc")
-        done = _run([tc.clang, *PRE_AD_FLAGS, *module.target_flags, "-emit-llvm", "-c", str(wrapper_c),
+        done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c),
                      "-Xclang", "-mlink-bitcode-file", "-Xclang", module.bc_path, "-o", linked_bc])
         if done.returncode != 0:
             raise DifferentiationError(
@@ -678,7 +727,8 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         link = [*module.link_args, module.so_path] if module.shared_globals else module.link_args
         _link_and_differentiate(tc, [linked_bc], so, link, work, failure,
                                 extern_globals=module.shared_globals, opt_flags=module.opt_flags,
-                                split_long_blocks=module.split_long_blocks)
+                                split_long_blocks=module.split_long_blocks,
+                                native_cpu=module.native_cpu)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")
         atomic_write_bytes(manifest_path, json.dumps({"key": key, "files": files}).encode(),

@@ -41,12 +41,14 @@ CATALOGUE: tuple[Failure, ...] = (
            "a rule for it (forward_rules= / reverse_rules=)"),
     _entry("openmp-reduction", r"unhandled openmp function:.*__kmpc_(reduce|end_reduce)",
            "an OpenMP reduction clause, which this Enzyme version cannot differentiate",
-           "write the loop as `#pragma omp parallel for` into an array of partial results and "
-           "sum that array serially"),
+           "write the loop as `#pragma omp parallel for` into an array of partial results, with "
+           "`#pragma clang loop unroll(disable)` right after it (Enzyme v0.0.289 asserts on the "
+           "runtime-unrolled parallel loop), and sum that array serially"),
     _entry("openmp-other", r"unhandled openmp function",
            "an OpenMP construct this Enzyme version cannot differentiate",
-           "keep parallel regions to plain `parallel for` loops without reductions, or move "
-           "the construct out of the differentiated code"),
+           "keep parallel regions to plain `parallel for` loops without reductions, each with "
+           "`#pragma clang loop unroll(disable)`, or move the construct out of the differentiated "
+           "code"),
     _entry("unknown-intrinsic", r"cannot handle (\(\w+\) )?unknown intrinsic",
            "a vector or target intrinsic (e.g. AVX _mm256_* calls) Enzyme has no rule for",
            "write the loop in plain C (LLVM's own vectorizer emits generic vector IR, which "
@@ -59,11 +61,13 @@ CATALOGUE: tuple[Failure, ...] = (
            "try enzyme.compile(..., loose_types=True) (lets Enzyme guess; check the numbers)"),
     _entry("global-without-shadow", r"doesn't have marked shadow global|"
                                     r"To = Constant; From = Value\]: Assertion .isa<To>",
-           "a static (file-private) global variable holds values the derivative depends on, and "
-           "Enzyme has no shadow for it",
-           "make the global non-static (enzyme-ffi then gives it a shadow, mod.shadows[name]), "
-           "make it const, or mark it inactive (ENZYME_INACTIVE_GLOBAL or inactive_globals=[...]) "
-           "when it carries no derivative"),
+           "Enzyme takes a global variable for one that may hold values the derivative depends "
+           "on, and it has no shadow (enzyme-ffi gives one to every non-static, non-const global "
+           "of floating type; a static global, or a pointer or struct of pointers, gets none)",
+           "if it carries no derivative (a table of function pointers, a counter, an RNG state), "
+           "mark it inactive (ENZYME_INACTIVE_GLOBAL or inactive_globals=[...]); if it does, make "
+           "it a non-static global of floating type (it then gets a shadow, mod.shadows[name]), or "
+           "const when it never changes"),
     _entry("activity", r"Cannot (compute|handle) .*activ|active.*constant|constant.*active|"
                        r"runtime activity",
            "Enzyme could not decide statically which values are active",

@@ -164,14 +164,13 @@ def run_isolated(case: Case, way: str) -> np.ndarray:
     """Run an in-process way in a child interpreter, so a crash there is a
     test failure, not the end of the test session."""
     here = Path(__file__).resolve().parent
-    script = ("import json, sys; sys.path[:0] = [%r, %r]\n"
+    script = (f"import json, sys; sys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]\n"
               "from enzyme import toolchain\n"
               "import corpus\n"
-              "case = corpus.CASES[%r]\n"
               "import harness\n"
-              "values = getattr(harness, 'run_' + %r)(case, toolchain.resolve())\n"
-              "print('VALUES', json.dumps([float(v) for v in values]))\n"
-              % (str(here), str(here.parent), case.name, way))
+              f"case = corpus.CASES[{case.name!r}]\n"
+              f"values = harness.run_{way}(case, toolchain.resolve())\n"
+              "print('VALUES', json.dumps([float(v) for v in values]))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL, env=dict(os.environ))
     for line in done.stdout.splitlines():
