@@ -10,7 +10,8 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,21 +160,58 @@ class Kernel:
 
     def derivative_function(self, mode: Mode, kinds: tuple, ret: Any = None,
                             width: int = 1) -> DerivativeFunction:
-        """The compiled derivative for a mode and activity classes (cached)."""
+        """The compiled derivative for a mode and activity classes (cached).
+
+        Raises :class:`DifferentiationError` for a batched derivative (width
+        > 1) that involves a global carrying derivatives: Enzyme keeps one
+        shadow per global, not one per lane, and the other lanes read (or, in
+        reverse mode, write) memory past it.
+        """
         key = (mode, kinds, ret, width)
         found = self._derivatives.get(key)
         if found is None:
             found = self._compile_once(key, lambda: resolve_activities(
                 self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction)
+        if width > 1:
+            used = self.module._shadows_used_by(found.so_path)
+            if used:
+                raise DifferentiationError(
+                    f"a batched derivative ({width} lanes) of '{self.name}' cannot be computed: the "
+                    f"kernel uses the global(s) {', '.join(used)}, which carry derivatives, and "
+                    "Enzyme keeps one shadow per global, not one per lane.\nFix: make one call per "
+                    "direction (Duplicated instead of BatchDuplicated); or declare the global const "
+                    "if it never changes, or list it in compile(inactive_globals=[...]) if it "
+                    "carries no derivative.",
+                    kernel=self.name, pattern=found.spec.pattern, code="global-batch",
+                    hint="one call per direction, or a const or inactive global")
         return found
 
     def hvp_function(self, wrt: int, width: int = 1) -> HvpFunction:
-        """The compiled Hessian-vector product w.r.t. parameter ``wrt`` (cached)."""
+        """The compiled Hessian-vector product w.r.t. parameter ``wrt`` (cached).
+
+        Raises :class:`DifferentiationError` when the derivative involves a
+        global that carries derivatives (its shadow): Enzyme's nested
+        derivatives keep one shadow per global, used as the inner reverse
+        pass's adjoint and as the outer forward pass's tangent at once, which
+        gave wrong second derivatives (and reads of uninitialised memory).
+        """
         key = ("hvp", wrt, width)
         found = self._derivatives.get(key)
         if found is None:
             found = self._compile_once(key, lambda: resolve_hvp(self.signature, wrt, width),
                                        generate_hvp, HvpFunction)
+        used = self.module._shadows_used_by(found.so_path)
+        if used:
+            raise DifferentiationError(
+                f"hvp/hessian of '{self.name}' cannot be computed: the kernel uses the global(s) "
+                f"{', '.join(used)}, which carry derivatives, and Enzyme's nested (forward-over-"
+                "reverse) derivatives keep one shadow per global for both passes, which gives wrong "
+                "second derivatives.\nFix: if the global never changes, declare it const; if it "
+                "carries no derivative, list it in compile(inactive_globals=[...]); otherwise pass "
+                "its value as an argument.",
+                kernel=self.name, pattern=f"hvp wrt {wrt}", code="global-second-order",
+                hint="declare the global const, list it in inactive_globals, or pass it as an "
+                     "argument")
         return found
 
     def split_functions(self, mode: Mode, kinds: tuple, ret: Any = None) -> SplitFunctions:
@@ -242,10 +280,50 @@ class Module:
         self.signatures = dict(signatures)
         self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
         self._variables = dict(variables or {})
+        # The globals with a shadow (non-static, non-const, floating, not
+        # declared inactive): what the helpers must isolate.
+        self._shadowed = tuple(name[len(build.SHADOW_PREFIX):] for name in artifact.shared_globals
+                               if name.startswith(build.SHADOW_PREFIX))
+        self._shadows_lock = threading.RLock()
+        self._shadow_use: dict[str, tuple[str, ...]] = {}
         self.globals = GlobalsView(self, shadows=False)
         self.shadows = GlobalsView(self, shadows=True)
         self._owner = next(_owner_ids)
         self._closed = False
+
+    @contextmanager
+    def _wrt_arguments_only(self) -> Iterator[None]:
+        """Run a helper (grad, jvp, vjp, jacobian ...) as a derivative with
+        respect to its arguments only: every global's shadow is zero during
+        the call (no tangent in forward mode, no earlier adjoint to leak into
+        the arguments' in reverse mode) and holds its old value again after
+        it. Calls of helpers on one module serialize here."""
+        if not self._shadowed:
+            yield
+            return
+        with self._shadows_lock:
+            views = [self.shadows[name] for name in self._shadowed]
+            saved = [view.copy() for view in views]
+            for view in views:
+                view[...] = 0
+            try:
+                yield
+            finally:
+                for view, old in zip(views, saved):
+                    view[...] = old
+
+    def _shadows_used_by(self, so_path: str) -> tuple[str, ...]:
+        """The globals whose shadows a derivative library refers to (it links
+        to them by name, so their names are in its dynamic symbol table)."""
+        if not self._shadowed:
+            return ()
+        used = self._shadow_use.get(so_path)
+        if used is None:
+            data = Path(so_path).read_bytes()
+            used = tuple(name for name in self._shadowed
+                         if (build.SHADOW_PREFIX + name).encode() + b"\0" in data)
+            self._shadow_use[so_path] = used
+        return used
 
     def _check_open(self) -> None:
         if self._closed:
@@ -339,8 +417,9 @@ class GlobalsView(Mapping):
         self._views: dict[str, np.ndarray] = {}
 
     def _names(self) -> list[str]:
-        return [name for name, var in self._module._variables.items()
-                if var.viewable and (var.active or not self._shadows)]
+        if self._shadows:
+            return list(self._module._shadowed)
+        return [name for name, var in self._module._variables.items() if var.viewable]
 
     def __getitem__(self, name: str) -> np.ndarray:
         view = self._views.get(name)
@@ -814,7 +893,8 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
             annotations.append(Duplicated(value, np.zeros_like(value, order="C")))
         else:
             annotations.append(Active(value))
-    result = autodiff(mode, kernel, *annotations)
+    with kernel.module._wrt_arguments_only():
+        result = autodiff(mode, kernel, *annotations)
     grads = tuple(result.derivs[i] if isinstance(annotations[i], Active) else annotations[i].dval
                   for i in nums)
     return (grads[0] if single else grads), result.primal
@@ -944,12 +1024,14 @@ def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
         annotations: list[Any] = [Const(a) for a in args]
         annotations[x_index] = Duplicated(args[x_index], v)
         if out_index is None:
-            result = autodiff(ForwardWithPrimal, kernel, *annotations)
+            with kernel.module._wrt_arguments_only():
+                result = autodiff(ForwardWithPrimal, kernel, *annotations)
             return result.primal, result.tangent
         y = _output_array(kernel, tuple(args), out_index)
         tangent = np.zeros_like(y)
         annotations[out_index] = Duplicated(y, tangent)
-        autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
+        with kernel.module._wrt_arguments_only():
+            autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
         return y.copy(), tangent
     return jvp_call
 
@@ -979,7 +1061,8 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
         else:
             annotations[x_index] = Active(args[x_index])
         if out_index is None:
-            result = autodiff(ReverseWithPrimal, kernel, *annotations, seed=u)
+            with kernel.module._wrt_arguments_only():
+                result = autodiff(ReverseWithPrimal, kernel, *annotations, seed=u)
             value = result.primal
         else:
             y = _output_array(kernel, tuple(args), out_index)
@@ -987,7 +1070,8 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
             if seed.shape != y.shape:
                 raise ActivityError(f"u has shape {seed.shape}, but the output has shape {y.shape}.")
             annotations[out_index] = Duplicated(y, seed)
-            result = autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel))
+            with kernel.module._wrt_arguments_only():
+                result = autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel))
             value = y.copy()
         adjoint = annotations[x_index]
         return value, (result.derivs[x_index] if isinstance(adjoint, Active) else adjoint.dval)
@@ -1046,26 +1130,47 @@ def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
         use_forward = mode is Forward or (mode is None and n <= m)
         jac = np.zeros((m, n), dtype=y.dtype)
         annotations: list[Any] = [Const(a) for a in args]
-        if use_forward:
-            width = max(1, min(chunk, n))
-            for start in range(0, n, width):
-                tangents = np.zeros((width, *y.shape), dtype=y.dtype)
-                annotations[x_index] = BatchDuplicated(x, _unit_lanes(x, start, width))
-                annotations[out_index] = BatchDuplicated(y, tangents)
-                autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
-                cols = min(width, n - start)
-                jac[:, start:start + cols] = tangents.reshape(width, m)[:cols].T
-        else:
-            width = max(1, min(chunk, m))
-            for start in range(0, m, width):
-                adjoints = np.zeros((width, *x.shape), dtype=x.dtype)
-                annotations[x_index] = BatchDuplicated(x, adjoints)
-                annotations[out_index] = BatchDuplicated(y, _unit_lanes(y, start, width))
-                autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel))
-                rows = min(width, m - start)
-                jac[start:start + rows, :] = adjoints.reshape(width, n)[:rows]
+        with kernel.module._wrt_arguments_only():
+            _jacobian_chunks(kernel, annotations, x_index, out_index, x, y, jac, use_forward, chunk)
         return jac.reshape((*y.shape, *x.shape))
     return jacobian_call
+
+
+def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index: int,
+                     x: np.ndarray, y: np.ndarray, jac: np.ndarray, use_forward: bool,
+                     chunk: int) -> None:
+    """Fill ``jac`` (m x n) chunk by chunk: batched forward columns or
+    batched reverse rows."""
+    n, m = x.size, y.size
+    mode = Forward if use_forward else Reverse
+    width = max(1, min(chunk, n if use_forward else m))
+    if width > 1 and kernel.module._shadowed:
+        # A derivative that involves a global's shadow cannot be batched (one
+        # shadow per global, not per lane): then one direction per call.
+        kinds = tuple(Duplicated if i in (x_index, out_index) else Const for i in range(len(annotations)))
+        single = kernel.derivative_function(mode, kinds, _ret_const(kernel), 1)
+        if kernel.module._shadows_used_by(single.so_path):
+            width = 1
+
+    def lanes(value: np.ndarray, shadows: np.ndarray) -> Any:
+        return Duplicated(value, shadows[0]) if width == 1 else BatchDuplicated(value, shadows)
+
+    for start in range(0, n if use_forward else m, width):
+        if use_forward:
+            tangents = np.zeros((width, *y.shape), dtype=y.dtype)
+            annotations[x_index] = lanes(x, _unit_lanes(x, start, width))
+            annotations[out_index] = lanes(y, tangents)
+        else:
+            adjoints = np.zeros((width, *x.shape), dtype=x.dtype)
+            annotations[x_index] = lanes(x, adjoints)
+            annotations[out_index] = lanes(y, _unit_lanes(y, start, width))
+        autodiff(mode, kernel, *annotations, ret=_ret_const(kernel))
+        if use_forward:
+            cols = min(width, n - start)
+            jac[:, start:start + cols] = tangents.reshape(width, m)[:cols].T
+        else:
+            rows = min(width, m - start)
+            jac[start:start + rows, :] = adjoints.reshape(width, n)[:rows]
 
 
 def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:

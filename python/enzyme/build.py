@@ -82,7 +82,7 @@ __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "buil
            "SHADOW_PREFIX",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
 
-FORMAT_VERSION = "4"  # bump when the cache layout or the chain changes
+FORMAT_VERSION = "5"  # bump when the cache layout or the chain changes
 # -fno-math-errno: with errno semantics clang marks libm calls (tanh, erf, ...)
 # writeonly, Enzyme's preprocessing adds readnone, and the LLVM 15 verifier
 # then aborts opt ("Attributes 'readnone and writeonly' are incompatible").
@@ -621,10 +621,13 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
 
 
 def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path) -> str:
-    """Bitcode defining a zeroed shadow for each active global."""
+    """Bitcode defining a zeroed shadow for each active global. They are
+    external definitions, so no pass drops them from the primal library; not
+    marked ``used``, so a derivative library refers to a shadow only where
+    its code does (which tells which derivatives involve which globals)."""
     source = work / "shadows.c"
     source.write_text("".join(
-        f"__attribute__((used, aligned(16))) unsigned char {SHADOW_PREFIX}{name}[{max(size, 1)}] "
+        f"__attribute__((aligned(16))) unsigned char {SHADOW_PREFIX}{name}[{max(size, 1)}] "
         "= {0};\n" for name, size in shadowed))
     out = str(work / "shadows.bc")
     done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(source), "-o", out])

@@ -408,6 +408,7 @@ class DerivativeFunction:
     def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str,
                  owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
+        self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         ffi = self._ffi
         sig = spec.signature
@@ -564,6 +565,7 @@ class HvpFunction:
     def __init__(self, spec: HvpSpec, wrapper: GeneratedWrapper, so_path: str,
                  owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
+        self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         sig = spec.signature
         self._convert = _primal_converters(self._ffi, sig)
