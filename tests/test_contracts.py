@@ -114,3 +114,74 @@ def test_bad_contracts_are_clear_errors(cc):
              "double bad(const double *ENZYME_LEN(m) x, int n) { return x[0]; }\n")
     with pytest.raises(enzyme.ContractError, match="`m`"):
         mod.bad(np.ones(1), 1)
+
+
+C_ARITH = r"""
+#include <enzyme/enzyme.h>
+double half(double *ENZYME_LEN(n / 2 + 1) x, int n) { x[0] += 1.0; return x[0]; }
+double mixed(const double *ENZYME_LEN(n / m + 3) x, int n, unsigned m) { return x[0]; }
+double square(const double *ENZYME_LEN(n * n) x, int n) { return x[0]; }
+double ratio(const double *ENZYME_LEN(n / m) x, int n, int m) { return x[0]; }
+double wide(const double *ENZYME_LEN(n * n) x, long n) { return x[0]; }
+"""
+
+
+def test_contracts_use_c_integer_semantics(cc):
+    """Issue item 4: contracts used Python's integers. n / 2 + 1 with n = -1
+    is 1 in C (truncating division), not 0; int -4 / unsigned 2 converts -4
+    to unsigned first; overflow and division by zero are errors, before any
+    native call."""
+    mod = cc(C_ARITH)
+    with pytest.raises(enzyme.LengthError, match="needs at least 1 elements"):
+        mod.half(np.zeros(0), -1)
+    dx = np.zeros(0)
+    with pytest.raises(enzyme.LengthError):
+        autodiff(Reverse, mod.half, Duplicated(np.zeros(0), dx), Const(-1))
+    assert mod.half(np.zeros(1), -1) == 1.0
+    with pytest.raises(enzyme.LengthError, match="needs at least 2147483649 elements"):
+        mod.mixed(np.zeros(4), -4, 2)
+    assert mod.mixed(np.zeros(5), 4, 2) == 0.0
+    with pytest.raises(enzyme.LengthError, match="overflows int"):
+        mod.square(np.zeros(4), 100000)
+    with pytest.raises(enzyme.LengthError, match="divides by zero"):
+        mod.ratio(np.zeros(4), 3, 0)
+    with pytest.raises(enzyme.LengthError, match="needs at least 10000000000 elements"):
+        mod.wide(np.zeros(4), 100000)   # long arithmetic: no overflow
+    with pytest.raises(enzyme.ContractError, match="divides by zero"):
+        cc(SOURCE, sizes={"plain": {"x": "n / 0"}})
+    with pytest.raises(enzyme.ContractError, match="overflows int"):
+        cc(SOURCE, sizes={"plain": {"x": "n + 2147483647 * 2"}})
+
+
+_EXPRESSIONS = ["n / 2 + 1", "n / m + 3", "m - 1", "l / n", "-n / 3", "n * 3 - m",
+                "l * m - n", "(n + m) / (l - 1)", "u / n", "u - m", "0 - u"]
+_VALUES = [(-1, 2, 5, 7), (-4, 2, 9, 1), (7, 0, -3, 0), (-7, 3, 4000000000, 12), (5, 4000000000, -9, 2),
+           (-2147483647, 1, -5, 3), (3, 1, 2, 0)]
+
+
+def test_contract_arithmetic_matches_c(cc):
+    """The contract evaluator against C itself: the same expressions
+    compiled by clang, on the same arguments (cases whose C is undefined,
+    division by zero or signed overflow, must be errors on our side)."""
+    from enzyme.signature import ContractValueError
+
+    params = "int n, unsigned m, long l, unsigned long u"
+    funcs = "".join(f"long long e{i}({params}) {{ return (long long)({expr}); }}\n"
+                    for i, expr in enumerate(_EXPRESSIONS))
+    lens = "".join(f"double c{i}(const double *ENZYME_LEN({expr}) x, {params}) {{ return 0; }}\n"
+                   for i, expr in enumerate(_EXPRESSIONS))
+    mod = cc("#include <enzyme/enzyme.h>\n" + funcs + lens)
+    checked = 0
+    for i, expr in enumerate(_EXPRESSIONS):
+        contract = enzyme.signature.length_contracts(mod[f"c{i}"].signature)[0]
+        for row in _VALUES:
+            args = dict(zip("nmlu", row))
+            values = [args[name] for name in contract.names]
+            try:
+                ours = contract.evaluate(values)
+            except ContractValueError:
+                continue   # C's behaviour is undefined there; ours is an error
+            theirs = mod[f"e{i}"](*row)
+            assert ours % 2**64 == theirs % 2**64, (expr, args, ours, theirs)
+            checked += 1
+    assert checked >= 60

@@ -29,7 +29,7 @@ from .errors import (
     ShadowTypeError,
     ShadowValueError,
 )
-from .signature import CType, Signature, length_contracts
+from .signature import ContractValueError, CType, Signature, length_contracts
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
     from .activity import DerivativeSpec, HvpSpec
@@ -242,14 +242,17 @@ def _check_lengths(plan: list[tuple], args: Sequence[Any], converted: Sequence[A
     the integers are the converted (range-checked) ones."""
     for array_pos, use_pos, contract in plan:
         values = [converted[u] for u in use_pos]
-        needed = contract.evaluate(values)
-        bound = ", ".join(f"{name}={v}" for name, v in
-                          zip(contract.function.__code__.co_varnames, values))
-        if needed < 0:
-            raise LengthError(f"the length of '{contract.name}' in {kernel}, {contract.expression} "
-                              f"= {needed} ({bound}), is negative.")
+        try:
+            needed = contract.evaluate(values)
+            problem = "" if needed >= 0 else f"= {needed}, is negative"
+        except ContractValueError as exc:
+            needed, problem = 0, f"{exc} in C arithmetic"
         size = args[array_pos].size
-        if size < needed:
+        if problem or size < needed:
+            bound = ", ".join(f"{name}={v}" for name, v in zip(contract.names, values))
+            if problem:
+                raise LengthError(f"the length of '{contract.name}' in {kernel}, "
+                                  f"{contract.expression} with {bound}, {problem}; nothing was called.")
             raise LengthError(f"argument '{contract.name}' of {kernel} needs at least {needed} "
                               f"elements ({contract.expression} with {bound}), but has {size}.")
 

@@ -12,12 +12,13 @@ import ast
 import atexit
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from .errors import CompileError, ContractError, UnsupportedSignatureError
 
-__all__ = ["CType", "Param", "Signature", "GlobalVar", "LengthContract", "length_contracts",
+__all__ = ["CType", "Param", "Signature", "GlobalVar", "LengthContract", "ContractValueError",
+           "CInt", "c_int_type", "length_contracts",
            "with_lengths", "parse_signatures", "parse_module"]
 
 
@@ -145,19 +146,96 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class CInt:
+    """A C integer type as C arithmetic sees it (LP64): width, signedness and
+    conversion rank (int 1, long 2, long long 3)."""
+
+    bits: int
+    signed: bool
+    rank: int
+
+    @property
+    def name(self) -> str:
+        base = {1: "int", 2: "long", 3: "long long"}[self.rank]
+        return base if self.signed else f"unsigned {base}"
+
+    def fits(self, value: int) -> bool:
+        if self.signed:
+            return -(1 << (self.bits - 1)) <= value < (1 << (self.bits - 1))
+        return 0 <= value < (1 << self.bits)
+
+
+_INT, _LONG = CInt(32, True, 1), CInt(64, True, 2)
+
+
+def c_int_type(ctype: CType) -> CInt:
+    """The type an integer parameter has in C arithmetic, after the integer
+    promotions (anything narrower than int, _Bool included, becomes int)."""
+    digits = "".join(ch for ch in ctype.dtype if ch.isdigit())
+    bits = int(digits) if digits else 8  # "bool": _Bool
+    if bits < 32:
+        return _INT
+    signed = not ctype.dtype.startswith("uint")
+    rank = 3 if "long long" in ctype.base else 2 if "long" in ctype.base or bits == 64 else 1
+    return CInt(bits, signed, rank)
+
+
+def _common_type(a: CInt, b: CInt) -> CInt:
+    """C's usual arithmetic conversions between two promoted integer types."""
+    if a == b:
+        return a
+    if a.signed == b.signed:
+        return a if a.rank >= b.rank else b
+    unsigned, signed = (a, b) if not a.signed else (b, a)
+    if unsigned.rank >= signed.rank:
+        return unsigned
+    if signed.bits > unsigned.bits:
+        return signed
+    return CInt(signed.bits, False, signed.rank)
+
+
+class ContractValueError(Exception):
+    """Raised by a contract's evaluation: division by zero or overflow."""
+
+
+def _c_binary(op: ast.operator, a: int, ta: CInt, b: int, tb: CInt) -> tuple[int, CInt]:
+    t = _common_type(ta, tb)
+    if not t.signed:
+        a, b = a % (1 << t.bits), b % (1 << t.bits)
+    if isinstance(op, ast.Add):
+        value = a + b
+    elif isinstance(op, ast.Sub):
+        value = a - b
+    elif isinstance(op, ast.Mult):
+        value = a * b
+    else:  # / and //: C's division, truncating toward zero
+        if b == 0:
+            raise ContractValueError("divides by zero")
+        value = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
+    if t.signed and not t.fits(value):
+        raise ContractValueError(f"overflows {t.name}")
+    return (value if t.signed else value % (1 << t.bits)), t
+
+
+@dataclass(frozen=True)
 class LengthContract:
     """Pointer parameter ``param`` needs at least ``evaluate(args)`` elements,
-    where the expression reads the integer parameters ``uses``."""
+    where the expression reads the integer parameters ``uses`` (named
+    ``names``). The expression is evaluated as C would: each parameter has
+    its C type, literals are int (or long), the usual arithmetic conversions
+    apply, division truncates, unsigned arithmetic wraps around; division by
+    zero and signed overflow raise :class:`ContractValueError`."""
 
     param: int
     name: str
     expression: str
     uses: tuple[int, ...]
-    function: object = field(compare=False, repr=False)
+    names: tuple[str, ...]
+    function: Callable[[Sequence[int]], tuple[int, CInt]] = field(compare=False, repr=False)
 
     def evaluate(self, values: Sequence[int]) -> int:
         """``values`` are the integer arguments listed in ``uses``, in order."""
-        return self.function(*values)
+        return self.function(values)[0]
 
 
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load,
@@ -186,20 +264,49 @@ def _compile_length(signature: Signature, index: int, expression: str) -> Length
                                     f"parameter of {signature.name}.")
             if i not in uses:
                 uses.append(i)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-            node.op = ast.FloorDiv()  # C integer division (lengths are never negative)
-    arguments = ", ".join(signature.params[i].name for i in uses)
-    lambda_tree = ast.Expression(ast.Lambda(
-        args=ast.arguments(posonlyargs=[], args=[ast.arg(signature.params[i].name) for i in uses],
-                           kwonlyargs=[], kw_defaults=[], defaults=[]),
-        body=tree.body))
-    ast.fix_missing_locations(lambda_tree)
-    # Only the checked node types above reach compile(): names of integer
-    # parameters, integer literals and arithmetic.
-    function = eval(compile(lambda_tree, f"<length of {signature.params[index].name}: {arguments}>",
-                            "eval"), {"__builtins__": {}})
+
+    def build(node: ast.AST) -> Callable[[Sequence[int]], tuple[int, CInt]]:
+        """A closure evaluating ``node`` on the used parameters' values;
+        parts without parameters are evaluated once, here, so that `n / 0`
+        or a literal overflow is an error when the contract is written."""
+        if isinstance(node, ast.Constant):
+            value = node.value
+            ctype = _INT if _INT.fits(value) else _LONG
+            if not ctype.fits(value):
+                raise ContractError(f"{where}: the literal {value} in `{expression}` is too large "
+                                    "for a C long.")
+            return lambda values: (value, ctype)
+        if isinstance(node, ast.Name):
+            slot, ctype = uses.index(names[node.id]), c_int_type(signature.params[names[node.id]].ctype)
+            return lambda values: (values[slot], ctype)
+        if isinstance(node, ast.UnaryOp):
+            operand = build(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                fn = operand
+            else:
+                def fn(values, operand=operand):
+                    return _c_binary(ast.Sub(), 0, _INT, *operand(values))
+        else:
+            left, right, op = build(node.left), build(node.right), node.op
+            if (isinstance(op, (ast.Div, ast.FloorDiv))
+                    and not any(isinstance(n, ast.Name) for n in ast.walk(node.right))
+                    and right(())[0] == 0):
+                raise ContractError(f"{where}: `{expression}` divides by zero whatever the "
+                                    "arguments.")
+
+            def fn(values, left=left, right=right, op=op):
+                return _c_binary(op, *left(values), *right(values))
+        if not any(isinstance(n, ast.Name) for n in ast.walk(node)):
+            try:
+                constant = fn(())
+            except ContractValueError as exc:
+                raise ContractError(f"{where}: `{expression}` {exc} whatever the arguments.") from None
+            return lambda values: constant
+        return fn
+
+    function = build(tree.body)
     return LengthContract(index, signature.params[index].name, expression.strip(), tuple(uses),
-                          function)
+                          tuple(signature.params[i].name for i in uses), function)
 
 
 def length_contracts(signature: Signature) -> tuple[LengthContract, ...]:

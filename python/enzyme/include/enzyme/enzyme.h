@@ -44,7 +44,9 @@ extern double __enzyme_fwddiff(void *, ...);
  * that enzyme-ffi checks every array and shadow before calling:
  *     double loss(const double *ENZYME_LEN(n) w, double *ENZYME_LEN(2 * n) out, int n);
  * The expression may use integer parameters, integer literals, + - * / and
- * parentheses. It has no effect on the compiled code. */
+ * parentheses; it is evaluated with C's integer rules (the parameters' types,
+ * truncating division, unsigned wrap-around), and a negative, overflowing or
+ * divide-by-zero length is an error. It has no effect on the compiled code. */
 #define ENZYME_LEN(expr) __attribute__((annotate("enzyme_len:" #expr)))
 
 /* ---- Custom derivatives and inactive code ------------------------------
