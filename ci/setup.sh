@@ -8,12 +8,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # llvm-15-dev: headers for the long-block opt pass (native/split_blocks.cpp)
-APT_PACKAGES=(clang-15 llvm-15 llvm-15-dev libomp-15-dev)
+APT_PACKAGES=(clang-15 libclang1-15 llvm-15 llvm-15-dev libomp-15-dev)
 need_apt=()
 for tool in clang-15 opt-15 llvm-link-15; do
   command -v "$tool" >/dev/null 2>&1 || need_apt=("${APT_PACKAGES[@]}")
 done
-for file in /usr/lib/llvm-15/lib/libLLVM-15.so.1 /usr/lib/llvm-15/lib/cmake/llvm/LLVMConfig.cmake; do
+for file in /usr/lib/llvm-15/lib/libLLVM-15.so.1 /usr/lib/llvm-15/lib/libclang.so.1 /usr/lib/llvm-15/lib/cmake/llvm/LLVMConfig.cmake; do
   [ -e "$file" ] || need_apt=("${APT_PACKAGES[@]}")
 done
 PY="${PYTHON:-python3}"

@@ -6,8 +6,9 @@
  * plan it already has and keeps its own checks as the reference. The Plan
  * checks exactly what the Python path checks (numpy array of the exact
  * element type, C-contiguous, writeable where written, shadows shaped like
- * and disjoint from their primals, Python int/float scalars in range),
- * packs the arguments into the slots of the generated "packed" entry point
+ * and disjoint from their primals, no written buffer overlapping any other,
+ * Python int/float scalars in range), packs the arguments into the slots of
+ * the generated "packed" entry point
  * (void entry(void **slots)), releases the GIL and calls it. Whenever an
  * argument is anything but the plain case, it returns NotImplemented before
  * any native code runs, and the Python path takes over to accept it or to
@@ -136,6 +137,17 @@ static PyObject *plan_call(Plan *self, PyObject *const *argv, Py_ssize_t argc) {
             if (a->shape[d] != b->shape[d]) { ok = 0; break; }
         const char *a0 = a->buf, *b0 = b->buf;
         if (a->len && b->len && a0 < b0 + b->len && b0 < a0 + a->len) ok = 0;
+    }
+    /* No buffer the derivative writes may overlap any other buffer of the
+       call (Enzyme assumes they do not alias); read-only ones may share. */
+    for (i = 0; ok && i < self->nargs; i++) {
+        if (!held[i] || views[i].len == 0) continue;
+        for (int j = i + 1; ok && j < self->nargs; j++) {
+            if (!held[j] || views[j].len == 0) continue;
+            if (!self->args[i].writable && !self->args[j].writable) continue;
+            const char *a0 = views[i].buf, *b0 = views[j].buf;
+            if (a0 < b0 + views[j].len && b0 < a0 + views[i].len) ok = 0;
+        }
     }
     if (ok && self->nseeds) {
         PyObject *seed = argv[self->nargs];

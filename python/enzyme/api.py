@@ -54,7 +54,14 @@ from .codegen import (
     primal_cdef,
 )
 from .errors import ActivityError, CompileError, ContractError, DifferentiationError, EnzymeError, ModuleClosedError
-from .signature import GlobalVar, Signature, parse_module, with_lengths
+from .signature import (
+    GlobalVar,
+    Signature,
+    parse_request,
+    read_worker_reply,
+    with_lengths,
+    worker_command,
+)
 
 __all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
            "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError",
@@ -663,7 +670,9 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
         link_args.append("-fopenmp")  # clang links its own OpenMP runtime
 
     def describe(paths: list[str]) -> build.ModuleFacts:
-        signatures, variables = parse_module(paths, args, tc.resource_dir)
+        done = build.run_tool(worker_command(),
+                              input=parse_request(paths, args, tc.resource_dir, tc.libclang))
+        signatures, variables = read_worker_reply(done.stdout, done.returncode, done.stderr)
         # Enzyme's own globals (markers, registrations) must stay defined in
         # every library: Enzyme reads their initializers.
         user = [v for v in variables.values()

@@ -78,7 +78,7 @@ from .errors import BuildTimeoutError, CacheError, CompileError, Differentiation
 from .paths import atomic_write_bytes, cache_dir, file_identity, sha256_file
 from .toolchain import Toolchain
 
-__all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative",
+__all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative", "run_tool",
            "SHADOW_PREFIX",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
 
@@ -251,13 +251,16 @@ def _timeout() -> float:
         return 600.0
 
 
-def _run(cmd: Sequence[str]) -> subprocess.CompletedProcess:
+def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.CompletedProcess:
+    """Run one step of a build (a tool, or the signature parser) in a
+    subprocess, under ``ENZYME_COMPILE_TIMEOUT``; ``input`` goes to its stdin."""
     global subprocess_runs
     subprocess_runs += 1
     limit = _timeout()
     try:
         return subprocess.run(list(cmd), capture_output=True, text=True, errors="replace",
-                              timeout=limit, stdin=subprocess.DEVNULL)
+                              timeout=limit, input=input,
+                              stdin=subprocess.DEVNULL if input is None else None)
     except subprocess.TimeoutExpired as exc:
         raise BuildTimeoutError(
             f"`{Path(cmd[0]).name}` did not finish within {limit:g} s and was stopped. "
@@ -418,7 +421,7 @@ def native_features(clang: str) -> str:
     ``opt -mattr`` appends the features to each function's attributes, which
     the final clang step then compiles for.
     """
-    done = _run([clang, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull])
+    done = run_tool([clang, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull])
     return ",".join(re.findall(r'"-target-feature" "([+-][^"]+)"', done.stderr))
 
 
@@ -426,7 +429,7 @@ def _optimize_for_host(tc: Toolchain, bitcode: str, work: Path,
                        on_error: Callable[[str], Exception]) -> str:
     """The post-AD optimisation, for this machine's CPU."""
     out = str(work / "native.bc")
-    done = _run([tc.opt, bitcode, f"-passes={POST_AD_PASSES}", f"-mattr={native_features(tc.clang)}",
+    done = run_tool([tc.opt, bitcode, f"-passes={POST_AD_PASSES}", f"-mattr={native_features(tc.clang)}",
                  *OPT_FLAGS, "-o", out])
     if done.returncode != 0:
         raise on_error(done.stderr)
@@ -442,11 +445,11 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         linked = bitcode[0]
     else:
         linked = str(work / "linked.bc")
-        done = _run([tc.llvm_link, *bitcode, "-o", linked])
+        done = run_tool([tc.llvm_link, *bitcode, "-o", linked])
         if done.returncode != 0:
             raise on_enzyme_error(done.stderr)
     ad = str(work / "ad.bc")
-    done = _run([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks, native_cpu), *OPT_FLAGS,
+    done = run_tool([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks, native_cpu), *OPT_FLAGS,
                  *opt_flags, "-o", ad])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
@@ -462,12 +465,12 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         # without a shadow. (Nothing before this step may assume a definition's
         # value: the globals are external and not constant, or truly constant.)
         extern = str(work / "extern.bc")
-        done = _run([tc.llvm_extract, "--delete", *(f"--glob={g}" for g in extern_globals),
+        done = run_tool([tc.llvm_extract, "--delete", *(f"--glob={g}" for g in extern_globals),
                      ad, "-o", extern])
         if done.returncode != 0:
             raise on_enzyme_error(done.stderr)
         ad = extern
-    done = _run([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
+    done = run_tool([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
                  *link_args, "-lm"])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
@@ -561,7 +564,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         for i, path in enumerate(paths):
             out = str(work / f"source{i}.bc")
             dep = work / f"source{i}.d"
-            done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", path, "-o", out,
+            done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", path, "-o", out,
                          "-MD", "-MF", str(dep), *args])
             if done.returncode != 0:
                 diags = clang_diagnostics(done.stderr, rename)
@@ -576,7 +579,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work))
         if len(bitcode) > 1:
             linked = str(work / "module.bc")
-            done = _run([tc.llvm_link, *bitcode, "-o", linked])
+            done = run_tool([tc.llvm_link, *bitcode, "-o", linked])
             if done.returncode != 0:
                 raise CompileError("llvm-link could not link the sources:\n" + done.stderr.strip())
         else:
@@ -599,7 +602,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             # No Enzyme call or registration in the sources: the primal library
             # needs no Enzyme pass, and clang optimises and links in one step.
             optimized = _optimize_for_host(tc, linked, work, module_failure) if native_cpu else linked
-            done = _run([tc.clang, *POST_AD_FLAGS, optimized, "-o", str(so), *link_args, "-lm"])
+            done = run_tool([tc.clang, *POST_AD_FLAGS, optimized, "-o", str(so), *link_args, "-lm"])
             if done.returncode != 0:
                 raise module_failure(done.stderr)
         extra = facts.extra
@@ -630,7 +633,7 @@ def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Pa
         f"__attribute__((aligned(16))) unsigned char {SHADOW_PREFIX}{name}[{max(size, 1)}] "
         "= {0};\n" for name, size in shadowed))
     out = str(work / "shadows.bc")
-    done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(source), "-o", out])
+    done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(source), "-o", out])
     if done.returncode != 0:
         raise CompileError("enzyme-ffi could not compile the shadow globals (a bug):\n"
                            + done.stderr.strip())
@@ -641,7 +644,7 @@ def _attach_shadows(tc: Toolchain, bitcode: str, names: Sequence[str], work: Pat
     """Give each named global Enzyme's ``enzyme_shadow`` metadata pointing at
     its shadow (C has no way to say this; the textual IR does)."""
     text_path, out = work / "annotated.ll", str(work / "annotated.bc")
-    done = _run([tc.llvm_dis, bitcode, "-o", str(text_path)])
+    done = run_tool([tc.llvm_dis, bitcode, "-o", str(text_path)])
     if done.returncode != 0:
         raise CompileError("llvm-dis failed on the module (a bug):\n" + done.stderr.strip())
     text = text_path.read_text()
@@ -655,7 +658,7 @@ def _attach_shadows(tc: Toolchain, bitcode: str, names: Sequence[str], work: Pat
                                "the module's IR (a bug).")
         nodes.append(f"{node} = !{{ptr @{SHADOW_PREFIX}{name}}}")
     text_path.write_text(text + "\n" + "\n".join(nodes) + "\n")
-    done = _run([tc.llvm_as, str(text_path), "-o", out])
+    done = run_tool([tc.llvm_as, str(text_path), "-o", out])
     if done.returncode != 0:
         raise CompileError("llvm-as rejected the annotated module (a bug):\n" + done.stderr.strip())
     return out
@@ -713,7 +716,7 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         # clang links the module's bitcode into the wrapper's as it compiles
         # it (the same linker llvm-link uses): one subprocess fewer per build.
         linked_bc = str(work / "wrapper.bc")
-        done = _run([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c),
+        done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c),
                      "-Xclang", "-mlink-bitcode-file", "-Xclang", module.bc_path, "-o", linked_bc])
         if done.returncode != 0:
             raise DifferentiationError(

@@ -326,15 +326,31 @@ def _lanes(values: Any, width: int, what: str) -> tuple:
     return tuple(values)
 
 
-def _check_disjoint(ffi: cffi.FFI, entries: list[tuple[Any, int, str]]) -> None:
-    """Raise when two of the given buffers overlap: batched shadows that share
-    memory would have Enzyme write one lane's derivative over another's."""
-    spans = sorted((int(ffi.cast("uintptr_t", cdata)), nbytes, label)
-                   for cdata, nbytes, label in entries if nbytes)
-    for (start, size, label), (next_start, _, next_label) in zip(spans, spans[1:]):
-        if next_start < start + size:
-            raise ShadowValueError(f"{label} and {next_label} share memory; every shadow needs "
-                                   "its own buffer (e.g. rows of np.zeros((W, *x.shape))).")
+def _check_no_overlap(ffi: cffi.FFI, entries: Sequence[tuple[Any, bool, str]]) -> None:
+    """Raise when a buffer the derivative writes overlaps any other buffer of
+    the call. ``entries`` are (converted array, written?, label). Enzyme
+    assumes that arguments do not alias: an output overlapping an input, or
+    two shadows sharing memory, gives silently wrong derivatives (one lane's
+    or argument's derivative written over another's). Read-only buffers may
+    share memory."""
+    spans = []
+    for cdata, written, label in entries:
+        size = ffi.sizeof(cdata)
+        if size:
+            start = int(ffi.cast("uintptr_t", cdata))
+            spans.append((start, start + size, written, label))
+    spans.sort()
+    for i, (_, end, written, label) in enumerate(spans):
+        for other_start, _, other_written, other_label in spans[i + 1:]:
+            if other_start >= end:
+                break
+            if written or other_written:
+                both = f"{label} and {other_label}"
+                error = ShadowValueError if "shadow" in both else ArgumentValueError
+                raise error(f"{both} share memory, and the derivative writes "
+                            f"{label if written else other_label}. Enzyme assumes the buffers of a "
+                            "call do not overlap: give each its own array (e.g. np.zeros_like(x), "
+                            "or rows of np.zeros((W, *x.shape)) for batched shadows).")
 
 
 # The C fast path (native/fastcall.c), when the extension was built.
@@ -417,8 +433,11 @@ class DerivativeFunction:
         sig = spec.signature
         self._width = spec.width
         self._batched = spec.batched
-        self._convert: list[Callable[[Any], Any]] = []
-        self._group: list[bool] = []  # does this flat argument expand to W lanes?
+        self._convert: list[Callable[[Any], Any]] = []  # per flat argument (per lane for groups)
+        self._group: list[str] = []  # "" or, for a flat argument holding W lanes, what they are
+        # (flat position, written?, label) of every array: no written one may
+        # overlap another buffer of the call
+        self._buffers: list[tuple[int, bool, str]] = []
         self._pairs: list[tuple[int, int, str]] = []
         self._outputs: list[tuple[Callable, Callable, str, int]] = []  # (allocate, read, role, arg)
         self._has_seed = False
@@ -429,23 +448,23 @@ class DerivativeFunction:
             if param.role == "primal":
                 position[param.arg] = len(self._convert)
                 writable = param.ctype.is_pointer and not param.ctype.const
+                if param.ctype.is_pointer:
+                    self._buffers.append((len(self._convert), writable, f"argument '{name}'"))
                 self._convert.append(_param_converter(
                     ffi, param.ctype, f"argument '{name}' of {sig.name}", writable, shadow=False))
-                self._group.append(False)
+                self._group.append("")
             elif param.role == "shadow":
                 if param.lane:
                     continue  # one flat argument holds all lanes
                 if param.ctype.is_pointer:
                     writable = spec.reverse or not param.ctype.const
                     self._pairs.append((position[param.arg], len(self._convert), name))
+                    self._buffers.append((len(self._convert), writable, f"the shadow of '{name}'"))
                 else:
                     writable = False
-                convert = _param_converter(ffi, param.ctype, f"the shadow of '{name}' in {sig.name}",
-                                           writable, shadow=True)
-                if self._batched:
-                    convert = self._group_converter(convert, f"the shadows of '{name}'")
-                self._convert.append(convert)
-                self._group.append(self._batched)
+                self._convert.append(_param_converter(
+                    ffi, param.ctype, f"the shadow of '{name}' in {sig.name}", writable, shadow=True))
+                self._group.append(f"the shadows of '{name}'" if self._batched else "")
             elif param.role == "seed":
                 if not param.lane:
                     self._has_seed = True
@@ -462,13 +481,6 @@ class DerivativeFunction:
             f"d{sig.params[p.arg].name}" if p.role == "shadow" else sig.params[p.arg].name
             for p in wrapper.params if p.role == "primal" or (p.role == "shadow" and not p.lane)
         ]
-
-    def _group_converter(self, convert: Callable[[Any], Any], what: str) -> Callable[[Any], tuple]:
-        width = self._width
-
-        def convert_lanes(values: Any) -> tuple:
-            return tuple(convert(v) for v in _lanes(values, width, what))
-        return convert_lanes
 
     def _seeds(self, seed: Any) -> list:
         if not self._batched:
@@ -496,21 +508,29 @@ class DerivativeFunction:
                 f"followed by its shadow{'s' if self._batched else ''} when it has one; "
                 f"{len(args)} given.")
         if self._batched:
-            converted = []
-            per_arg = []
-            for conv, value, group in zip(self._convert, args, self._group):
+            # A batched argument's lanes are taken from it once: the arrays
+            # checked are the arrays passed.
+            arrays: list = list(args)
+            converted, per_arg = [], []
+            for i, (conv, value, group) in enumerate(zip(self._convert, args, self._group)):
                 if group:
-                    lanes = conv(value)
-                    converted.extend(lanes)
-                    per_arg.append(lanes)
+                    arrays[i] = lanes = _lanes(value, self._width, group)
+                    cdata = tuple(conv(v) for v in lanes)
+                    converted.extend(cdata)
+                    per_arg.append(cdata)
                 else:
                     converted.append(conv(value))
                     per_arg.append(converted[-1])
-            self._check_batched_pairs(args)
+            self._check_batched_pairs(arrays)
+            buffers = [(cdata, written, f"{label} (lane {lane})" if self._group[pos] else label)
+                       for pos, written, label in self._buffers
+                       for lane, cdata in enumerate(per_arg[pos] if self._group[pos] else (per_arg[pos],))]
         else:
             converted = per_arg = [conv(a) for conv, a in zip(self._convert, args)]
             for primal_pos, shadow_pos, name in self._pairs:
                 _check_pair(args[primal_pos], args[shadow_pos], name)
+            buffers = [(converted[pos], written, label) for pos, written, label in self._buffers]
+        _check_no_overlap(self._ffi, buffers)
         if self._lengths:
             _check_lengths(self._lengths, args, per_arg, self.spec.kernel)
         if self._has_seed:
@@ -524,17 +544,16 @@ class DerivativeFunction:
         self._fn(*converted, *outs)
         return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
 
-    def _check_batched_pairs(self, args: tuple) -> None:
-        ffi = self._ffi
+    def _check_batched_pairs(self, arrays: Sequence[Any]) -> None:
+        """Every lane's shape is its primal's (``arrays``: the flat arguments,
+        each batched one as the tuple of lanes that was converted)."""
         for primal_pos, shadow_pos, name in self._pairs:
-            primal = args[primal_pos]
-            entries = [(ffi.from_buffer(primal), primal.nbytes, f"the primal '{name}'")]
-            for lane, shadow in enumerate(args[shadow_pos]):
+            primal = arrays[primal_pos]
+            for lane, shadow in enumerate(arrays[shadow_pos]):
                 if shadow.shape != primal.shape:
                     raise ShadowValueError(f"shadow {lane} of '{name}' has shape {shadow.shape}, "
                                            f"but its primal has shape {primal.shape}.")
-                entries.append((ffi.from_buffer(shadow), shadow.nbytes, f"shadow {lane} of '{name}'"))
-            _check_disjoint(ffi, entries)
+                _check_pair(primal, shadow, name)
 
     def _result(self, values: Sequence[Any]) -> Any:
         primal = None
@@ -577,6 +596,8 @@ class HvpFunction:
                                            writable=False, shadow=True)
         self._out = _param_converter(self._ffi, x.ctype, "an output", writable=True, shadow=True)
         self._lengths = _length_plan(sig, {i: i for i in range(len(sig.params))})
+        self._buffers = [(i, not p.ctype.const, f"argument '{p.name}'")
+                         for i, p in enumerate(sig.params) if p.ctype.is_pointer]
 
     def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
         sig, wrt = self.spec.signature, self.spec.wrt
@@ -593,6 +614,9 @@ class HvpFunction:
             if lane.shape != x.shape:
                 raise ShadowValueError(f"a direction has shape {lane.shape}, but "
                                        f"'{sig.params[wrt].name}' has shape {x.shape}.")
+            _check_pair(x, lane, sig.params[wrt].name)
+        _check_no_overlap(self._ffi, [(converted[i], written, label) for i, written, label in self._buffers]
+                          + [(c, False, f"direction {k}") for k, c in enumerate(converted_lanes)])
         gradient = np.zeros_like(x)
         products = [np.zeros_like(x) for _ in lanes]
         if not self._library.alive:
@@ -652,6 +676,7 @@ class SplitFunctions:
         ffi, sig = self._ffi, spec.signature
         self._convert: list[Callable[[Any], Any]] = []
         self._pairs: list[tuple[int, int, str]] = []
+        self._buffers: list[tuple[int, bool, str]] = []  # as DerivativeFunction's
         # One step per entry parameter: ("arg", flat index), ("cell", flat index)
         # for an Active scalar's value, or ("zero", None) for a zeroed cell.
         self._plan: list[tuple[str, Any, str, str, int]] = []
@@ -667,6 +692,8 @@ class SplitFunctions:
                     position[param.arg] = len(self._convert)
                 what = f"the shadow of '{name}'" if shadow else f"argument '{name}'"
                 writable = shadow or (param.ctype.is_pointer and not param.ctype.const)
+                if param.ctype.is_pointer:
+                    self._buffers.append((len(self._convert), writable, what))
                 self._plan.append(("arg", len(self._convert), base, param.role, param.arg))
                 self._convert.append(_param_converter(ffi, param.ctype, f"{what} of {sig.name}",
                                                       writable, shadow))
@@ -690,6 +717,7 @@ class SplitFunctions:
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         for primal_pos, shadow_pos, name in self._pairs:
             _check_pair(args[primal_pos], args[shadow_pos], name)
+        _check_no_overlap(self._ffi, [(converted[i], written, label) for i, written, label in self._buffers])
         if self._lengths:
             _check_lengths(self._lengths, args, converted, self.spec.kernel)
         new = self._ffi.new

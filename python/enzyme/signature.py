@@ -12,6 +12,8 @@ import ast
 import atexit
 import hashlib
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -19,7 +21,8 @@ from .errors import CompileError, ContractError, UnsupportedSignatureError
 
 __all__ = ["CType", "Param", "Signature", "GlobalVar", "LengthContract", "ContractValueError",
            "CInt", "c_int_type", "length_contracts",
-           "with_lengths", "parse_signatures", "parse_module"]
+           "with_lengths", "parse_signatures", "parse_module", "parse_request", "worker_command",
+    "read_worker_reply"]
 
 
 @dataclass(frozen=True)
@@ -608,7 +611,7 @@ def parse_module(sources: Sequence[str], args: Sequence[str],
     (signatures, globals)
         The external functions and the external global variables defined.
     """
-    from clang.cindex import CursorKind, LinkageKind, StorageClass, TranslationUnitLoadError
+    from clang.cindex import CursorKind, LinkageKind, StorageClass, TranslationUnitLoadError, TypeKind
 
     table = _scalar_table()
     found: dict[str, Signature] = {}
@@ -643,6 +646,75 @@ def parse_module(sources: Sequence[str], args: Sequence[str],
                 params=params,
                 ret=_ctype(cursor.result_type, table, returned=True),
                 location=f"{loc.file.name if loc.file else source}:{loc.line}",
-                variadic=cursor.type.is_function_variadic(),
+                # a definition without a prototype (`int main()`, K&R style)
+                # takes exactly the parameters it declares
+                variadic=(cursor.type.kind == TypeKind.FUNCTIONPROTO
+                          and cursor.type.is_function_variadic()),
             )
     return found, variables
+
+
+# ---- Parsing in a worker process --------------------------------------------
+# libclang runs in a child interpreter, as clang and opt do: a crash or a hang
+# inside it becomes an exception (with the build's timeout), never the end of
+# the user's interpreter. The child loads only this module and errors.py (a
+# bare package object stands in for enzyme), not numpy or cffi.
+
+_BOOTSTRAP = ("import sys, types\n"
+              "package = types.ModuleType('_enzyme_parse'); package.__path__ = [{directory!r}]\n"
+              "sys.modules['_enzyme_parse'] = package\n"
+              "from _enzyme_parse.signature import _worker_main\n"
+              "_worker_main()\n")
+
+
+def worker_command() -> list[str]:
+    """The command line of a parse worker; it reads :func:`parse_request`'s
+    JSON on stdin and writes its reply on stdout."""
+    return [sys.executable, "-I", "-c", _BOOTSTRAP.format(directory=os.path.dirname(__file__))]
+
+
+def parse_request(sources: Sequence[str], args: Sequence[str], resource_dir: str,
+                  libclang: str) -> str:
+    """The worker's input: what :func:`parse_module` takes, and the libclang
+    to load ("" for the one bundled with the Python package)."""
+    return json.dumps({"sources": list(sources), "args": list(args), "resource_dir": resource_dir,
+                       "libclang": libclang, "sys_path": [p for p in sys.path if p]})
+
+
+def read_worker_reply(stdout: str, returncode: int,
+                      stderr: str) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
+    """The signatures and globals from a worker's output, or the
+    :class:`CompileError` it reported (or that its death amounts to)."""
+    reply = None
+    for line in stdout.splitlines():
+        if line.startswith("ENZYME-PARSE "):
+            reply = json.loads(line[len("ENZYME-PARSE "):])
+    if reply is None:
+        how = f"died from signal {-returncode}" if returncode < 0 else f"exited with {returncode}"
+        raise CompileError(f"libclang {how} while parsing the sources' signatures (a libclang "
+                           f"crash: try simplifying the declarations it stopped at):\n{stderr[-3000:]}")
+    if "error" in reply:
+        raise CompileError(reply["error"], tuple(reply.get("diagnostics", ())))
+    return ({s["name"]: Signature.from_json(s) for s in reply["signatures"]},
+            {v["name"]: GlobalVar.from_json(v) for v in reply["globals"]})
+
+
+def _worker_main() -> None:
+    request = json.loads(sys.stdin.read())
+    sys.path.extend(p for p in request["sys_path"] if p not in sys.path)  # where clang.cindex is
+    try:
+        import clang.cindex
+
+        if request["libclang"]:
+            clang.cindex.Config.set_library_file(request["libclang"])
+            # the bindings may be newer than the library: skip functions it lacks
+            clang.cindex.Config.set_compatibility_check(False)
+        signatures, variables = parse_module(request["sources"], request["args"],
+                                             request["resource_dir"])
+        reply = {"signatures": [s.to_json() for s in signatures.values()],
+                 "globals": [v.to_json() for v in variables.values()]}
+    except CompileError as exc:
+        reply = {"error": str(exc), "diagnostics": list(exc.diagnostics)}
+    except Exception as exc:  # anything else libclang's bindings raise
+        reply = {"error": f"libclang failed while parsing the signatures: {type(exc).__name__}: {exc}"}
+    print("ENZYME-PARSE " + json.dumps(reply), flush=True)

