@@ -56,6 +56,7 @@ recorded hashes do not match is rebuilt, never loaded.
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import functools
 import hashlib
@@ -75,8 +76,8 @@ from typing import TypeVar
 
 from .diagnostics import explain
 from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, EnzymeError, ToolchainError
-from .paths import atomic_write_bytes, cache_dir, file_identity, sha256_file
-from .toolchain import Toolchain
+from .paths import atomic_write_bytes, cache_dir, file_identity, sha256_file, stamped_json
+from .toolchain import Toolchain, probe_store
 
 __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative", "run_tool",
            "SHADOW_PREFIX",
@@ -101,6 +102,7 @@ POST_AD_FLAGS = ("-O3", "-fPIC", "-shared")
 
 # Counts subprocess launches; tests use it to prove a cache hit runs none.
 subprocess_runs = 0
+_runs_lock = threading.Lock()
 
 _memo_lock = threading.Lock()
 # In-process memos. Each entry remembers the identity (inode, size, mtime) of
@@ -255,7 +257,8 @@ def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.Complet
     """Run one step of a build (a tool, or the signature parser) in a
     subprocess, under ``ENZYME_COMPILE_TIMEOUT``; ``input`` goes to its stdin."""
     global subprocess_runs
-    subprocess_runs += 1
+    with _runs_lock:
+        subprocess_runs += 1
     limit = _timeout()
     try:
         return subprocess.run(list(cmd), capture_output=True, text=True, errors="replace",
@@ -421,8 +424,13 @@ def native_features(clang: str) -> str:
     ``opt -mattr`` appends the features to each function's attributes, which
     the final clang step then compiles for.
     """
-    done = run_tool([clang, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull])
-    return ",".join(re.findall(r'"-target-feature" "([+-][^"]+)"', done.stderr))
+    def probe() -> dict:
+        done = run_tool([clang, "-march=native", "-###", "-x", "c", "-c", os.devnull, "-o", os.devnull])
+        return {"features": ",".join(re.findall(r'"-target-feature" "([+-][^"]+)"', done.stderr))}
+
+    # remembered per clang binary and CPU (a home directory may be shared by
+    # machines with different CPUs)
+    return stamped_json(probe_store(), Path(clang), probe, variant=f"native features {host_cpu()}")["features"]
 
 
 def _optimize_for_host(tc: Toolchain, bitcode: str, work: Path,
@@ -494,9 +502,10 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths)`` is called on a cache miss with the C files as written
-    to disk (once clang has accepted them); its :class:`ModuleFacts` say which
-    globals to share and shadow, and its ``extra`` is stored with the entry
-    (the orchestrator stores the parsed signatures there).
+    to disk, in a thread, while clang compiles them (clang's diagnostics win
+    when both fail); its :class:`ModuleFacts` say which globals to share and
+    shadow, and its ``extra`` is stored with the entry (the orchestrator
+    stores the parsed signatures there).
     """
     key = _module_key(tc, sources, [*args, *opt_flags], link_args, split_long_blocks, native_cpu)
     with _memo_lock:
@@ -561,20 +570,22 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             paths.append(path)
         system_roots = ("/usr/include", "/usr/lib", "/usr/local/include", tc.resource_dir)
         system_roots = tuple(r for r in system_roots if r)
-        for i, path in enumerate(paths):
-            out = str(work / f"source{i}.bc")
-            dep = work / f"source{i}.d"
-            done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", path, "-o", out,
-                         "-MD", "-MF", str(dep), *args])
-            if done.returncode != 0:
-                diags = clang_diagnostics(done.stderr, rename)
-                shown = rename.get(path, path)
-                raise CompileError(
-                    f"clang could not compile {shown}:\n" + ("\n".join(diags) or done.stderr.strip()),
-                    diags)
-            bitcode.append(out)
-            headers += _user_headers(dep, set(paths), system_roots)
-        facts = describe(paths)
+        # The signature parser (a subprocess) runs while clang compiles.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            described = pool.submit(describe, paths)
+            for i, path in enumerate(paths):
+                out = str(work / f"source{i}.bc")
+                dep = work / f"source{i}.d"
+                done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", path, "-o", out,
+                                 "-MD", "-MF", str(dep), *args])
+                if done.returncode != 0:
+                    diags = clang_diagnostics(done.stderr, rename)
+                    shown = rename.get(path, path)
+                    raise CompileError(f"clang could not compile {shown}:\n"
+                                       + ("\n".join(diags) or done.stderr.strip()), diags)
+                bitcode.append(out)
+                headers += _user_headers(dep, set(paths), system_roots)
+            facts = described.result()
         if facts.shadowed_globals:
             bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work))
         if len(bitcode) > 1:

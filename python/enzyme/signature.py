@@ -670,7 +670,7 @@ _BOOTSTRAP = ("import sys, types\n"
 def worker_command() -> list[str]:
     """The command line of a parse worker; it reads :func:`parse_request`'s
     JSON on stdin and writes its reply on stdout."""
-    return [sys.executable, "-I", "-c", _BOOTSTRAP.format(directory=os.path.dirname(__file__))]
+    return [sys.executable, "-I", "-S", "-c", _BOOTSTRAP.format(directory=os.path.dirname(__file__))]
 
 
 def parse_request(sources: Sequence[str], args: Sequence[str], resource_dir: str,

@@ -165,7 +165,8 @@ def _probe_version(tool: Path) -> dict:
     return facts
 
 
-def _probe_store() -> Path:
+def probe_store() -> Path:
+    """Where probed facts about tools are remembered (see ``paths.stamped_json``)."""
     return cache_dir() / "toolchain-probe.json"
 
 
@@ -208,7 +209,7 @@ def _find_split_pass(major: int, opt_path: Path, opt_version: str) -> tuple[str,
         return "", "", (f"{name} was not built with this installation (LLVM {major} development "
                         f"files or a C++ compiler were missing at install time).\nFix: apt-get "
                         f"install llvm-{major}-dev g++ and reinstall enzyme-ffi.")
-    store = _probe_store()
+    store = probe_store()
     variant = f"{opt_path.resolve()} {opt_version}"
     try:
         built_for = json.loads(found.with_suffix(".json").read_text())
@@ -293,7 +294,7 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
         if not tool.exists():
             raise ToolchainError(f"{tool} does not exist.\nFix: install clang-{major} "
                                  f"llvm-{major}, or correct ENZYME_CLANG/ENZYME_OPT.")
-    store = _probe_store()
+    store = probe_store()
     clang_facts = stamped_json(store, clang_path, lambda: _probe_version(clang_path))
     opt_facts = stamped_json(store, opt_path, lambda: _probe_version(opt_path))
     for tool, facts, source in ((clang_path, clang_facts, clang_source),
