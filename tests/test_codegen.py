@@ -4,6 +4,10 @@ definition and the cffi cdef come from one generator and must agree."""
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import tempfile
 
 import pytest
 
@@ -68,6 +72,37 @@ def test_cdef_matches_c_definition(mode, kinds, ret):
     # only pointers and Duplicated scalars carry shadows
     shadows = [p for p in wrapper.params if p.role == "shadow"]
     assert len(shadows) == sum(a.has_shadow for a in spec.args)
+
+
+def test_cdefs_agree_with_the_c_compiler():
+    """The cffi declarations against the definitions, checked by a C
+    compiler rather than by comparing strings made from one value: each
+    wrapper is preceded by its own cdef, and C rejects a declaration that
+    conflicts with the definition (types, order or number of parameters)."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang-15")
+    if compiler is None:
+        pytest.skip("no C compiler on PATH")
+    units = []
+    for mode, kinds, ret in _patterns():
+        wrapper = generate_derivative(resolve_activities(SIG, mode, kinds, ret))
+        units.append(wrapper.cdef + "\n" + wrapper.c_source)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "wrappers.c")
+        with open(source, "w") as handle:
+            handle.write("\n".join(units))
+        done = subprocess.run([compiler, "-fsyntax-only", "-Werror", "-Wno-unused-function", source],
+                              capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # and the check can fail: a cdef with one parameter type changed
+    wrapper = generate_derivative(resolve_activities(SIG, Reverse, [Active, Const, Const, Const, Const]))
+    wrong = wrapper.cdef.replace("double a0", "float a0", 1)
+    assert wrong != wrapper.cdef
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "wrong.c")
+        with open(source, "w") as handle:
+            handle.write(wrong + "\n" + wrapper.c_source)
+        done = subprocess.run([compiler, "-fsyntax-only", source], capture_output=True, text=True)
+    assert done.returncode != 0 and "conflicting types" in done.stderr
 
 
 def test_same_request_same_code_different_request_different_entry():
