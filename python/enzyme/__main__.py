@@ -29,6 +29,12 @@ def _doctor() -> int:
     print(f"opt:       {tc.opt}  ({tc.opt_version})")
     print(f"llvm-link: {tc.llvm_link}")
     print(f"resource:  {tc.resource_dir}")
+    if tc.libclang:
+        print(f"libclang:  {tc.libclang}  (parses signatures)")
+    else:
+        print("libclang:  the compiling clang has none; the Python package's bundled one parses "
+              f"signatures.\n           For parser and compiler to agree: apt-get install "
+              f"libclang1-{tc.llvm_major}")
     if tc.split_pass:
         print(f"long-block pass: {tc.split_pass}")
     else:
