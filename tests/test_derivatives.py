@@ -127,7 +127,7 @@ def test_grad_value_and_grad_and_derivative(cc):
     np.testing.assert_allclose(g, rosenbrock_grad(x), rtol=1e-12)
     value, g2 = enzyme.value_and_grad(mod.rosenbrock, argnums=0)(x, 10)
     assert value == pytest.approx(mod.rosenbrock(x, 10))
-    np.testing.assert_array_equal(g, g2)
+    np.testing.assert_allclose(g, g2, rtol=1e-14)  # two compiled forms (with and without the primal)
     df = enzyme.derivative(mod.rosenbrock, Reverse, Duplicated, Const)
     dx = np.zeros_like(x)
     r = df(x, dx, 10)

@@ -227,3 +227,50 @@ def test_native_cpu_does_not_reach_enzyme(cc):
     ddelv = np.zeros(n)
     autodiff(Reverse, mod.upd, Duplicated(e, de), Duplicated(delv, ddelv), Const(idx), Const(n))
     np.testing.assert_allclose(ddelv, 2 * delv, rtol=1e-15)
+
+
+STRIDED_SELECT = r"""
+#include <stddef.h>
+static double loop1(const double *x, int n, double s) {
+    for (size_t m = 0; m < (size_t)n; m += 2) s = 0.5 * s + (x[m] < x[m] + 4.0 ? x[m] : x[m] + 4.0);
+    return s;
+}
+double k66(const double *x, int n) {
+    double s = loop1(x, n, 0.0);
+    for (size_t m = 0; m < (size_t)n; m += 2) s = 0.5 * s + x[m] * x[m];
+    return s;
+}
+"""
+
+
+def test_reverse_without_the_primal_result(cc):
+    """Random program 66: with the kernel's result stored through a pointer
+    (the generated wrapper's old form) Enzyme v0.0.289 got this adjoint wrong
+    (dx[4] = -0.467 instead of 0.506), while a direct __enzyme_autodiff was
+    right; the wrapper now returns the seeded value instead. Any use of the
+    primal result brings the defect back (ReverseWithPrimal, value_and_grad,
+    vjp):
+    an Enzyme limitation, kept as a strict expected failure below."""
+    mod = cc(STRIDED_SELECT)
+    x, n = _X.copy(), _X.size
+    fd = central_difference(lambda v: mod.k66(v, n), x)
+    fwd = np.array([enzyme.jvp(mod.k66, wrt=0)(x, n, e)[1] for e in np.eye(n)])
+    np.testing.assert_allclose(fwd, fd, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(enzyme.grad(mod.k66)(x, n), fwd, rtol=1e-13, atol=1e-15)
+    dx = np.zeros(n)
+    autodiff(Reverse, mod.k66, Duplicated(x, dx), Const(n), seed=-2.0)
+    np.testing.assert_allclose(dx, -2.0 * fwd, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.xfail(strict=True, reason="Enzyme v0.0.289: when the primal result is also needed, the "
+                   "adjoint of random program 66 is wrong (the reference chain shows it too)")
+def test_reverse_with_the_primal_result(cc):
+    mod = cc(STRIDED_SELECT)
+    x, n = _X.copy(), _X.size
+    right = enzyme.grad(mod.k66)(x, n)
+    value, g = enzyme.value_and_grad(mod.k66)(x, n)
+    assert value == pytest.approx(mod.k66(x, n), rel=1e-15)
+    wrong = [not np.allclose(g, right, rtol=1e-12)]
+    value, cotangent = enzyme.vjp(mod.k66, wrt=0)(x, n, 3.0)   # vjp returns the value too
+    wrong.append(not np.allclose(cotangent, 3.0 * right, rtol=1e-12))
+    assert not any(wrong), wrong

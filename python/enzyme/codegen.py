@@ -27,7 +27,7 @@ __all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_
            "struct_definitions"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "3"
+CODEGEN_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,7 @@ class _Call:
         self.locals: list[str] = []
         self.enzyme_args: list[tuple[str, str]] = []  # (C type, expression)
         self.after: list[str] = []
+        self.helper_ret = "void"
         if runtime_activity:
             self.enzyme_args.append(("int", "enzyme_runtime_activity"))
         if width > 1:
@@ -214,6 +215,20 @@ class _Call:
         # A struct result leaves through an untyped pointer to caller memory
         # laid out like it (cffi has no declaration of the struct).
         out_decl, out_ref = ("void *", f"*({rbase} *){{}}") if struct else (f"{rbase} *", "*{}")
+        if reverse and ret == "active" and not with_primal and self.width == 1 and not struct:
+            # The helper returns the (seeded) value, Enzyme seeds it with 1:
+            # d(seed * f) = seed * df. Storing the result through a pointer
+            # instead (the form below) made Enzyme v0.0.289 compute wrong
+            # adjoints for some loops (a strided reduction of a select, then
+            # of squares: tests/test_pipeline_regressions.py), as does any
+            # use of the primal result; so it is kept for what needs it.
+            self.helper_ret = rbase
+            if not seed_param:
+                return f"return {call};"
+            self.entry_params.append(WrapperParam("seed", -1, rtype, f"{rbase} seed_0"))
+            self.helper_params.append((rbase, "seed"))
+            self.enzyme_args += [("int", "enzyme_const"), (rbase, "seed_0")]
+            return f"return seed * {call};"
         self.helper_params.append((f"{rbase} *", "ret"))
         if ret == "active" and not seed_param:
             seeds = self.lanes("dr_{w} = 1")
@@ -242,11 +257,11 @@ class _Call:
         return f"*ret = {call};"
 
     def helper_pointer_type(self) -> str:
-        return f"void (*)({', '.join(t for t, _ in self.helper_params) or 'void'})"
+        return f"{self.helper_ret} (*)({', '.join(t for t, _ in self.helper_params) or 'void'})"
 
     def helper_definition(self, helper: str, body: str) -> str:
         params = ", ".join(f"{t} {n}" for t, n in self.helper_params) or "void"
-        return f"static void {helper}({params}) {{ {body} }}"
+        return f"static {self.helper_ret} {helper}({params}) {{ {body} }}"
 
     def declaration(self, enzyme_fn: str) -> str:
         types = ", ".join([self.helper_pointer_type()] + [t for t, _ in self.enzyme_args])
