@@ -176,3 +176,31 @@ def test_batch_misuse_is_a_clear_error(mod):
         enzyme.hessian(mod.energy, wrt=1)(x, 1.0, 4)
     with pytest.raises(enzyme.ActivityError, match="non-const floating array"):
         enzyme.jacobian(mod.nlmap, wrt=0, out=0)(x, 4, np.zeros(2), 2)
+
+
+def test_jacobian_of_an_in_place_kernel_is_taken_at_one_point(cc):
+    """A kernel that updates its output in place reads it too: the Jacobian
+    helper calls the kernel once per chunk and must start every chunk from
+    the same point (random program 40: chunk=1 in reverse mode gave a
+    Jacobian of the successive states). The array ends as one call leaves it."""
+    mod = cc("""
+    #include <math.h>
+    void sweep(const double *x, double *y, int n) {
+        for (int j = n - 2; j >= 0; j--) y[j] = 0.6 * y[j] + 0.4 * tanh(y[j + 1] + x[j]);
+    }""")
+    x = np.linspace(-0.5, 0.7, 5)
+    y0 = np.linspace(0.3, -0.2, 5)
+
+    def f(v):
+        y = y0.copy()
+        mod.sweep(v, y, 5)
+        return y
+
+    h = 1e-6
+    fd = np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(5)]).T
+    for mode in (enzyme.Forward, enzyme.Reverse):
+        for chunk in (1, 2, 8):
+            y = y0.copy()
+            jac = enzyme.jacobian(mod.sweep, wrt=0, out=1, mode=mode, chunk=chunk)(x, y, 5)
+            np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(y, f(x), rtol=1e-15)

@@ -1145,6 +1145,20 @@ def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
     return jacobian_call
 
 
+def _writable_arrays(kernel: Kernel, args: Sequence[Any]) -> Callable[[], None]:
+    """A function that puts back what the arrays the kernel may write (its
+    non-const pointer arguments) hold now: a helper that calls a kernel
+    several times (a chunk at a time) must evaluate every chunk at the same
+    point, also when the kernel updates an array in place."""
+    saved = [(value, value.copy()) for param, value in zip(kernel.signature.params, args)
+             if param.ctype.is_pointer and not param.ctype.const and isinstance(value, np.ndarray)]
+
+    def restore() -> None:
+        for value, old in saved:
+            value[...] = old
+    return restore
+
+
 def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index: int,
                      x: np.ndarray, y: np.ndarray, jac: np.ndarray, use_forward: bool,
                      chunk: int) -> None:
@@ -1164,7 +1178,10 @@ def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index:
     def lanes(value: np.ndarray, shadows: np.ndarray) -> Any:
         return Duplicated(value, shadows[0]) if width == 1 else BatchDuplicated(value, shadows)
 
+    restore = _writable_arrays(kernel, [a.val for a in annotations])
     for start in range(0, n if use_forward else m, width):
+        if start:
+            restore()  # every chunk starts from the point the Jacobian is taken at
         if use_forward:
             tangents = np.zeros((width, *y.shape), dtype=y.dtype)
             annotations[x_index] = lanes(x, _unit_lanes(x, start, width))
@@ -1232,7 +1249,10 @@ def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[...,
         width = max(1, min(chunk, n))
         fn = kernel.hvp_function(x_index, width)
         hess = np.zeros((n, n), dtype=x.dtype)
+        restore = _writable_arrays(kernel, args)
         for start in range(0, n, width):
+            if start:
+                restore()
             _, products = fn(args, _unit_lanes(x, start, width))
             for lane in range(min(width, n - start)):
                 hess[:, start + lane] = products[lane].ravel()
