@@ -16,12 +16,16 @@ from enzyme import api, codegen
 
 
 def _scale_seed(source: str) -> str:
-    """Reverse mode: every return seed doubled (all adjoints x2)."""
+    """Reverse mode: every return seed doubled (all adjoints x2), in both
+    generated forms (seeded return value, seeded return shadow)."""
+    source = re.sub(r"\breturn seed \* ", "return 2.0 * seed * ", source)
     return re.sub(r"\bdr_(\d+) = seed_\1\b", r"dr_\1 = 2.0 * seed_\1", source)
 
 
 def _drop_seed(source: str) -> str:
-    """Reverse mode: the return seed of lane 0 replaced by 0."""
+    """Reverse mode: the return seed ignored (taken as 1, or 0 for lane 0 of
+    the seeded-shadow form)."""
+    source = re.sub(r"\breturn seed \* ", "return ", source)
     return re.sub(r"\bdr_0 = seed_0\b", "dr_0 = 0", source)
 
 
