@@ -15,6 +15,14 @@ The chain (checked on the pinned toolchain):
    and its rule silently unused);
 4. ``clang -O3 -shared`` to a shared library (this step vectorises).
 
+With ``native_cpu`` (the default) step 3 stops after Enzyme and a second
+``opt -passes=default<O3> -mattr=<this CPU's features>`` follows: the host's
+features reach the code only after Enzyme has differentiated the generic
+x86-64 IR. A derivative library's copies of the module's globals are turned
+into declarations (``llvm-extract --delete``) only after optimisation, so
+that Enzyme sees their definitions as in the reference chain, while the
+library uses the primal library's storage.
+
 The flags before Enzyme are chosen by correctness on the conformance corpus
 (tests/conformance) and the random programs (tests/test_random_programs.py),
 never by speed alone. Measured with the pinned Enzyme (v0.0.289):
