@@ -76,8 +76,15 @@ def _problems(report: randprog.Report, known: dict[int, str]) -> list[str]:
     return problems
 
 
-def test_random_programs(tc):
-    report = randprog.run_isolated(range(PROGRAMS), SEED, workers=2, families=FAMILIES, reference=True)
+def _child_env(tmp_path) -> dict:
+    """The child processes build in a cache of their own: a child that dies
+    mid-build must not leave its work in the session's cache."""
+    return dict(os.environ, ENZYME_CACHE_DIR=str(tmp_path / "randprog-cache"))
+
+
+def test_random_programs(tc, tmp_path):
+    report = randprog.run_isolated(range(PROGRAMS), SEED, workers=2, families=FAMILIES, reference=True,
+                                   env=_child_env(tmp_path))
     assert report.programs == PROGRAMS, f"{report.programs} of {PROGRAMS} programs ran"
     # every program gets its checks; few are skipped (no smooth input point)
     assert report.skipped <= PROGRAMS // 20, json.dumps(report.to_json()["skipped_pids"])
@@ -88,7 +95,7 @@ def test_random_programs(tc):
                           f"({report.checks} checks):\n\n" + "\n\n".join(problems))
 
 
-def test_mutable_global_helpers(tc):
+def test_mutable_global_helpers(tc, tmp_path):
     """grad/jvp/vjp/jacobian/hvp/hessian of kernels reading a mutable global
     agree with central differences w.r.t. their wrt argument, whatever the
     global's shadow holds (it is left dirty by a reverse call first).
@@ -103,7 +110,7 @@ def test_mutable_global_helpers(tc):
     if not MGLOBAL:
         pytest.skip("the mutable-global family runs with ENZYME_RANDPROG_MGLOBAL=1")
     report = randprog.run_isolated(range(MGLOBAL_PROGRAMS), SEED, workers=2, families=("mglobal",),
-                                   reference=False)
+                                   reference=False, env=_child_env(tmp_path))
     assert report.programs == MGLOBAL_PROGRAMS
     problems = [_describe(report, o.pid, f"program {o.pid}") for o in report.disagreeing]
     assert not problems, (f"{len(problems)} of {report.programs} mutable-global programs disagree:\n\n"
