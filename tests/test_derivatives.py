@@ -325,3 +325,30 @@ def test_compile_from_path_string(cc, tmp_path):
     src.write_text("double tw(double x) { return 2 * x; }\n")
     mod = cc(str(src))
     assert mod.tw(1.5) == 3.0
+
+
+def test_two_duplicated_arrays_get_their_own_adjoints(cc):
+    """Two same-typed differentiated arrays with different adjoints: a
+    derivative that swapped or mixed their shadows would fail here, in
+    every mode and form (reverse with and without the primal, batched,
+    forward)."""
+    mod = cc("double mix(const double *a, const double *b, int n) {"
+             " double s = 0; for (int i = 0; i < n; i++) s += a[i] * a[i] * b[i] + 3.0 * b[i]; return s; }")
+    a, b = np.array([1.0, -2.0, 0.5]), np.array([0.25, 4.0, -1.0])
+    want_a, want_b = 2 * a * b, a * a + 3.0
+    for mode in (Reverse, enzyme.ReverseWithPrimal):
+        da, db = np.zeros(3), np.zeros(3)
+        autodiff(mode, mod.mix, Duplicated(a, da), Duplicated(b, db), Const(3))
+        np.testing.assert_allclose(da, want_a, rtol=1e-15)
+        np.testing.assert_allclose(db, want_b, rtol=1e-15)
+    lanes_a, lanes_b = np.zeros((2, 3)), np.zeros((2, 3))
+    autodiff(Reverse, mod.mix, enzyme.BatchDuplicated(a, lanes_a), enzyme.BatchDuplicated(b, lanes_b), Const(3),
+             seed=(1.0, -2.0))
+    np.testing.assert_allclose(lanes_a, np.outer([1.0, -2.0], want_a), rtol=1e-15)
+    np.testing.assert_allclose(lanes_b, np.outer([1.0, -2.0], want_b), rtol=1e-15)
+    va, vb = np.array([1.0, 0.0, 2.0]), np.array([0.0, 1.0, -1.0])
+    t = autodiff(Forward, mod.mix, Duplicated(a, va), Duplicated(b, vb), Const(3))
+    assert t.tangent == pytest.approx(want_a @ va + want_b @ vb, rel=1e-14)
+    g = enzyme.grad(mod.mix, argnums=(0, 1))(a, b, 3)
+    np.testing.assert_allclose(g[0], want_a, rtol=1e-15)
+    np.testing.assert_allclose(g[1], want_b, rtol=1e-15)
