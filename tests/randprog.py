@@ -231,8 +231,9 @@ class _Gen:
             fn = r.choice(["fmin", "fmax", "copysign", "fabs", "hypot", "fmin", "fmax"])
             if fn == "fabs":
                 return f"fabs({sub()})"
-            if fn == "hypot":
-                return f"hypot({sub()}, {r.choice([sub(), '0.5'])})"
+            if fn == "hypot":  # never hypot(0, 0) (both arguments may be exactly zero, e.g. 0.1 * i at i = 0)
+                e2 = sub()
+                return f"hypot({sub()}, {r.choice(['0.5', f'(0.3 + {e2} * {e2})'])})"
             return f"{fn}({sub()}, {sub()})"
         e = sub()
         fn = r.choice(["sin", "cos", "tanh", "exp", "log", "sqrt", "pow", "powa", "sin", "exp"])

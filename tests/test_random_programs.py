@@ -112,6 +112,9 @@ def test_mutable_global_helpers(tc, tmp_path):
     report = randprog.run_isolated(range(MGLOBAL_PROGRAMS), SEED, workers=2, families=("mglobal",),
                                    reference=False, env=_child_env(tmp_path))
     assert report.programs == MGLOBAL_PROGRAMS
-    problems = [_describe(report, o.pid, f"program {o.pid}") for o in report.disagreeing]
+    # a helper that also disagrees with the global's shadow zeroed has another
+    # cause (see randprog._mglobal_checks), reported by the main test's families
+    problems = [_describe(report, o.pid, f"program {o.pid}") for o in report.disagreeing
+                if any(d.get("clean_shadow") != "also disagrees" for d in o.disagreements)]
     assert not problems, (f"{len(problems)} of {report.programs} mutable-global programs disagree:\n\n"
                           + "\n\n".join(problems))
