@@ -881,6 +881,23 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[
     return tuple(n % nargs for n in nums), single
 
 
+def _scratch(param: Any, value: Any) -> bool:
+    """Whether a helper must give a non-differentiated argument a zero shadow
+    instead of passing it Const: the kernel may write it (a non-const pointer
+    to floating data) and read back what it wrote. Enzyme drops derivatives
+    that flow through Const memory, so a scratch array passed Const made
+    ``grad`` silently zero."""
+    return (param.ctype.is_pointer and not param.ctype.const and param.ctype.is_float
+            and isinstance(value, np.ndarray))
+
+
+def _inactive(kernel: Kernel, args: Sequence[Any]) -> list[Any]:
+    """The annotations of arguments no derivative is asked for: Const, or a
+    zero shadow for what the kernel may write (see :func:`_scratch`)."""
+    return [Duplicated(value, np.zeros_like(value, order="C")) if _scratch(param, value) else Const(value)
+            for param, value in zip(kernel.signature.params, args)]
+
+
 def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
     sig = kernel.signature
     if not sig.ret.is_float:
@@ -891,17 +908,16 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
     if len(args) != len(sig.params):
         raise ActivityError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} given. "
                             f"Signature: {sig}")
-    annotations: list[Any] = []
-    for i, value in enumerate(args):
-        if i not in nums:
-            annotations.append(Const(value))
-        elif sig.params[i].ctype.is_pointer:
+    annotations = _inactive(kernel, args)
+    for i in nums:
+        value = args[i]
+        if sig.params[i].ctype.is_pointer:
             if not isinstance(value, np.ndarray):
                 raise ActivityError(f"argument {i} ('{sig.params[i].name}') is a pointer: pass "
                                     "a numpy array to differentiate it.")
-            annotations.append(Duplicated(value, np.zeros_like(value, order="C")))
+            annotations[i] = Duplicated(value, np.zeros_like(value, order="C"))
         else:
-            annotations.append(Active(value))
+            annotations[i] = Active(value)
     with kernel.module._wrt_arguments_only():
         result = autodiff(mode, kernel, *annotations)
     grads = tuple(result.derivs[i] if isinstance(annotations[i], Active) else annotations[i].dval
@@ -913,7 +929,10 @@ def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]
     """The gradient of a scalar-returning kernel with respect to ``argnums``.
 
     Arrays are differentiated with a fresh zero shadow (the result has the
-    array's shape); floating scalars give a float. Other arguments are Const.
+    array's shape); floating scalars give a float. Other arguments are Const,
+    except arrays the kernel may write (non-const floating pointers), which
+    get a zero shadow so that derivatives flowing through them (a scratch
+    buffer written and read back) are kept.
 
     Examples
     --------
@@ -1030,7 +1049,7 @@ def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     def jvp_call(*args_and_v: Any) -> tuple[Any, Any]:
         *args, v = args_and_v
         _check_count(kernel, tuple(args))
-        annotations: list[Any] = [Const(a) for a in args]
+        annotations = _inactive(kernel, args)
         annotations[x_index] = Duplicated(args[x_index], v)
         if out_index is None:
             with kernel.module._wrt_arguments_only():
@@ -1063,7 +1082,7 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     def vjp_call(*args_and_u: Any) -> tuple[Any, Any]:
         *args, u = args_and_u
         _check_count(kernel, tuple(args))
-        annotations: list[Any] = [Const(a) for a in args]
+        annotations = _inactive(kernel, args)
         if kernel.signature.params[x_index].ctype.is_pointer:
             x = _wrt_array(kernel, tuple(args), x_index)
             annotations[x_index] = Duplicated(x, np.zeros_like(x))
@@ -1138,7 +1157,7 @@ def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
         n, m = x.size, y.size
         use_forward = mode is Forward or (mode is None and n <= m)
         jac = np.zeros((m, n), dtype=y.dtype)
-        annotations: list[Any] = [Const(a) for a in args]
+        annotations = _inactive(kernel, args)
         with kernel.module._wrt_arguments_only():
             _jacobian_chunks(kernel, annotations, x_index, out_index, x, y, jac, use_forward, chunk)
         return jac.reshape((*y.shape, *x.shape))
@@ -1170,7 +1189,7 @@ def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index:
     if width > 1 and kernel.module._shadowed:
         # A derivative that involves a global's shadow cannot be batched (one
         # shadow per global, not per lane): then one direction per call.
-        kinds = tuple(Duplicated if i in (x_index, out_index) else Const for i in range(len(annotations)))
+        kinds = tuple(Duplicated if i in (x_index, out_index) else type(a) for i, a in enumerate(annotations))
         single = kernel.derivative_function(mode, kinds, _ret_const(kernel), 1)
         if kernel.module._shadows_used_by(single.so_path):
             width = 1
@@ -1179,9 +1198,14 @@ def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index:
         return Duplicated(value, shadows[0]) if width == 1 else BatchDuplicated(value, shadows)
 
     restore = _writable_arrays(kernel, [a.val for a in annotations])
+    scratch = [i for i, a in enumerate(annotations)
+               if isinstance(a, Duplicated) and i not in (x_index, out_index)]
     for start in range(0, n if use_forward else m, width):
         if start:
             restore()  # every chunk starts from the point the Jacobian is taken at
+        for i in scratch:
+            value = annotations[i].val
+            annotations[i] = lanes(value, np.zeros((width, *value.shape), dtype=value.dtype))
         if use_forward:
             tangents = np.zeros((width, *y.shape), dtype=y.dtype)
             annotations[x_index] = lanes(x, _unit_lanes(x, start, width))

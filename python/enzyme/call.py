@@ -595,6 +595,12 @@ class HvpFunction:
         self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
                                            writable=False, shadow=True)
         self._out = _param_converter(self._ffi, x.ctype, "an output", writable=True, shadow=True)
+        self._params = wrapper.params
+        # zero buffers for the arrays the kernel may write (their shadows in
+        # both passes); fresh for every call
+        self._scratch = {p.arg: _param_converter(self._ffi, p.ctype, "a scratch shadow",
+                                                 writable=True, shadow=True)
+                         for p in wrapper.params if p.role == "scratch"}
         self._lengths = _length_plan(sig, {i: i for i in range(len(sig.params))})
         self._buffers = [(i, not p.ctype.const, f"argument '{p.name}'")
                          for i, p in enumerate(sig.params) if p.ctype.is_pointer]
@@ -619,10 +625,21 @@ class HvpFunction:
                           + [(c, False, f"direction {k}") for k, c in enumerate(converted_lanes)])
         gradient = np.zeros_like(x)
         products = [np.zeros_like(x) for _ in lanes]
+        call_args = []
+        for param in self._params:
+            if param.role == "primal":
+                call_args.append(converted[param.arg])
+            elif param.role == "direction":
+                call_args.append(converted_lanes[param.lane])
+            elif param.role == "gradient_out":
+                call_args.append(self._out(gradient))
+            elif param.role == "hvp_out":
+                call_args.append(self._out(products[param.lane]))
+            else:
+                call_args.append(self._scratch[param.arg](np.zeros_like(args[param.arg])))
         if not self._library.alive:
             raise _closed(self._library)
-        self._fn(*converted[:wrt + 1], *converted_lanes, *converted[wrt + 1:],
-                 self._out(gradient), *(self._out(p) for p in products))
+        self._fn(*call_args)
         return gradient, products
 
 

@@ -27,7 +27,7 @@ __all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_
            "struct_definitions"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "5"
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,8 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     ``__enzyme_fwddiff`` in ``spec.width`` directions at once. Entry
     parameters: every primal argument, then ``width`` directions
     (``direction``), the gradient (``gradient_out``) and ``width`` products
-    (``hvp_out``), all arrays shaped like the ``wrt`` argument.
+    (``hvp_out``), all arrays shaped like the ``wrt`` argument; and zero
+    buffers shaped like each array the kernel may write (``scratch``).
     """
     sig = spec.signature
     uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}", str(runtime_activity))
@@ -357,23 +358,35 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     x = sig.params[spec.wrt].ctype
     base = x.base
 
+    # Arrays the kernel may write (non-const floating pointers) are given
+    # zero shadows in both passes, not passed Const: Enzyme drops derivatives
+    # that flow through Const memory, such as a scratch array written and
+    # read back. Their buffers are entry parameters of role "scratch".
+    scratch = [i for i, p in enumerate(sig.params)
+               if i != spec.wrt and p.ctype.is_pointer and not p.ctype.const and p.ctype.is_float]
     inner = _Call(sig, 1, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
             inner.pointer(index, param.ctype, f"{base} *", noneed=False)
+        elif index in scratch:
+            inner.pointer(index, param.ctype, _shadow_decl(param.ctype, True), noneed=False)
         else:
             inner.const(index, param.ctype)
     body = inner.returns("active", reverse=True, with_primal=False, seed_param=False)
-    # The gradient function: the kernel's parameters plus the gradient buffer;
-    # the return seed is fixed at 1 (a constant, not a parameter).
+    # The gradient function: the kernel's parameters plus the gradient buffer
+    # and the scratch arrays' adjoints; the return seed is fixed at 1.
     grad_params = [(p.ctype.c_decl, f"a{i}") for i, p in enumerate(sig.params)]
     grad_params.append((f"{base} *", f"da{spec.wrt}_0"))
+    grad_params += [(_shadow_decl(sig.params[i].ctype, True), f"da{i}_0") for i in scratch]
 
     outer = _Call(sig, spec.width, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
             outer.pointer(index, param.ctype, f"const {base} *", noneed=False,
                           shadow_role="direction")
+        elif index in scratch:
+            outer.pointer(index, param.ctype, _shadow_decl(param.ctype, True), noneed=False,
+                          shadow_role="scratch")
         else:
             outer.const(index, param.ctype)
     gradient = CType("pointer", f"{base} *", base, x.dtype)
@@ -383,6 +396,13 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
         outer.entry_params.append(WrapperParam("hvp_out", spec.wrt, gradient, f"{base} *hv_{w}",
                                                lane=w))
         outer.enzyme_args.append((f"{base} *", f"hv_{w}"))
+    for i in scratch:  # the gradient function's adjoint of each scratch array, and its tangents
+        ctype, decl = sig.params[i].ctype, _shadow_decl(sig.params[i].ctype, True)
+        outer.entry_params.append(WrapperParam("scratch", i, ctype, f"{decl}ga{i}"))
+        outer.enzyme_args += [("int", "enzyme_dup"), (decl, f"ga{i}")]
+        for w in range(spec.width):
+            outer.entry_params.append(WrapperParam("scratch", i, ctype, f"{decl}gt{i}_{w}", lane=w))
+            outer.enzyme_args.append((decl, f"gt{i}_{w}"))
     outer.helper_params = grad_params  # what is differentiated is the gradient function
     params = tuple(outer.entry_params)
     entry_sig = ", ".join(p.c_decl for p in params)
