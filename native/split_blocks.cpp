@@ -30,6 +30,22 @@
 // hoists a piece's lifetime.start of an outside alloca to before its call,
 // which would end the object's life under a later read of it (found in
 // review: a fully unrolled loop with a local array came out NaN).
+//
+// No address leaves a piece through memory. CodeExtractor hands every value
+// a piece defines and later code uses back through an out-parameter (a stack
+// slot of the caller, reloaded after the call). For a pointer that slot is a
+// pointer stored in memory, and Enzyme v0.0.289 gives an inactive pointer
+// stored where a shadow is kept its own primal address as shadow: a pointer
+// into a Const struct argument computed in one piece and dereferenced in a
+// later one then had the struct's primal values read as tangents (forward
+// mode: every jvp off by the same constant) and derivatives accumulated into
+// the Const struct (reverse mode, hvp). So, before a piece is outlined, its
+// address-carrying results used outside it (pointers, pointer vectors and
+// aggregates, integers made from pointers or turned into pointers) are
+// recomputed at each outside use from values defined before the piece: GEPs,
+// casts, selects and the like are cloned there, and the piece no longer
+// returns them. A piece where that is not possible (say, a pointer loaded
+// from memory inside it and used after it) is left in its function.
 
 #include "llvm/Analysis/LoopInfo.h"
 #include "llvm/IR/Dominators.h"
@@ -43,7 +59,9 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Transforms/Utils/BasicBlockUtils.h"
 #include "llvm/Transforms/Utils/CodeExtractor.h"
+#include "llvm/Transforms/Utils/Local.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -131,6 +149,127 @@ std::vector<BasicBlock *> cutBlock(BasicBlock *BB) {
   return pieces;
 }
 
+// Whether values of type T can hold an address.
+bool holdsPointer(Type *T) {
+  if (T->isPtrOrPtrVectorTy()) return true;
+  if (auto *structType = dyn_cast<StructType>(T)) {
+    for (Type *element : structType->elements())
+      if (holdsPointer(element)) return true;
+    return false;
+  }
+  if (auto *arrayType = dyn_cast<ArrayType>(T)) return holdsPointer(arrayType->getElementType());
+  return false;
+}
+
+// Side-effect-free instructions that compute the same value wherever their
+// operands are available (not freeze: two copies of a freeze of poison may
+// differ); a piece's address-carrying results of these kinds are recomputed
+// after the piece instead of being returned through memory.
+bool recomputable(const Instruction &I) {
+  return isa<GetElementPtrInst>(I) || isa<CastInst>(I) || isa<SelectInst>(I) ||
+         isa<ExtractElementInst>(I) || isa<InsertElementInst>(I) ||
+         isa<ShuffleVectorInst>(I) || isa<ExtractValueInst>(I) || isa<InsertValueInst>(I) ||
+         isa<BinaryOperator>(I);
+}
+
+// Handing values out of one piece to later code: which results of `piece`
+// must not go through an out-parameter, and how to recompute them.
+class PieceResults {
+ public:
+  explicit PieceResults(BasicBlock *piece) : piece_(piece) {}
+
+  // An instruction of the piece whose value carries an address: Enzyme could
+  // give its copy in an out-parameter's stack slot a wrong shadow.
+  bool carriesAddress(Instruction *I) {
+    auto known = carries_.find(I);
+    if (known != carries_.end()) return known->second;
+    carries_[I] = false;  // (no cycles in one block; guards the recursion)
+    bool result = holdsPointer(I->getType());
+    for (User *user : I->users())
+      if (isa<IntToPtrInst>(user)) result = true;
+    // integers computed from an address inside the piece
+    if (!result && I->getType()->isIntOrIntVectorTy()) {
+      if (isa<PtrToIntInst>(I)) result = true;
+      else if (recomputable(*I))
+        for (Value *operand : I->operands())
+          if (Instruction *def = inside(operand))
+            if (def->getType()->isIntOrIntVectorTy() && carriesAddress(def)) result = true;
+    }
+    carries_[I] = result;
+    return result;
+  }
+
+  // Whether I (an address-carrying result) and the address-carrying values
+  // of the piece it is computed from can all be recomputed outside it.
+  bool canRecompute(Instruction *I) {
+    auto known = recomputable_.find(I);
+    if (known != recomputable_.end()) return known->second;
+    recomputable_[I] = false;
+    bool result = recomputable(*I);
+    for (Value *operand : I->operands())
+      if (Instruction *def = inside(operand))
+        if (result && carriesAddress(def) && !canRecompute(def)) result = false;
+    recomputable_[I] = result;
+    return result;
+  }
+
+  // A copy of I placed before `at`, built from copies of the
+  // address-carrying values of the piece it uses.
+  Instruction *recompute(Instruction *I, Instruction *at) {
+    Instruction *copy = I->clone();
+    copy->setName(I->getName() + ".efi");
+    copy->insertBefore(at);
+    for (Use &operand : copy->operands())
+      if (Instruction *def = inside(operand.get()))
+        if (carriesAddress(def)) operand.set(recompute(def, copy));
+    return copy;
+  }
+
+  Instruction *inside(Value *V) const {
+    auto *I = dyn_cast<Instruction>(V);
+    return I && I->getParent() == piece_ ? I : nullptr;
+  }
+
+ private:
+  BasicBlock *piece_;
+  std::map<Instruction *, bool> carries_, recomputable_;
+};
+
+// Makes sure no address-carrying value of `piece` is used after it (see the
+// file comment): recomputes each one at each of its outside uses. Returns
+// false, changing nothing, when some cannot be recomputed; the piece must
+// then stay in its function.
+bool keepAddressesOutOfResults(BasicBlock *piece) {
+  PieceResults results(piece);
+  std::vector<Instruction *> escaping;
+  for (Instruction &I : *piece) {
+    bool usedOutside = false;
+    for (User *user : I.users())
+      if (cast<Instruction>(user)->getParent() != piece) usedOutside = true;
+    if (usedOutside && results.carriesAddress(&I)) escaping.push_back(&I);
+  }
+  for (Instruction *I : escaping)
+    if (!results.canRecompute(I)) return false;
+  for (Instruction *I : escaping) {
+    std::vector<Use *> outsideUses;
+    for (Use &use : I->uses())
+      if (cast<Instruction>(use.getUser())->getParent() != piece) outsideUses.push_back(&use);
+    for (Use *use : outsideUses) {
+      auto *user = cast<Instruction>(use->getUser());
+      // a PHI uses its value at the end of the incoming block (never the
+      // piece itself: a piece's only successor is the next part of its block)
+      Instruction *at = user;
+      if (auto *phi = dyn_cast<PHINode>(user)) at = phi->getIncomingBlock(*use)->getTerminator();
+      use->set(results.recompute(I, at));
+    }
+  }
+  // the originals (and what only they used) are dead now, unless the piece
+  // itself still uses them
+  SmallVector<WeakTrackingVH, 8> originals(escaping.begin(), escaping.end());
+  RecursivelyDeleteTriviallyDeadInstructionsPermissive(originals);
+  return true;
+}
+
 struct SplitLongBlocks : PassInfoMixin<SplitLongBlocks> {
   PreservedAnalyses run(Module &M, ModuleAnalysisManager &) {
     std::vector<Function *> functions;
@@ -162,6 +301,7 @@ struct SplitLongBlocks : PassInfoMixin<SplitLongBlocks> {
       for (BasicBlock *piece : cutBlock(BB)) pieces.emplace_back(piece, outOfLine);
     }
     for (const auto &entry : pieces) {
+      if (!keepAddressesOutOfResults(entry.first)) continue;
       CodeExtractorAnalysisCache cache(F);
       CodeExtractor extractor({entry.first}, /*DT=*/nullptr, /*AggregateArgs=*/false,
                               /*BFI=*/nullptr, /*BPI=*/nullptr, /*AC=*/nullptr,
@@ -204,7 +344,7 @@ struct InlinePieces : PassInfoMixin<InlinePieces> {
 }  // namespace
 
 extern "C" LLVM_ATTRIBUTE_WEAK PassPluginLibraryInfo llvmGetPassPluginInfo() {
-  return {LLVM_PLUGIN_API_VERSION, "enzyme-ffi-split-long-blocks", "1",
+  return {LLVM_PLUGIN_API_VERSION, "enzyme-ffi-split-long-blocks", "2",
           [](PassBuilder &PB) {
             PB.registerPipelineParsingCallback(
                 [](StringRef name, ModulePassManager &MPM,
