@@ -44,6 +44,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -1909,7 +1910,13 @@ def classify(disagreements: list[dict], verdict: dict) -> dict[str, str]:
             out[check] = "enzyme" if check.split("c-side ", 1)[-1] in direct_full else "enzyme-ffi"
             continue
         want = direction(check)
-        if d.get("problem", "").startswith("crashed"):
+        caught = re.match(r"DerivativeMismatchError: the derivative (Reverse|Forward)", d.get("error", ""))
+        if caught:
+            # the first-use check refused a derivative: right if the reference
+            # chain gets that mode wrong too (else a false alarm, or ours)
+            mode = caught.group(1).lower()
+            out[check] = "enzyme" if mode in ref_dirs or "both" in ref_dirs else "enzyme-ffi"
+        elif d.get("problem", "").startswith("crashed"):
             out[check] = "enzyme" if any("crashed" in c for checks in ref.values() for c in checks) else "enzyme-ffi"
         elif d.get("problem", "").startswith("raised"):
             out[check] = "enzyme" if isinstance(verdict.get("c_drivers"), str) else "enzyme-ffi"

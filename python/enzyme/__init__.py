@@ -55,8 +55,10 @@ from .errors import (
     CacheError,
     CompileError,
     ContractError,
+    DerivativeMismatchError,
     DifferentiationError,
     EnzymeError,
+    EnzymeWarning,
     LengthError,
     ModuleClosedError,
     ShadowError,
@@ -65,6 +67,7 @@ from .errors import (
     ToolchainError,
     UnsupportedSignatureError,
 )
+from .verify import CheckReport, check
 
 __all__ = [
     "__version__",
@@ -95,6 +98,8 @@ __all__ = [
     "ToolchainError",
     "CompileError",
     "DifferentiationError",
+    "DerivativeMismatchError",
+    "EnzymeWarning",
     "ActivityError",
     "ArgumentError",
     "ArgumentTypeError",
@@ -117,4 +122,6 @@ __all__ = [
     "jacobian",
     "hessian",
     "hvp",
+    "check",
+    "CheckReport",
 ]

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import build
 from . import toolchain as _toolchain_stage
+from . import verify as _verify
 from .activity import (
     Active,
     BatchDuplicated,
@@ -53,7 +55,15 @@ from .codegen import (
     generate_split,
     primal_cdef,
 )
-from .errors import ActivityError, CompileError, ContractError, DifferentiationError, EnzymeError, ModuleClosedError
+from .errors import (
+    ActivityError,
+    CompileError,
+    ContractError,
+    DifferentiationError,
+    EnzymeError,
+    EnzymeWarning,
+    ModuleClosedError,
+)
 from .signature import (
     GlobalVar,
     Signature,
@@ -178,7 +188,8 @@ class Kernel:
         found = self._derivatives.get(key)
         if found is None:
             found = self._compile_once(key, lambda: resolve_activities(
-                self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction)
+                self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction,
+                self._arm_check if self.module.verify else None)
         if width > 1:
             used = self.module._shadows_used_by(found.so_path)
             if used:
@@ -257,7 +268,8 @@ class Kernel:
         raise DifferentiationError(f"Enzyme's tape size for '{self.name}' did not settle.",
                                    kernel=self.name, pattern=spec.pattern)
 
-    def _compile_once(self, key: tuple, resolve: Callable, generate: Callable, wrap: Callable):
+    def _compile_once(self, key: tuple, resolve: Callable, generate: Callable, wrap: Callable,
+                      on_create: Callable[[Any], None] | None = None):
         self.module._check_open()
         with self._lock:
             found = self._derivatives.get(key)
@@ -267,8 +279,112 @@ class Kernel:
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, spec.pattern)
                 found = wrap(spec, wrapper, str(so_path), self.module._owner)
+                if on_create is not None:
+                    on_create(found)
                 self._derivatives[key] = found
         return found
+
+    def _arm_check(self, fn: DerivativeFunction) -> None:
+        fn.first_call = self._first_use_check
+
+    def _counterpart(self, spec: Any) -> DerivativeFunction:
+        """The unbatched entry point of the other mode with the same
+        activities: what a derivative is checked against."""
+        reverse = not spec.reverse
+        kinds = tuple(Const if a.activity == "const" else
+                      (Active if reverse and not a.ctype.is_pointer else Duplicated) for a in spec.args)
+        ret = {"void": None, "const": Const}.get(spec.ret, Active if reverse else Duplicated)
+        return self.derivative_function(Reverse if reverse else Forward, kinds, ret, 1)
+
+    def _check_point(self, spec: Any, primals: Sequence[Any]) -> _verify.Point:
+        differentiated = [a.activity != "const" for a in spec.args]
+        return _verify.Point(self, primals, differentiated, spec.ret in ("active", "dup", "dupnoneed"),
+                             self.module._global_state())
+
+    def _first_use_check(self, fn: DerivativeFunction, args: tuple, seed: Any) -> None:
+        """The dot-product test of a derivative entry point against the other
+        mode, at the arguments of its first call (on copies). Raises
+        DerivativeMismatchError when they disagree and central differences do
+        not side with ``fn``; warns when it cannot decide."""
+        if _verify.verifying():
+            fn.first_call = self._first_use_check  # called by another check: check it on its own later
+            return
+        spec = fn.spec
+        primals, pos = [], 0
+        for a in spec.args:
+            if pos >= len(args):
+                return  # a malformed call: the call itself says what is wrong
+            primals.append(args[pos])
+            pos += 2 if a.has_shadow else 1
+        if pos != len(args):
+            return
+        point = self._check_point(spec, primals)
+        if not point.slots or not point.n_in or not point.n_out:
+            return  # nothing differentiated reaches an output: every derivative is zero
+        try:
+            other = self._counterpart(spec)
+        except EnzymeError as err:
+            warnings.warn(EnzymeWarning(
+                f"the derivative {spec.pattern} of '{self.name}' could not be checked: the other "
+                f"mode, which it is checked against, does not build ({type(err).__name__}: "
+                f"{str(err).splitlines()[0]}). Check it with enzyme.check(..., mode=...) against "
+                "finite differences."), stacklevel=4)
+            return
+        fwd, rev = (other, fn) if spec.reverse else (fn, other)
+        under_test = "reverse" if spec.reverse else "forward"
+        module = self.module
+
+        def test() -> tuple:
+            with module._wrt_arguments_only():
+                return _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
+
+        def unchecked(why: str) -> None:
+            warnings.warn(EnzymeWarning(f"the derivative {spec.pattern} of '{self.name}' could not be "
+                                        f"checked on its first call: {why}. It is used unchecked; "
+                                        "enzyme.check(...) tests it on demand."), stacklevel=5)
+
+        done = _verify.run_isolated(test, _verify.timeout())
+        if done.status == "crashed":
+            def call() -> None:
+                with module._wrt_arguments_only():
+                    _verify.call_only(point, fn, _CHECK_SEED)
+            alone = _verify.run_isolated(call, _verify.timeout())
+            if alone.status == "crashed":
+                raise DifferentiationError(
+                    f"the derivative {spec.pattern} of '{self.name}' crashed ({alone.value}) when its "
+                    "first-use check called it on copies of these arguments: the call itself would "
+                    "have ended the interpreter. Enzyme's code for this kernel is broken for these "
+                    "arguments (or the kernel reads or writes past an array: give its length "
+                    "contract with ENZYME_LEN or sizes=).", kernel=self.name, pattern=spec.pattern,
+                    code="derivative-crashed", hint="check the arrays' lengths, try the other mode")
+            unchecked(f"the other mode, which it is checked against, crashed ({done.value})")
+            return
+        if done.status == "timeout":
+            unchecked(f"the check took longer than {_verify.timeout():g} s (ENZYME_VERIFY_TIMEOUT)")
+            return
+        if done.status == "error":
+            name, message, about_arguments = done.value
+            if about_arguments:
+                fn.first_call = self._first_use_check  # the call says what is wrong; check the next one
+            else:
+                unchecked(f"{name}: {message.splitlines()[0] if message else ''}")
+            return
+        report, detail = done.value
+        if report.ok:
+            if other.first_call is not None and other.spec.width == 1:
+                other.first_call = None  # the same test checked it
+            return
+        unsure = [a.verdict for a in report.arguments if a.verdict in _verify.UNDECIDED]
+        if detail is not None and not detail.repeatable:
+            report = detail
+        if not report.repeatable or unsure:
+            unchecked(("its outputs change between identical calls (hidden state, I/O or randomness)"
+                       if not report.repeatable else unsure[0]) + f"\n{report}")
+            return
+        raise _verify.mismatch_error(report, detail)
+
+
+_CHECK_SEED = 20261129  # random directions of the checks: the same in every run
 
 
 class Module:
@@ -280,9 +396,10 @@ class Module:
     def __init__(self, artifact: build.ModuleArtifact, tc: _toolchain_stage.Toolchain,
                  signatures: Mapping[str, Signature],
                  variables: Mapping[str, GlobalVar] | None = None,
-                 runtime_activity: bool = False) -> None:
+                 runtime_activity: bool = False, verify: bool = True) -> None:
         self._artifact = artifact
         self.runtime_activity = runtime_activity
+        self.verify = verify
         self._toolchain = tc
         self.signatures = dict(signatures)
         self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
@@ -318,6 +435,25 @@ class Module:
             finally:
                 for view, old in zip(views, saved):
                     view[...] = old
+
+    def _global_state(self) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+        """(save, restore) of every writable global's value: a check evaluates
+        the kernel several times, each from the state of the checked call,
+        with every global's shadow zero (a reverse pass leaves adjoints in
+        them, which a forward pass would read as tangents)."""
+        views = [self.globals[name] for name in self.globals]
+        views = [v for v in views if v.flags.writeable]
+        shadows = [self.shadows[name] for name in self._shadowed]
+
+        def save() -> list[np.ndarray]:
+            return [v.copy() for v in views]
+
+        def restore(saved: list[np.ndarray]) -> None:
+            for view, old in zip(views, saved):
+                view[...] = old
+            for shadow in shadows:
+                shadow[...] = 0
+        return save, restore
 
     def _shadows_used_by(self, so_path: str) -> tuple[str, ...]:
         """The globals whose shadows a derivative library refers to (it links
@@ -454,7 +590,7 @@ class GlobalsView(Mapping):
         return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
 
 
-_modules: dict[tuple[str, str, bool], tuple[build.ModuleArtifact, Module]] = {}
+_modules: dict[tuple[str, str, bool, bool], tuple[build.ModuleArtifact, Module]] = {}
 _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
 
 
@@ -504,7 +640,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             sizes: Mapping[str, Mapping[str, str]] | None = None,
             loose_types: bool = False, runtime_activity: bool = False,
             enzyme_flags: Sequence[str] = (), native_cpu: bool = True,
-            split_long_blocks: bool = True,
+            split_long_blocks: bool = True, verify: bool | None = None,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -564,6 +700,15 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         whose run time matters more than its compile time. Needs the pass
         built at install time (``python -m enzyme doctor`` says whether it is
         there).
+    verify : bool, optional
+        Check every derivative entry point once, on its first call: the
+        dot-product test against the other mode (forward for a reverse
+        derivative and the reverse), on copies of the call's arguments, with
+        central differences breaking a tie; raise
+        :class:`DerivativeMismatchError` rather than return a wrong number.
+        Costs one build of the other mode and a few extra calls the first
+        time (see the README); later calls cost nothing. Default: on, unless
+        the environment variable ``ENZYME_VERIFY`` is ``0``.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -586,13 +731,16 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     """
     # A repeated call with the same arguments, unchanged files and the same
     # environment returns the same module after a few stat() calls.
+    if verify is None:
+        verify = os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
     call_key = _call_key(locals())
     known = _compile_memo.get(call_key) if call_key is not None else None
     if known is not None and not known._closed and build.headers_unchanged(known._artifact):
         return known
     module = _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
                       forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-                      runtime_activity, enzyme_flags, native_cpu, split_long_blocks, toolchain)
+                      runtime_activity, enzyme_flags, native_cpu, split_long_blocks, bool(verify),
+                      toolchain)
     if call_key is not None:
         _compile_memo[call_key] = module
     return module
@@ -646,7 +794,7 @@ def _call_key(arguments: dict) -> tuple | None:
 
 def _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
              forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-             runtime_activity, enzyme_flags, native_cpu, split_long_blocks, toolchain) -> Module:
+             runtime_activity, enzyme_flags, native_cpu, split_long_blocks, verify, toolchain) -> Module:
     tc = _resolve_toolchain(toolchain)
     inputs = _source_inputs(source, path, sources)
     args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
@@ -690,7 +838,7 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),
-                bool(runtime_activity))
+                bool(runtime_activity), verify)
     known = _modules.get(memo_key)
     if known is not None and known[0] is artifact:
         return known[1]
@@ -705,7 +853,8 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
         raise CompileError(f"the derivative rule function(s) {', '.join(missing)} named in "
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
-    module = Module(artifact, tc, signatures, variables, runtime_activity=bool(runtime_activity))
+    module = Module(artifact, tc, signatures, variables, runtime_activity=bool(runtime_activity),
+                    verify=verify)
     _modules[memo_key] = (artifact, module)
     return module
 

@@ -23,6 +23,7 @@ from .errors import (
     ActivityError,
     ArgumentTypeError,
     ArgumentValueError,
+    DerivativeMismatchError,
     EnzymeError,
     LengthError,
     ModuleClosedError,
@@ -429,6 +430,12 @@ class DerivativeFunction:
         self.spec = spec
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
+        # A check to run once, before the first call (set by the
+        # orchestrator: the first-use self-check of the derivative); an error
+        # it raised is raised again by every later call.
+        self.first_call: Callable[[DerivativeFunction, tuple, Any], None] | None = None
+        self.failed: Exception | None = None
+        self._first_lock = threading.Lock()
         ffi = self._ffi
         sig = spec.signature
         self._width = spec.width
@@ -491,7 +498,20 @@ class DerivativeFunction:
             return [self._seed_convert(seed)] * self._width
         return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
 
+    def _run_first_call(self, args: tuple, seed: Any) -> None:
+        with self._first_lock:
+            check, self.first_call = self.first_call, None
+            if check is not None:
+                try:
+                    check(self, args, seed)
+                except DerivativeMismatchError as err:
+                    self.failed = err
+        if self.failed is not None:
+            raise self.failed
+
     def __call__(self, *args: Any, seed: Any = None) -> Any:
+        if self.first_call is not None or self.failed is not None:
+            self._run_first_call(args, seed)
         fast = self._fast
         if fast is not None:
             if not self._library.alive:

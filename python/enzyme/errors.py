@@ -26,6 +26,8 @@ __all__ = [
     "BuildTimeoutError",
     "ContractError",
     "CacheError",
+    "DerivativeMismatchError",
+    "EnzymeWarning",
 ]
 
 
@@ -132,3 +134,18 @@ class CacheError(EnzymeError):
     """The compile cache cannot be used (never raised for a corrupt entry,
     which is rebuilt instead)."""
 
+
+
+class DerivativeMismatchError(EnzymeError, ArithmeticError):
+    """A derivative failed its self-check: forward and reverse mode disagree
+    (the dot-product test), and central differences do not side with the
+    mode that was called. ``report`` is the :class:`enzyme.verify.CheckReport`."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class EnzymeWarning(UserWarning):
+    """Something enzyme-ffi could not do fully and says so rather than stay
+    silent (e.g. a derivative it could not verify)."""

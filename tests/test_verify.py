@@ -1,0 +1,261 @@
+"""Derivatives that check themselves (issue 16): ``enzyme.check`` and the
+first-use check.
+
+Oracles: analytic derivatives, central differences, and a derivative the
+pinned Enzyme is known to get wrong (random program 66 with the primal
+result also needed: the reference chain gets it wrong too, see
+test_pipeline_regressions.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from test_pipeline_regressions import _X, STRIDED_SELECT
+
+import enzyme
+from enzyme import (
+    Active,
+    BatchDuplicated,
+    Const,
+    Duplicated,
+    Forward,
+    ForwardWithPrimal,
+    Reverse,
+    ReverseSplitWithPrimal,
+    ReverseWithPrimal,
+    autodiff,
+)
+
+SMOOTH = r"""
+double energy(const double *x, double a, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += a * x[i] * x[i] * x[i] + x[i] * x[(i + 1) % n];
+    return s;
+}
+void model(const double *p, double *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = p[0] * y[i] * y[i] + p[1] * i;
+}
+"""
+
+WRONG_RULE = r"""
+#include <enzyme/enzyme.h>
+static void square_(const double *src, double *dest) { *dest = *src * *src; }
+/* not the derivative of square_: the check must say so */
+static void square_tangent(const double *src, const double *d_src, const double *dest, double *d_dest) {
+    (void)dest; *d_dest = 3.0 * *src * *d_src;
+}
+void *__enzyme_register_derivative_square[] = {(void *)square_, (void *)square_tangent};
+double square(double x) { double y; square_(&x, &y); return y; }
+"""
+
+# rand()'s state lives in libc, out of the check's reach (a static variable
+# would not do: each derivative library has its own copy)
+HIDDEN_STATE = r"""
+#include <stdlib.h>
+double noisy(double x) { return x * x * (1 + rand() % 1000); }
+"""
+
+GLOBAL_STATE = r"""
+double total = 1.0;
+double accumulate(double x) { total += x; return total * x; }
+"""
+
+CRASHES_FORWARD = r"""
+#include <stdlib.h>
+struct alloc_table { int count; void *(*get)(size_t); };
+struct alloc_table table = {0, malloc};
+__attribute__((noinline)) void *meta_alloc(size_t bytes) { return table.get(bytes); }
+__attribute__((noinline)) void square_in_place(double *p) { *p = *p * *p; }
+double alldiv(double x) {
+    double *cell = (double *)meta_alloc(sizeof(double));
+    *cell = x;
+    square_in_place(cell);
+    double r = cell[0];
+    free(cell);
+    return r;
+}
+"""
+
+# Issue 16's embedded Runge-Kutta stage loop: wrong (44.45) with the old
+# pipeline's --disable-loop-unrolling; right (40.67) now, and the check agrees.
+RK_STAGES = r"""
+double loss(const double *p, int n) {
+    double k[3], h = p[1];
+    for (int it = 0; it < n; it++) {
+        for (int s = 0; s < 3; s++) { double acc = 1.0; for (int j = 0; j < s; j++) acc += h * k[j]; k[s] = acc; }
+        h = h * k[2];
+    }
+    return h;
+}
+"""
+
+# Issue 16: two malloc'ed buffers swapped every time step.
+SWAPPED_BUFFERS = r"""
+#include <stdlib.h>
+double swapped(const double *p, int steps) {
+    double *a = malloc(2 * sizeof(double)), *b = malloc(2 * sizeof(double));
+    a[0] = p[0]; a[1] = p[1];
+    for (int t = 0; t < steps; t++) {
+        b[0] = 0.9 * a[0] + 0.1 * a[1] * a[1];
+        b[1] = 0.8 * a[1] - 0.2 * a[0] * a[1];
+        double *tmp = a; a = b; b = tmp;
+    }
+    double r = a[0] * a[1];
+    free(a); free(b);
+    return r;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def smooth(cc):
+    return cc(SMOOTH)
+
+
+def _fd_grad(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e[i] = h
+        g[i] = (f(x + e) - f(x - e)) / (2 * h)
+    return g
+
+
+def test_check_report_on_a_right_derivative(smooth):
+    x = np.array([0.5, -1.2, 2.0])
+    report = enzyme.check(smooth.energy, Duplicated(x, None), Active(1.5), 3)
+    assert report.ok, str(report)
+    assert [a.name for a in report.arguments] == ["x", "a"]
+    for arg in report.arguments:
+        assert arg.verdict == "ok"
+        assert arg.forward == pytest.approx(arg.reverse, rel=1e-10)
+        assert arg.finite_difference == pytest.approx(arg.forward, rel=1e-6)
+    text = str(report)
+    assert "energy" in text and "x" in text and "verdict" in text
+    np.testing.assert_array_equal(x, [0.5, -1.2, 2.0])
+
+
+@pytest.mark.parametrize("mode", [Reverse, ReverseWithPrimal, Forward, ForwardWithPrimal,
+                                  ReverseSplitWithPrimal])
+def test_check_every_mode_of_an_in_place_kernel(smooth, mode):
+    p, y = np.array([0.3, -0.7]), np.array([1.0, 2.0, -0.5, 0.25])
+    report = enzyme.check(smooth.model, Duplicated(p, None), Duplicated(y, None), 4, mode=mode)
+    assert report.ok, str(report)
+    np.testing.assert_array_equal(y, [1.0, 2.0, -0.5, 0.25])   # on copies
+
+
+@pytest.mark.parametrize("mode", [Forward, Reverse])
+def test_check_batched(smooth, mode):
+    x = np.array([0.5, -1.2, 2.0])
+    report = enzyme.check(smooth.energy, BatchDuplicated(x, np.zeros((3, 3))), Const(1.5), 3,
+                          mode=mode, width=3)
+    assert report.ok, str(report)
+    assert len(report.arguments) == 3   # one row per lane
+
+
+def test_check_finds_a_wrong_custom_rule(cc):
+    mod = cc(WRONG_RULE, verify=False)
+    report = enzyme.check(mod.square, Active(1.5), mode=Forward)
+    assert not report.ok
+    (arg,) = report.arguments
+    # forward mode uses the rule (3x), reverse mode differentiates x*x (2x)
+    assert arg.verdict.startswith("forward mode is wrong")
+    assert arg.finite_difference == pytest.approx(arg.reverse, rel=1e-6)
+    assert arg.forward == pytest.approx(1.5 * arg.reverse, rel=1e-12)
+
+
+def test_first_use_raises_on_a_wrong_custom_rule(cc):
+    mod = cc(WRONG_RULE)
+    with pytest.raises(enzyme.DerivativeMismatchError, match="forward mode is wrong") as info:
+        autodiff(Forward, mod.square, Duplicated(1.5, 1.0))
+    assert isinstance(info.value, enzyme.EnzymeError)
+    assert not info.value.report.ok
+    with pytest.raises(enzyme.DerivativeMismatchError):   # and every later call
+        autodiff(Forward, mod.square, Duplicated(1.5, 1.0))
+    # reverse mode, which does not use the forward rule, is right
+    assert autodiff(Reverse, mod.square, Active(1.5)).derivs[0] == pytest.approx(3.0)
+    off = cc(WRONG_RULE, verify=False)
+    assert autodiff(Forward, off.square, Duplicated(1.5, 1.0)).tangent == pytest.approx(4.5)
+
+
+def test_first_use_catches_an_enzyme_defect_and_leaves_the_arrays_alone(cc):
+    mod = cc(STRIDED_SELECT)
+    x, n = _X.copy(), _X.size
+    right = _fd_grad(lambda v: mod.k66(v, n), x)
+    np.testing.assert_allclose(enzyme.grad(mod.k66)(x, n), right, rtol=1e-6, atol=1e-8)
+    dx = np.full(n, 7.0)
+    with pytest.raises(enzyme.DerivativeMismatchError, match="reverse mode is wrong") as info:
+        autodiff(ReverseWithPrimal, mod.k66, Duplicated(x, dx), Const(n))
+    np.testing.assert_array_equal(dx, 7.0)        # nothing was written
+    np.testing.assert_array_equal(x, _X)
+    assert "x" in str(info.value) and "verify=False" in str(info.value)
+    with pytest.raises(enzyme.DerivativeMismatchError):
+        enzyme.value_and_grad(mod.k66)(x, n)
+
+
+def test_verify_off_by_environment(cc, monkeypatch):
+    monkeypatch.setenv("ENZYME_VERIFY", "0")
+    mod = cc(STRIDED_SELECT)
+    assert not mod.verify
+    # the known wrong number comes back unchecked
+    value, g = enzyme.value_and_grad(mod.k66)(_X.copy(), _X.size)
+    assert not np.allclose(g, enzyme.grad(mod.k66)(_X.copy(), _X.size), rtol=1e-6)
+    monkeypatch.delenv("ENZYME_VERIFY")
+    assert cc(STRIDED_SELECT).verify
+
+
+def test_first_use_with_hidden_state_warns(cc):
+    mod = cc(HIDDEN_STATE)
+    with pytest.warns(enzyme.EnzymeWarning, match="change between identical calls"):
+        d = autodiff(Reverse, mod.noisy, Active(2.0)).derivs[0]
+    assert d / 4.0 == int(d / 4.0)      # 2x times the factor drawn
+    report = enzyme.check(mod.noisy, Active(2.0))
+    assert not report.ok and not report.repeatable
+    assert "change between identical calls" in str(report)
+
+
+def test_first_use_leaves_globals_as_the_call_does(cc):
+    mod = cc(GLOBAL_STATE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = autodiff(ReverseWithPrimal, mod.accumulate, Active(2.0))
+    # one call: total = 1 + 2, result 3 * 2, d/dx (total + x) x = total + 2x
+    assert float(mod.globals["total"]) == pytest.approx(3.0)
+    assert r.primal == pytest.approx(6.0)
+    assert r.derivs[0] == pytest.approx(5.0)
+
+
+def test_first_use_survives_the_other_mode_crashing(cc):
+    mod = cc(CRASHES_FORWARD)
+    with pytest.warns(enzyme.EnzymeWarning, match="crashed"):
+        d = autodiff(Reverse, mod.alldiv, Active(3.0)).derivs[0]
+    assert d == pytest.approx(6.0)
+
+
+def test_runge_kutta_stages_are_right_and_check(cc):
+    mod = cc(RK_STAGES)
+    p = np.array([1.27, 0.525])
+    g = enzyme.grad(mod.loss)(p, 2)      # first use: checked
+    assert g[1] == pytest.approx(40.6667, rel=1e-5)
+    np.testing.assert_allclose(g, _fd_grad(lambda v: mod.loss(v, 2), p), rtol=1e-6)
+    assert enzyme.check(mod.loss, Duplicated(p, None), 2).ok
+
+
+def test_swapped_buffers_are_right_and_check(cc):
+    mod = cc(SWAPPED_BUFFERS)
+    p = np.array([0.6, 1.1])
+    g = enzyme.grad(mod.swapped)(p, 5)
+    np.testing.assert_allclose(g, _fd_grad(lambda v: mod.swapped(v, 5), p), rtol=1e-6)
+    assert enzyme.check(mod.swapped, Duplicated(p, None), 5).ok
+
+
+def test_check_rejects_what_it_cannot_test(smooth):
+    with pytest.raises(enzyme.ActivityError, match="at least one"):
+        enzyme.check(smooth.energy, np.ones(3), 1.0, 3)
+    with pytest.raises(enzyme.ActivityError, match="carries no derivative"):
+        enzyme.check(smooth.energy, np.ones(3), 1.0, Active(3))
+    with pytest.raises(enzyme.ActivityError, match="takes 3"):
+        enzyme.check(smooth.energy, np.ones(3))
