@@ -35,6 +35,7 @@ from enzyme.codegen import generate_derivative
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import first_use  # noqa: E402
 import latency  # noqa: E402
 
 
@@ -400,7 +401,7 @@ def _span(s: dict) -> str:
 
 
 def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, path: Path,
-                 chart: Path) -> None:
+                 chart: Path, first: dict | None = None) -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
                f"Python {platform.python_version()}, numpy {np.__version__}, "
                f"enzyme-ffi {enzyme.__version__}, {enzyme.toolchain.resolve().identity}")
@@ -472,6 +473,8 @@ def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, 
     for name, s in overhead.items():
         base = base or s["median"]
         lines.append(f"| {name} | {_span(s)} | {s['median'] / base:.2f} |")
+    if first:
+        lines += [""] + first_use.report_lines(first, {c.name: c.title for c in CASES})
     lines += ["", "## Compile latency (20-line kernel, reverse derivative)", "",
               f"- import numpy + enzyme in a new process: {_span(lat['import'])} (not included below)",
               f"- cold (new process, empty cache, toolchain probe included): {_span(lat['cold'])}",
@@ -555,9 +558,11 @@ def main() -> None:
     print("latency ...", flush=True)
     lat = latency.measure_latency()
     overhead = latency.measure_overhead()
+    print("first-use check ...", flush=True)
+    first = first_use.measure([c.name for c in selected])
     scaling = compile_scaling([int(s) for s in args.scaling.split(",") if s], args.whole_up_to)
     out = Path(args.out)
-    write_report(results, lat, overhead, scaling, out, HERE / "ratios.png")
+    write_report(results, lat, overhead, scaling, out, HERE / "ratios.png", first)
     print(f"wrote {out} and {HERE / 'ratios.png'}")
 
 

@@ -32,3 +32,13 @@ def cc(tc):
         return enzyme.compile(source, toolchain=tc, **kwargs)
 
     return compile_c
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How the first-use checks of the derivatives this session called ended
+    (in this process; child processes count their own)."""
+    from enzyme import verify
+
+    if verify.stats:
+        found = ", ".join(f"{k} {v}" for k, v in sorted(verify.stats.items()))
+        terminalreporter.write_line(f"enzyme first-use checks: {found}")

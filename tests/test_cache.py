@@ -122,6 +122,25 @@ def test_header_edit_invalidates_the_module(cc, tmp_path):
     assert autodiff(Reverse, mod.hk, Active(1.0)).derivs[0] == 10.0
 
 
+def test_header_edit_with_the_old_library_loaded(cc, tmp_path):
+    """The old module's primal library is loaded in this process when the
+    header changes. The rebuild used to reuse the library's file name, and
+    dlopen, which matches loaded libraries by name, gave back the old code:
+    the new module computed with K = 2 (a wrong number, silently)."""
+    header = tmp_path / "consts.h"
+    header.write_text("#define K 2.0\n")
+    src = tmp_path / "uses_header_loaded.c"
+    src.write_text('#include "consts.h"\ndouble hkl(double x) { return K * x * x; }\n')
+    old = cc(path=src, verify=False)
+    assert old.hkl(1.0) == 2.0
+    header.write_text("#define K 5.0\n")
+    os.utime(header, ns=(1, 1))
+    new = cc(path=src, verify=False)
+    assert new.hkl(1.0) == 5.0
+    assert autodiff(Reverse, new.hkl, Active(1.0)).derivs[0] == 10.0
+    assert old.hkl(1.0) == 2.0          # the old module keeps its own code
+
+
 def test_unwritable_cache_falls_back_with_a_warning(tc, tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")

@@ -42,15 +42,18 @@ def test_no_growth_over_100k_derivative_calls(cc):
     np.testing.assert_allclose(da, 110_000 * b * c)
 
 
-def test_no_growth_over_200_compile_unload_cycles(cc):
+@pytest.mark.parametrize("verify", [False, True])
+def test_no_growth_over_200_compile_unload_cycles(cc, verify):
+    """With verify=True every cycle's module checks its derivative on first
+    use (a fork, a pipe, the other mode's library): none of it may leak."""
     sources = [f"double cyc{i}(double x) {{ return {i + 2}.0 * x * x; }}" for i in range(10)]
     for source in sources:  # fill the disk cache: the cycles below load and unload
-        with cc(source) as mod:
+        with cc(source, verify=verify) as mod:
             autodiff(Reverse, mod[next(iter(mod)).name], Active(1.0))
     libraries = len(call._libraries)
 
     def cycle(i: int) -> None:
-        with cc(sources[i % 10]) as mod:
+        with cc(sources[i % 10], verify=verify) as mod:
             kernel = mod[f"cyc{i % 10}"]
             assert autodiff(Reverse, kernel, Active(1.0)).derivs[0] == 2.0 * (i % 10 + 2)
 

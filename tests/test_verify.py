@@ -259,3 +259,123 @@ def test_check_rejects_what_it_cannot_test(smooth):
         enzyme.check(smooth.energy, np.ones(3), 1.0, Active(3))
     with pytest.raises(enzyme.ActivityError, match="takes 3"):
         enzyme.check(smooth.energy, np.ones(3))
+
+
+C_SIDE = r"""
+#include <enzyme/enzyme.h>
+double cube_sum(const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i] * x[i] * x[i] + x[i] * x[(i + 1) % n];
+    return s;
+}
+void my_grad(const double *x, double *dx, int n) {
+    __enzyme_autodiff((void *)cube_sum, enzyme_dup, x, dx, enzyme_const, n);
+}
+double my_tangent(const double *x, const double *v, int n) {
+    return __enzyme_fwddiff((void *)cube_sum, enzyme_dup, x, v, enzyme_const, n);
+}
+/* a hand-written gradient that forgets the coupling term */
+void hand_grad(const double *x, double *dx, int n) {
+    for (int i = 0; i < n; i++) dx[i] += 3 * x[i] * x[i];
+}
+"""
+
+
+def test_check_functions_on_c_side_derivatives(cc):
+    mod = cc(C_SIDE)
+    x, n = np.array([0.5, -1.0, 2.0, 0.25]), 4
+
+    def vjp_of(fn):
+        def vjp(x, w):
+            dx = np.zeros_like(x)
+            fn(x, dx, n)
+            return w * dx
+        return vjp
+
+    def jvp(x, v):
+        return mod.my_tangent(x, np.ascontiguousarray(v), n)
+
+    f = lambda x: mod.cube_sum(x, n)  # noqa: E731
+    good = enzyme.check_functions(f, x, jvp=jvp, vjp=vjp_of(mod.my_grad))
+    assert good.ok, str(good)
+    (arg,) = good.arguments
+    assert arg.forward == pytest.approx(arg.reverse, rel=1e-12)
+    assert arg.finite_difference == pytest.approx(arg.reverse, rel=1e-6)
+    bad = enzyme.check_functions(f, x, jvp=jvp, vjp=vjp_of(mod.hand_grad))
+    assert not bad.ok and bad.arguments[0].verdict.startswith("vjp is wrong")
+    alone = enzyme.check_functions(f, x, vjp=vjp_of(mod.hand_grad))   # against differences only
+    assert not alone.ok and "finite differences" in alone.arguments[0].verdict
+    assert enzyme.check_functions(f, x, jvp=jvp).ok
+
+
+HESSIAN_KERNELS = r"""
+#include <math.h>
+double smooth3(const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i] * x[i] * x[(i + 1) % n] + sin(x[i]);
+    return s;
+}
+double kinked(const double *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += fabs(x[i]) + x[i] * x[i];
+    return s;
+}
+"""
+
+
+def test_hessian_first_use_passes_on_a_right_hessian(cc):
+    mod = cc(HESSIAN_KERNELS)
+    x = np.array([0.3, -1.1, 0.8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        H = enzyme.hessian(mod.smooth3)(x, 3)
+    gradient = enzyme.grad(mod.smooth3)
+    fd = np.array([_fd_grad(lambda v, i=i: gradient(v, 3)[i], x, 1e-5) for i in range(3)])
+    np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_hvp_first_use_at_a_kink_warns(cc):
+    mod = cc(HESSIAN_KERNELS)
+    x = np.array([0.0, -1.1, 0.8])    # fabs has a kink at x[0] = 0
+    with pytest.warns(enzyme.EnzymeWarning, match="not smooth"):
+        hv = enzyme.hvp(mod.kinked)(x, 3, np.ones(3))
+    np.testing.assert_allclose(hv, 2.0)
+
+
+def _quadratic(H):
+    return (lambda dirs: [H @ d for d in dirs]), (lambda x: H @ x)
+
+
+def test_hvp_test_verdicts():
+    """The verdict logic on known matrices (numpy stands in for the
+    derivatives; the real-Enzyme cases are above)."""
+    from enzyme.verify import NOT_SMOOTH, hvp_test
+
+    A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 4.0]])
+    x = np.array([0.2, -0.4, 1.0])
+    hvp, gradient = _quadratic(A)
+    assert hvp_test(x, hvp, gradient, 2, "float64", 1, "k", "x").ok
+    assert hvp_test(x, hvp, gradient, 1, "float64", 1, "k", "x").ok
+    skew = A + np.array([[0, 0.1, 0], [0, 0, 0], [0, 0, 0]])          # not symmetric
+    report = hvp_test(x, lambda dirs: [skew @ d for d in dirs], gradient, 2, "float64", 1, "k", "x")
+    assert report.arguments[0].verdict.startswith("hvp is wrong (w.Hv and v.Hw differ")
+    wrong = 1.5 * A                                                   # symmetric, wrong
+    report = hvp_test(x, lambda dirs: [wrong @ d for d in dirs], gradient, 2, "float64", 1, "k", "x")
+    assert report.arguments[0].verdict.startswith("hvp is wrong (central differences")
+    report = hvp_test(x, hvp, lambda y: A @ y + np.sign(y - x + 1e-9), 2, "float64", 1, "k", "x")
+    assert report.arguments[0].verdict == NOT_SMOOTH
+
+
+def test_split_first_use_passes_and_leaves_the_shadows_to_the_call(smooth):
+    from enzyme import ReverseSplit, autodiff_thunk
+
+    x, dx = np.array([0.5, -1.2, 2.0]), np.zeros(3)
+    forward, reverse = autodiff_thunk(ReverseSplit, smooth.energy, Duplicated, Active, Const)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tape = forward(x, dx, 1.5, 3)
+    np.testing.assert_array_equal(dx, 0.0)        # the check wrote nothing here
+    result = reverse(tape, seed=2.0)
+    want = 2.0 * (3 * 1.5 * x**2 + np.roll(x, -1) + np.roll(x, 1))
+    np.testing.assert_allclose(dx, want, rtol=1e-13)
+    assert result.derivs[1] == pytest.approx(2.0 * np.sum(x**3))

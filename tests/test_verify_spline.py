@@ -261,9 +261,6 @@ def test_first_use_check_raises_on_the_wrong_reverse(checked, fd, route):
     np.testing.assert_array_equal(dq, 7.0)
 
 
-@pytest.mark.xfail(strict=True, reason="split derivatives (autodiff_thunk) are not checked on first use, "
-                   "and Enzyme v0.0.289 gets this one wrong: the wrong adjoint comes back with "
-                   "verification on")
 @pytest.mark.parametrize("route", list(SPLIT))
 def test_split_mode_with_verification_on(checked, fd, route):
     """What every checked route must do: raise, or give the right numbers."""

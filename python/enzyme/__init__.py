@@ -67,7 +67,7 @@ from .errors import (
     ToolchainError,
     UnsupportedSignatureError,
 )
-from .verify import CheckReport, check
+from .verify import CheckReport, check, check_functions
 
 __all__ = [
     "__version__",
@@ -123,5 +123,6 @@ __all__ = [
     "hessian",
     "hvp",
     "check",
+    "check_functions",
     "CheckReport",
 ]

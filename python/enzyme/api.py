@@ -140,6 +140,7 @@ class Kernel:
         self.name = signature.name
         self._primal: PrimalFunction | None = None
         self._derivatives: dict[tuple, DerivativeFunction | HvpFunction] = {}
+        self._key_locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -161,6 +162,12 @@ class Kernel:
     def __call__(self, *args: Any) -> Any:
         primal = self._primal
         if primal is None:
+            primal = self._primal_function()
+        return primal(*args)
+
+    def _primal_function(self) -> PrimalFunction:
+        primal = self._primal
+        if primal is None:
             self.module._check_open()
             self.signature.check_supported()
             if self.signature.ret.kind == "struct":
@@ -173,7 +180,7 @@ class Kernel:
                 primal = PrimalFunction(self.signature, self.module._artifact.so_path,
                                         primal_cdef(self.signature), owner=self.module._owner)
             self._primal = primal
-        return primal(*args)
+        return primal
 
     def derivative_function(self, mode: Mode, kinds: tuple, ret: Any = None,
                             width: int = 1) -> DerivativeFunction:
@@ -187,9 +194,16 @@ class Kernel:
         key = (mode, kinds, ret, width)
         found = self._derivatives.get(key)
         if found is None:
-            found = self._compile_once(key, lambda: resolve_activities(
-                self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction,
-                self._arm_check if self.module.verify else None)
+            other = None
+            if self.module.verify and not _verify.verifying():
+                other = self._prebuild_counterpart(mode, kinds, ret, width)
+            try:
+                found = self._compile_once(key, lambda: resolve_activities(
+                    self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction,
+                    self._arm_check if self.module.verify else None)
+            finally:
+                if other is not None:
+                    other.join()  # no build goes on behind the caller's back
         if width > 1:
             used = self.module._shadows_used_by(found.so_path)
             if used:
@@ -217,7 +231,8 @@ class Kernel:
         found = self._derivatives.get(key)
         if found is None:
             found = self._compile_once(key, lambda: resolve_hvp(self.signature, wrt, width),
-                                       generate_hvp, HvpFunction)
+                                       generate_hvp, HvpFunction,
+                                       self._arm_hvp_check if self.module.verify else None)
         used = self.module._shadows_used_by(found.so_path)
         if used:
             raise DifferentiationError(
@@ -242,6 +257,8 @@ class Kernel:
                 found = self._derivatives.get(key)
                 if found is None:
                     found = self._derivatives[key] = self._build_split(mode, kinds, ret)
+                    if self.module.verify:
+                        found.first_call = self._first_use_check
         return found
 
     def _build_split(self, mode: Mode, kinds: tuple, ret: Any) -> SplitFunctions:
@@ -271,7 +288,12 @@ class Kernel:
     def _compile_once(self, key: tuple, resolve: Callable, generate: Callable, wrap: Callable,
                       on_create: Callable[[Any], None] | None = None):
         self.module._check_open()
+        # one lock per derivative: two different derivatives of a kernel
+        # build at once (the first-use check's counterpart next to the one
+        # asked for), one derivative is built once
         with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
             found = self._derivatives.get(key)
             if found is None:
                 spec = resolve()
@@ -287,6 +309,116 @@ class Kernel:
     def _arm_check(self, fn: DerivativeFunction) -> None:
         fn.first_call = self._first_use_check
 
+    def _before_fork(self) -> None:
+        """Load in this process what a check's child process will call. The
+        child has one thread: a lock another thread held at the fork stays
+        held there forever, so the child must not load libraries or take
+        locks (the globals' shadows are zeroed by the check's restore, not
+        under the module's lock)."""
+        self._primal_function()
+
+    def _arm_hvp_check(self, fn: HvpFunction) -> None:
+        fn.first_call = self._first_use_hvp_check
+
+    def _first_use_hvp_check(self, fn: HvpFunction, args: Sequence[Any], directions: Sequence[Any]) -> None:
+        """The first-use check of a Hessian-vector product (see
+        :func:`enzyme.verify.hvp_test`), in a forked child, like
+        :meth:`_first_use_check`."""
+        if _verify.verifying():
+            fn.first_call = self._first_use_hvp_check
+            return
+        wrt, sig = fn.spec.wrt, self.signature
+        if len(args) != len(sig.params) or not isinstance(args[wrt], np.ndarray):
+            fn.first_call = self._first_use_hvp_check  # the call says what is wrong
+            return
+        primals = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        try:
+            annotations = _inactive(self, primals)
+            annotations[wrt] = Duplicated(primals[wrt], None)
+            kinds = tuple(type(a) for a in annotations)
+            reverse = self.derivative_function(Reverse, kinds, None, 1)
+        except EnzymeError as err:
+            _verify.count_unchecked()
+            warnings.warn(EnzymeWarning(f"the Hessian-vector product of '{self.name}' could not be "
+                                        f"checked on its first call: its gradient does not build "
+                                        f"({type(err).__name__}). It is used unchecked."), stacklevel=4)
+            return
+
+        def fresh() -> list:
+            return [a.copy() if isinstance(a, np.ndarray) else a for a in primals]
+
+        def gradient(x: np.ndarray) -> np.ndarray:
+            values = fresh()
+            values[wrt] = x.astype(primals[wrt].dtype)
+            flat: list = []
+            dx = np.zeros_like(values[wrt])
+            for i, (a, value) in enumerate(zip(annotations, values)):
+                flat.append(value)
+                if isinstance(a, Duplicated):
+                    flat.append(dx if i == wrt else np.zeros_like(value))
+            reverse(*flat)
+            return dx.astype(np.float64)
+
+        def products(dirs: list) -> list:
+            return fn(fresh(), [d.astype(primals[wrt].dtype) for d in dirs])[1]
+
+        dtype = "float32" if primals[wrt].dtype == np.float32 else "float64"
+
+        def test() -> Any:
+            reverse.first_call = None  # in the child only: no lock taken there (see _before_fork)
+            return _verify.hvp_test(primals[wrt].astype(np.float64), products, gradient,
+                                    fn.spec.width, dtype, _CHECK_SEED, self.name, sig.params[wrt].name)
+
+        self._before_fork()
+
+        done = _verify.run_isolated(test, _verify.timeout())
+        if done.status != "ok":
+            if done.status == "error" and done.value[2]:
+                fn.first_call = self._first_use_hvp_check
+                return
+            why = done.status if done.value is None else \
+                f"{done.status}: {done.value[:2] if done.status == 'error' else done.value}"
+            _verify.count_unchecked()
+            warnings.warn(EnzymeWarning(f"the Hessian-vector product of '{self.name}' could not be "
+                                        f"checked on its first call ({why}). It is used unchecked."),
+                          stacklevel=4)
+            return
+        report = done.value
+        if report.ok:
+            _verify.stats["passed"] += 1
+            return
+        verdict = report.arguments[0].verdict
+        if verdict in _verify.UNDECIDED:
+            _verify.count_unchecked()
+            warnings.warn(EnzymeWarning(f"the Hessian-vector product of '{self.name}' could not be "
+                                        f"checked at this point ({verdict}); it is used unchecked.\n"
+                                        f"{report}"), stacklevel=4)
+            return
+        raise _verify.mismatch_error(report, None)
+
+    def _prebuild_counterpart(self, mode: Mode, kinds: tuple, ret: Any,
+                              width: int) -> threading.Thread | None:
+        """Start building, in another thread, the derivative the first-use
+        check will compare this one with, so that both build at once (a
+        cold first call then costs about one build, not two). The caller
+        joins the thread once its own build is done."""
+        try:
+            spec = resolve_activities(self.signature, mode, kinds, ret, width)
+        except EnzymeError:
+            return None  # the request itself is wrong: the caller will say so
+        if mode.split:
+            return None
+
+        def build_it() -> None:
+            try:
+                with _verify.inside_check():  # no counterpart of the counterpart
+                    self._counterpart(spec)
+            except Exception:  # the check builds it again and reports what is wrong
+                pass
+        thread = threading.Thread(target=build_it, name=f"enzyme-counterpart-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
     def _counterpart(self, spec: Any) -> DerivativeFunction:
         """The unbatched entry point of the other mode with the same
         activities: what a derivative is checked against."""
@@ -294,6 +426,8 @@ class Kernel:
         kinds = tuple(Const if a.activity == "const" else
                       (Active if reverse and not a.ctype.is_pointer else Duplicated) for a in spec.args)
         ret = {"void": None, "const": Const}.get(spec.ret, Active if reverse else Duplicated)
+        if self.signature.ret.kind == "struct":
+            ret = Const  # reverse mode keeps a struct return Const: it is not checked
         return self.derivative_function(Reverse if reverse else Forward, kinds, ret, 1)
 
     def _check_point(self, spec: Any, primals: Sequence[Any]) -> _verify.Point:
@@ -301,7 +435,7 @@ class Kernel:
         return _verify.Point(self, primals, differentiated, spec.ret in ("active", "dup", "dupnoneed"),
                              self.module._global_state())
 
-    def _first_use_check(self, fn: DerivativeFunction, args: tuple, seed: Any) -> None:
+    def _first_use_check(self, fn: DerivativeFunction | SplitFunctions, args: tuple, seed: Any) -> None:
         """The dot-product test of a derivative entry point against the other
         mode, at the arguments of its first call (on copies). Raises
         DerivativeMismatchError when they disagree and central differences do
@@ -324,30 +458,31 @@ class Kernel:
         try:
             other = self._counterpart(spec)
         except EnzymeError as err:
+            _verify.count_unchecked()
             warnings.warn(EnzymeWarning(
                 f"the derivative {spec.pattern} of '{self.name}' could not be checked: the other "
                 f"mode, which it is checked against, does not build ({type(err).__name__}: "
                 f"{str(err).splitlines()[0]}). Check it with enzyme.check(..., mode=...) against "
                 "finite differences."), stacklevel=4)
             return
-        fwd, rev = (other, fn) if spec.reverse else (fn, other)
+        entry = _verify.SplitAsReverse(fn) if spec.split else fn
+        fwd, rev = (other, entry) if spec.reverse else (entry, other)
         under_test = "reverse" if spec.reverse else "forward"
-        module = self.module
-
         def test() -> tuple:
-            with module._wrt_arguments_only():
-                return _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
+            other.first_call = None  # in the child only: no lock taken there (see _before_fork)
+            return _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
 
         def unchecked(why: str) -> None:
+            _verify.count_unchecked()
             warnings.warn(EnzymeWarning(f"the derivative {spec.pattern} of '{self.name}' could not be "
                                         f"checked on its first call: {why}. It is used unchecked; "
                                         "enzyme.check(...) tests it on demand."), stacklevel=5)
 
+        self._before_fork()
         done = _verify.run_isolated(test, _verify.timeout())
         if done.status == "crashed":
             def call() -> None:
-                with module._wrt_arguments_only():
-                    _verify.call_only(point, fn, _CHECK_SEED)
+                _verify.call_only(point, entry, _CHECK_SEED)
             alone = _verify.run_isolated(call, _verify.timeout())
             if alone.status == "crashed":
                 raise DifferentiationError(
@@ -371,6 +506,7 @@ class Kernel:
             return
         report, detail = done.value
         if report.ok:
+            _verify.stats["passed"] += 1
             if other.first_call is not None and other.spec.width == 1:
                 other.first_call = None  # the same test checked it
             return

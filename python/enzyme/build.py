@@ -77,7 +77,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -534,14 +534,16 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
 
         def load() -> ModuleArtifact | None:
             manifest = _read_manifest(manifest_path, key)
-            if (manifest is None or set(manifest["files"]) != {f"{key}.bc", f"{key}.so"}
+            names = _generation_names(manifest, key)
+            if (manifest is None or names is None
                     or not isinstance(manifest.get("deps"), dict) or "extra" not in manifest
                     or not _files_intact(entries, manifest["files"])
                     or not _deps_intact(manifest["deps"])):
                 return None
+            bc_name, so_name = names
             return ModuleArtifact(
-                key=key, bc_path=str(entries / f"{key}.bc"), so_path=str(entries / f"{key}.so"),
-                bc_sha256=manifest["files"][f"{key}.bc"], link_args=tuple(link_args),
+                key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
+                bc_sha256=manifest["files"][bc_name], link_args=tuple(link_args),
                 extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
                 shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags),
                 native_cpu=native_cpu, split_long_blocks=split_long_blocks)
@@ -626,7 +628,13 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                 raise module_failure(done.stderr)
         extra = facts.extra
         shared = list(facts.shared_globals) + [SHADOW_PREFIX + n for n, _ in facts.shadowed_globals]
-        bc_name, so_name = f"{key}.bc", f"{key}.so"
+        # Each build of a key gets file names of its own (its bitcode's hash):
+        # a rebuild after a header changed must not reuse the old library's
+        # path, or dlopen in a process that loaded the old one hands that
+        # one back (it matches loaded libraries by name), old code and all.
+        tag = sha256_file(Path(linked))[:12]
+        bc_name, so_name = f"{key}-{tag}.bc", f"{key}-{tag}.so"
+        old = _generation_names(_read_manifest(manifest_path, key), key) or ()
         shutil.copyfile(linked, work / bc_name)
         os.replace(so, work / so_name)
         files = {bc_name: sha256_file(work / bc_name), so_name: sha256_file(work / so_name)}
@@ -635,11 +643,28 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             os.replace(work / name, entries / name)
         manifest = {"key": key, "files": files, "deps": deps, "extra": extra, "shared": shared}
         atomic_write_bytes(manifest_path, json.dumps(manifest).encode(), 0o600)
+        for name in old:  # the previous build's files (a process that loaded them keeps its mapping)
+            if name not in files:
+                with suppress(OSError):
+                    os.unlink(entries / name)
     return ModuleArtifact(key=key, bc_path=str(entries / bc_name), so_path=str(entries / so_name),
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
                           opt_flags=opt_flags, native_cpu=native_cpu,
                           split_long_blocks=split_long_blocks)
+
+
+def _generation_names(manifest: dict | None, key: str) -> tuple[str, str] | None:
+    """The (bitcode, library) file names a module manifest lists, when it
+    lists exactly those two, named after the key."""
+    if manifest is None or not isinstance(manifest.get("files"), dict) or len(manifest["files"]) != 2:
+        return None
+    names = sorted(manifest["files"])
+    bc = [n for n in names if n.endswith(".bc") and n.startswith(f"{key}-")]
+    so = [n for n in names if n.endswith(".so") and n.startswith(f"{key}-")]
+    if len(bc) != 1 or len(so) != 1 or "/" in bc[0] + so[0]:
+        return None
+    return bc[0], so[0]
 
 
 def _shadow_bitcode(tc: Toolchain, shadowed: Sequence[tuple[str, int]], work: Path) -> str:

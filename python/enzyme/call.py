@@ -82,6 +82,10 @@ class LoadedLibrary:
 
 _libraries: dict[tuple[str, str], LoadedLibrary] = {}
 _load_lock = threading.Lock()
+# A forked child (the first-use check runs in one) has only the forking
+# thread: the lock must be free at the fork, or a load there waits forever.
+os.register_at_fork(before=_load_lock.acquire, after_in_parent=_load_lock.release,
+                    after_in_child=_load_lock.release)
 # Owner for libraries that must stay loaded for the life of the process
 # (numpy views of their globals cannot be invalidated).
 PERMANENT_OWNER = 0
@@ -609,6 +613,10 @@ class HvpFunction:
         self.spec = spec
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
+        # the first-use check, as for DerivativeFunction
+        self.first_call: Callable[[HvpFunction, Sequence[Any], Sequence[Any]], None] | None = None
+        self.failed: Exception | None = None
+        self._first_lock = threading.Lock()
         sig = spec.signature
         self._convert = _primal_converters(self._ffi, sig)
         x = sig.params[spec.wrt]
@@ -626,6 +634,16 @@ class HvpFunction:
                          for i, p in enumerate(sig.params) if p.ctype.is_pointer]
 
     def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
+        if self.first_call is not None or self.failed is not None:
+            with self._first_lock:
+                check, self.first_call = self.first_call, None
+                if check is not None:
+                    try:
+                        check(self, args, directions)
+                    except DerivativeMismatchError as err:
+                        self.failed = err
+            if self.failed is not None:
+                raise self.failed
         sig, wrt = self.spec.signature, self.spec.wrt
         if len(args) != len(sig.params):
             raise ArgumentTypeError(f"{sig.name} takes {len(sig.params)} argument(s), "
@@ -707,6 +725,10 @@ class SplitFunctions:
                  tape_bytes: int, owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
         self.tape_bytes = tape_bytes
+        # the first-use check (of both passes), before the first forward pass
+        self.first_call: Callable[[SplitFunctions, tuple, Any], None] | None = None
+        self.failed: Exception | None = None
+        self._first_lock = threading.Lock()
         self._ffi, self._forward, self._library = load_symbol(so_path, split.cdef,
                                                               split.forward_entry, owner)
         _, self._reverse, _ = load_symbol(so_path, split.cdef, split.reverse_entry, owner)
@@ -747,6 +769,16 @@ class SplitFunctions:
                               if spec.ret == "active" else None)
 
     def forward(self, *args: Any) -> Tape:
+        if self.first_call is not None or self.failed is not None:
+            with self._first_lock:
+                check, self.first_call = self.first_call, None
+                if check is not None:
+                    try:
+                        check(self, args, None)
+                    except DerivativeMismatchError as err:
+                        self.failed = err
+            if self.failed is not None:
+                raise self.failed
         if len(args) != self._nflat:
             raise ActivityError(f"the forward pass of {self.spec.kernel} ({self.spec.pattern}) "
                                 f"takes {self._nflat} argument(s): each primal, followed by its "

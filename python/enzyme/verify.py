@@ -19,6 +19,7 @@ derivative entry points to compare; it never imports cffi.
 
 from __future__ import annotations
 
+import collections
 import faulthandler
 import os
 import pickle
@@ -50,9 +51,18 @@ _FD_STEP = {"float64": 1e-6, "float32": 3e-3}
 
 # Verdicts that say the test could not decide (a first-use check warns)
 NOT_FINITE = "not finite in either mode"
-UNDECIDED = (NOT_FINITE,)
+NOT_SMOOTH = "the gradient is not smooth here (central differences change with the step)"
+UNDECIDED = (NOT_FINITE, NOT_SMOOTH)
 
 _state = threading.local()
+
+# What the first-use checks of this process found: "passed", "raised",
+# "unchecked" (a warning said why); for measurements and tests.
+stats: collections.Counter = collections.Counter()
+
+
+def count_unchecked() -> None:
+    stats["unchecked"] += 1
 
 
 def verifying() -> bool:
@@ -62,7 +72,7 @@ def verifying() -> bool:
 
 
 @contextmanager
-def _inside_check() -> Iterator[None]:
+def inside_check() -> Iterator[None]:
     _state.depth = getattr(_state, "depth", 0) + 1
     try:
         yield
@@ -187,7 +197,8 @@ class Point:
         sig = kernel.signature
         self.kernel = kernel
         self.primals = [a.copy() if isinstance(a, np.ndarray) else a for a in primals]
-        self.return_output = return_output and sig.ret.is_float
+        # a struct return is not an output here: reverse mode keeps it Const
+        self.return_output = return_output and sig.ret.kind == "scalar" and sig.ret.is_float
         self.dtype = "float32" if any(
             p.ctype.dtype == "float32" for p in sig.params) or sig.ret.dtype == "float32" else "float64"
         self.slots: list[Slot] = []
@@ -318,6 +329,24 @@ def reverse_lanes(point: Point, fn: Any, seeds: Sequence[np.ndarray]) -> list[np
     return out
 
 
+def input_scales(u: np.ndarray) -> np.ndarray:
+    """Per-input scale of the random directions: each input's magnitude
+    (at least 1e-3 of the largest), so that a central difference moves every
+    input by the same relative step, whatever the units (densities of 1e-3
+    next to temperatures of 300)."""
+    top = float(np.max(np.abs(u))) if u.size else 0.0
+    if not np.isfinite(top) or top == 0.0:
+        return np.ones_like(u, dtype=np.float64)
+    return np.maximum(np.abs(u), 1e-3 * top)
+
+
+def _step(relative: float, v: np.ndarray, u: np.ndarray) -> float:
+    """The central-difference step along ``v`` that moves no input by more
+    than ``relative`` times its scale (see :func:`input_scales`)."""
+    ratio = float(np.max(np.abs(v) / input_scales(u))) if v.size else 0.0
+    return relative / ratio if ratio > 0 else relative
+
+
 def _scale(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(np.abs(a * b)))
 
@@ -339,11 +368,12 @@ def compare(point: Point, forward: Any, reverse: Any, *, under_test: str, rng: n
     call each); central differences are computed when asked, and wherever
     forward and reverse disagree.
     """
-    with _inside_check():
+    with inside_check():
         rtol, fd_rtol = tolerances(point.dtype)
         width = (forward if under_test == "forward" else reverse).spec.width
         n_in, n_out = point.n_in, point.n_out
-        vs = [rng.standard_normal(n_in) for _ in range(width if under_test == "forward" else 1)]
+        scales = input_scales(point.inputs())
+        vs = [rng.standard_normal(n_in) * scales for _ in range(width if under_test == "forward" else 1)]
         ws = [rng.standard_normal(n_out) for _ in range(width if under_test == "reverse" else 1)]
         groups = [[s] for s in point.slots] if per_argument else [list(point.slots)]
         results: list[ArgumentCheck] = []
@@ -413,7 +443,7 @@ def _central_difference(point: Point, v: np.ndarray, w: np.ndarray) -> tuple[flo
     """w . (F(u + h v) - F(u - h v)) / 2h, and h."""
     u = point.inputs()
     step = _FD_STEP.get(point.dtype, _FD_STEP["float32"])
-    h = step * max(1.0, float(np.max(np.abs(u))) if u.size else 1.0) / max(float(np.max(np.abs(v))), 1e-300)
+    h = _step(step, v, u)
     plus, minus = point.evaluate(h * v), point.evaluate(-h * v)
     return float(w @ (plus - minus)) / (2 * h), h
 
@@ -431,10 +461,20 @@ def point_repeatable(point: Point) -> bool:
 
 def mismatch_error(report: CheckReport, per_argument: CheckReport | None) -> DerivativeMismatchError:
     """The error raised when a derivative fails its first-use check."""
+    stats["raised"] += 1
     detail = per_argument if per_argument is not None else report
     bad = [a for a in detail.arguments if not a.ok] or [a for a in report.arguments if not a.ok]
     worst = max(bad, key=lambda a: a.disagreement)
     names = ", ".join(sorted({a.name.split(" [")[0] for a in bad}))
+    if report.pattern.startswith("hvp"):
+        return DerivativeMismatchError(
+            f"the Hessian-vector products of '{report.kernel}' with respect to {names} failed their "
+            f"first-use check: w.Hv = {worst.forward:.10g}, v.Hw = {worst.reverse:.10g}, central "
+            f"differences of the gradient give {worst.finite_difference:.10g} ({worst.verdict}). Enzyme "
+            "computed a wrong second derivative here without reporting an error.\n" + str(detail) +
+            "\nWhat to try: a Hessian from jacobian() of a C gradient function, or finite differences "
+            "of enzyme.grad; and please report the kernel. To call it anyway, compile with "
+            "verify=False (or set ENZYME_VERIFY=0).", report=detail)
     return DerivativeMismatchError(
         f"the derivative {report.pattern} of '{report.kernel}' failed its first-use check: "
         f"forward and reverse mode disagree for {names} (w.(Jv) = {worst.forward:.10g} by forward "
@@ -451,7 +491,7 @@ def mismatch_error(report: CheckReport, per_argument: CheckReport | None) -> Der
         report=detail)
 
 
-class _SplitAsReverse:
+class SplitAsReverse:
     """A split derivative (augmented forward pass, then reverse pass) called
     like an unsplit reverse entry point, so the same test checks it."""
 
@@ -575,7 +615,7 @@ def check(kernel: Any, *args: Any, mode: Any = None, ret: Any = None, width: int
 
     batched = width > 1
     if mode.split:
-        entry = _SplitAsReverse(kernel.split_functions(mode, kinds(True, False), ret_kind(True)))
+        entry = SplitAsReverse(kernel.split_functions(mode, kinds(True, False), ret_kind(True)))
     else:
         entry = kernel.derivative_function(mode, kinds(reverse, batched), ret_kind(reverse), width)
     other_mode = Forward if reverse else Reverse
@@ -674,7 +714,7 @@ def first_use_test(point: Point, forward: Any, reverse: Any, under_test: str,
 
 def call_only(point: Point, fn: Any, seed: int) -> None:
     """Call an entry point once on copies (to see whether it crashes)."""
-    with _inside_check():
+    with inside_check():
         rng = np.random.default_rng(seed)
         if fn.spec.reverse:
             reverse_lanes(point, fn, [rng.standard_normal(point.n_out) for _ in range(fn.spec.width)])
@@ -688,3 +728,138 @@ def timeout() -> float:
         return float(os.environ.get("ENZYME_VERIFY_TIMEOUT", "120"))
     except ValueError:
         return 120.0
+
+
+def check_functions(f: Callable[[np.ndarray], Any], x: Any, *, jvp: Callable | None = None,
+                    vjp: Callable | None = None, seed: int = 0, name: str = "") -> CheckReport:
+    """Check derivatives you compute yourself (C code calling
+    ``__enzyme_autodiff`` / ``__enzyme_fwddiff``, wrapped in Python) with
+    the dot-product test and central differences.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(x)``: the function, returning a float or an array (its outputs).
+    x : array_like
+        The point (floating; any shape). ``f``, ``jvp`` and ``vjp`` get
+        copies.
+    jvp : callable, optional
+        ``jvp(x, v) -> J v`` (shaped like f's output).
+    vjp : callable, optional
+        ``vjp(x, w) -> J^T w`` (shaped like x).
+    seed : int
+        Seed of the random directions.
+
+    With both, ``w . jvp(x, v)`` is compared with ``vjp(x, w) . v``; with one,
+    that one is compared with central differences, which are computed in
+    every case. The verdict is about ``vjp`` when given, else ``jvp``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> report = check_functions(lambda x: np.sum(x**3), np.array([1.0, 2.0]),
+    ...                          vjp=lambda x, w: 3 * x**2 * w)
+    >>> report.ok
+    True
+    """
+    from .errors import ActivityError
+
+    if jvp is None and vjp is None:
+        raise ActivityError("check_functions needs jvp=, vjp= or both.")
+    x0 = np.array(x, dtype=np.float64)
+    dtype = "float32" if np.asarray(x).dtype == np.float32 else "float64"
+    rtol, fd_rtol = tolerances(dtype)
+    eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+    rng = np.random.default_rng(seed)
+
+    def outputs(u: np.ndarray) -> np.ndarray:
+        return np.asarray(f(u.copy()), dtype=np.float64).ravel()
+
+    f0 = outputs(x0)
+    v = rng.standard_normal(x0.size) * input_scales(x0.ravel())
+    w = rng.standard_normal(f0.size)
+    t = None if jvp is None else np.asarray(jvp(x0.copy(), v.reshape(x0.shape)), dtype=np.float64).ravel()
+    a = None if vjp is None else np.asarray(vjp(x0.copy(), w.reshape(f0.shape) if f0.size > 1 else float(w[0])),
+                                            dtype=np.float64).ravel()
+    if t is not None and t.shape != f0.shape:
+        raise ActivityError(f"jvp returned {t.size} values, f returns {f0.size}.")
+    if a is not None and a.shape != x0.ravel().shape:
+        raise ActivityError(f"vjp returned {a.size} values, x has {x0.size}.")
+    u_size = max(float(np.max(np.abs(x0))) if x0.size else 0.0, 1.0)
+    h = _step(_FD_STEP[dtype], v, x0.ravel())
+    fd = float(w @ (outputs(x0 + h * v.reshape(x0.shape)) - outputs(x0 - h * v.reshape(x0.shape)))) / (2 * h)
+    f_size = np.maximum(np.abs(f0), 1.0)
+    floor = 1e3 * eps * _scale(w, f_size) * float(np.max(np.abs(v))) / u_size
+    fd_floor = floor + 10 * eps * _scale(w, f_size) / h
+    fwd = float(w @ t) if t is not None else float("nan")
+    rev = float(a @ v) if a is not None else float("nan")
+    scale = max(_scale(w, t) if t is not None else 0.0, _scale(a, v) if a is not None else 0.0, abs(fd))
+    mine = rev if a is not None else fwd
+    if t is not None and a is not None:
+        agree = _close(fwd, rev, scale, rtol, floor)
+        if agree:
+            verdict = "ok" if _close(fd, mine, scale, fd_rtol, fd_floor) else \
+                "jvp and vjp agree, finite differences do not (a kink or discontinuity here?)"
+        elif _close(fd, mine, scale, fd_rtol, fd_floor):
+            verdict = "ok"
+        elif _close(fd, fwd, scale, fd_rtol, fd_floor):
+            verdict = "vjp is wrong (finite differences side with jvp)"
+        else:
+            verdict = "jvp and vjp disagree, finite differences with neither"
+    else:
+        verdict = "ok" if _close(fd, mine, scale, fd_rtol, fd_floor) else \
+            f"{'vjp' if a is not None else 'jvp'} disagrees with finite differences"
+    if not (np.isfinite(fwd) or np.isfinite(rev)):
+        verdict = NOT_FINITE
+    both = t is not None and a is not None
+    check = ArgumentCheck(0, "x", fwd, rev, fd, abs(fwd - rev) / scale if both and scale else
+                          (abs(mine - fd) / scale if scale else 0.0), verdict)
+    return CheckReport(name or getattr(f, "__name__", "f"), "user-supplied derivatives",
+                       (check,), rtol, fd_rtol)
+
+
+def hvp_test(x0: np.ndarray, hvp: Callable[[list], list], gradient: Callable[[np.ndarray], np.ndarray],
+             width: int, dtype: str, seed: int, kernel: str, name: str) -> CheckReport:
+    """The first-use check of Hessian-vector products: symmetry (``w . H v``
+    against ``v . H w``, both from ``hvp``) and central differences of the
+    gradient along ``v``, trusted only where the gradient is smooth (the
+    same at a quarter of the step). ``hvp(directions)`` takes ``width``
+    directions; ``gradient(x)`` is a reverse-mode gradient at ``x``."""
+    with inside_check():
+        rtol, fd_rtol = tolerances(dtype)
+        eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+        rng = np.random.default_rng(seed)
+        v = rng.standard_normal(x0.shape) * input_scales(x0.ravel()).reshape(x0.shape)
+        w = rng.standard_normal(x0.shape)
+        zeros = [np.zeros_like(x0)] * max(width - 2, 0)
+        if width >= 2:
+            hv, hw = hvp([v, w, *zeros])[:2]
+        else:
+            hv, hw = hvp([v])[0], hvp([w])[0]
+        a, b = float(np.sum(w * hv)), float(np.sum(v * hw))
+        g0 = gradient(x0.copy())
+        u_size = max(float(np.max(np.abs(x0))) if x0.size else 0.0, 1.0)
+        g_size = np.maximum(np.abs(g0), 1.0)
+        scale = max(_scale(w, hv), _scale(v, hw))
+        floor = 1e3 * eps * _scale(w, g_size) * float(np.max(np.abs(v))) / u_size
+        h = _step(_FD_STEP.get(dtype, _FD_STEP["float32"]), v.ravel(), x0.ravel())
+
+        def fd_at(step: float) -> float:
+            return float(np.sum(w * (gradient(x0 + step * v) - gradient(x0 - step * v)))) / (2 * step)
+
+        fd, fd_quarter = fd_at(h), fd_at(h / 4)
+        fd_floor = floor + 40 * eps * _scale(w, g_size) / h
+        scale_fd = max(scale, abs(fd))
+        smooth = _close(fd, fd_quarter, scale_fd, fd_rtol, fd_floor)
+        if not (np.isfinite(a) or np.isfinite(b)):
+            verdict = NOT_FINITE
+        elif not _close(a, b, scale, rtol, floor):
+            verdict = "hvp is wrong (w.Hv and v.Hw differ: a Hessian is symmetric)"
+        elif not smooth:
+            verdict = NOT_SMOOTH
+        elif _close(fd, a, scale_fd, fd_rtol, fd_floor):
+            verdict = "ok"
+        else:
+            verdict = "hvp is wrong (central differences of the gradient disagree)"
+        check = ArgumentCheck(0, name, a, b, fd, abs(a - fd) / scale_fd if scale_fd else 0.0, verdict)
+        return CheckReport(kernel, f"hvp wrt {name}", (check,), rtol, fd_rtol)
