@@ -421,7 +421,32 @@ def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
         return None
 
 
-class DerivativeFunction:
+class _CheckedOnce:
+    """A check to run once, before the first call (the orchestrator sets
+    ``first_call``: the first-use self-check of a derivative). An error it
+    raised is raised again by every later call."""
+
+    first_call: Callable[..., None] | None
+    failed: Exception | None
+
+    def _init_checked_once(self) -> None:
+        self.first_call = None
+        self.failed = None
+        self._first_lock = threading.Lock()
+
+    def _run_first_call(self, *check_args: Any) -> None:
+        with self._first_lock:
+            check, self.first_call = self.first_call, None
+            if check is not None:
+                try:
+                    check(self, *check_args)
+                except DerivativeMismatchError as err:
+                    self.failed = err
+        if self.failed is not None:
+            raise self.failed
+
+
+class DerivativeFunction(_CheckedOnce):
     """A generated derivative entry point with its call plan.
 
     Called with the flat argument list of the declaration style: each
@@ -434,12 +459,7 @@ class DerivativeFunction:
         self.spec = spec
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
-        # A check to run once, before the first call (set by the
-        # orchestrator: the first-use self-check of the derivative); an error
-        # it raised is raised again by every later call.
-        self.first_call: Callable[[DerivativeFunction, tuple, Any], None] | None = None
-        self.failed: Exception | None = None
-        self._first_lock = threading.Lock()
+        self._init_checked_once()
         ffi = self._ffi
         sig = spec.signature
         self._width = spec.width
@@ -501,17 +521,6 @@ class DerivativeFunction:
         if isinstance(seed, (int, float, np.integer, np.floating)):
             return [self._seed_convert(seed)] * self._width
         return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
-
-    def _run_first_call(self, args: tuple, seed: Any) -> None:
-        with self._first_lock:
-            check, self.first_call = self.first_call, None
-            if check is not None:
-                try:
-                    check(self, args, seed)
-                except DerivativeMismatchError as err:
-                    self.failed = err
-        if self.failed is not None:
-            raise self.failed
 
     def __call__(self, *args: Any, seed: Any = None) -> Any:
         if self.first_call is not None or self.failed is not None:
@@ -601,7 +610,7 @@ class DerivativeFunction:
                              (tuple(tangents) if self._batched else tangents[0], primal))
 
 
-class HvpFunction:
+class HvpFunction(_CheckedOnce):
     """Hessian-vector products (forward over reverse) with a call plan.
 
     Called with the kernel's arguments and a sequence of ``width`` direction
@@ -613,10 +622,7 @@ class HvpFunction:
         self.spec = spec
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
-        # the first-use check, as for DerivativeFunction
-        self.first_call: Callable[[HvpFunction, Sequence[Any], Sequence[Any]], None] | None = None
-        self.failed: Exception | None = None
-        self._first_lock = threading.Lock()
+        self._init_checked_once()
         sig = spec.signature
         self._convert = _primal_converters(self._ffi, sig)
         x = sig.params[spec.wrt]
@@ -635,15 +641,7 @@ class HvpFunction:
 
     def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
         if self.first_call is not None or self.failed is not None:
-            with self._first_lock:
-                check, self.first_call = self.first_call, None
-                if check is not None:
-                    try:
-                        check(self, args, directions)
-                    except DerivativeMismatchError as err:
-                        self.failed = err
-            if self.failed is not None:
-                raise self.failed
+            self._run_first_call(args, directions)
         sig, wrt = self.spec.signature, self.spec.wrt
         if len(args) != len(sig.params):
             raise ArgumentTypeError(f"{sig.name} takes {len(sig.params)} argument(s), "
@@ -712,7 +710,7 @@ class Tape:
         return f"<enzyme.Tape of {self.owner.spec.kernel}, {len(self.buffer)} bytes, {state}>"
 
 
-class SplitFunctions:
+class SplitFunctions(_CheckedOnce):
     """The two passes of a split reverse-mode derivative, with their call plan.
 
     ``forward(*flat_args)`` (each primal followed by its shadow) runs the
@@ -725,10 +723,7 @@ class SplitFunctions:
                  tape_bytes: int, owner: int = PERMANENT_OWNER) -> None:
         self.spec = spec
         self.tape_bytes = tape_bytes
-        # the first-use check (of both passes), before the first forward pass
-        self.first_call: Callable[[SplitFunctions, tuple, Any], None] | None = None
-        self.failed: Exception | None = None
-        self._first_lock = threading.Lock()
+        self._init_checked_once()  # the first-use check of both passes, before the first forward pass
         self._ffi, self._forward, self._library = load_symbol(so_path, split.cdef,
                                                               split.forward_entry, owner)
         _, self._reverse, _ = load_symbol(so_path, split.cdef, split.reverse_entry, owner)
@@ -770,15 +765,7 @@ class SplitFunctions:
 
     def forward(self, *args: Any) -> Tape:
         if self.first_call is not None or self.failed is not None:
-            with self._first_lock:
-                check, self.first_call = self.first_call, None
-                if check is not None:
-                    try:
-                        check(self, args, None)
-                    except DerivativeMismatchError as err:
-                        self.failed = err
-            if self.failed is not None:
-                raise self.failed
+            self._run_first_call(args, None)
         if len(args) != self._nflat:
             raise ActivityError(f"the forward pass of {self.spec.kernel} ({self.spec.pattern}) "
                                 f"takes {self._nflat} argument(s): each primal, followed by its "

@@ -34,7 +34,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DerivativeMismatchError
+from .activity import (
+    Active,
+    BatchDuplicated,
+    Const,
+    Duplicated,
+    Forward,
+    ForwardWithPrimal,
+    Reverse,
+    ReverseSplit,
+    ReverseSplitWithPrimal,
+    ReverseWithPrimal,
+)
+from .errors import ActivityError, ArgumentError, DerivativeMismatchError, ShadowError
 
 __all__ = ["ArgumentCheck", "CheckReport", "Point", "compare", "tolerances", "UNDECIDED"]
 
@@ -556,19 +568,6 @@ def check(kernel: Any, *args: Any, mode: Any = None, ret: Any = None, width: int
     >>> [a.name for a in report.arguments]
     ['x', 'a']
     """
-    from .activity import (
-        Active,
-        BatchDuplicated,
-        Const,
-        Duplicated,
-        Forward,
-        ForwardWithPrimal,
-        Reverse,
-        ReverseSplit,
-        ReverseSplitWithPrimal,
-        ReverseWithPrimal,
-    )
-    from .errors import ActivityError
 
     mode = Reverse if mode is None else mode
     if mode not in (Reverse, ReverseWithPrimal, Forward, ForwardWithPrimal, ReverseSplit,
@@ -663,7 +662,6 @@ def run_isolated(task: Callable[[], Any], timeout: float) -> Isolated:
             try:
                 result: tuple = ("ok", task())
             except Exception as err:  # reported to the parent as data
-                from .errors import ActivityError, ArgumentError, ShadowError
                 result = ("error", (type(err).__name__, str(err),
                                     isinstance(err, (ArgumentError, ShadowError, ActivityError))))
             data = pickle.dumps(result)
@@ -762,8 +760,6 @@ def check_functions(f: Callable[[np.ndarray], Any], x: Any, *, jvp: Callable | N
     >>> report.ok
     True
     """
-    from .errors import ActivityError
-
     if jvp is None and vjp is None:
         raise ActivityError("check_functions needs jvp=, vjp= or both.")
     x0 = np.array(x, dtype=np.float64)
