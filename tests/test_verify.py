@@ -379,3 +379,49 @@ def test_split_first_use_passes_and_leaves_the_shadows_to_the_call(smooth):
     want = 2.0 * (3 * 1.5 * x**2 + np.roll(x, -1) + np.roll(x, 1))
     np.testing.assert_allclose(dx, want, rtol=1e-13)
     assert result.derivs[1] == pytest.approx(2.0 * np.sum(x**3))
+
+
+# Random program 190's pattern: a load through a select between a const
+# array and an active one; Enzyme v0.0.289 adds adjoints into the const one.
+SELECT_INTO_CONST = r"""
+double sel(const double *x, const double *w, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) {
+        const double *p = (x[i] > 0.2 * i) ? &w[i] : &x[i];
+        s += *p * x[(i + 1) % n];
+    }
+    return s;
+}
+/* legacy code that casts const away: its derivatives may write there too */
+double casts(const double *x, const double *w, int n) {
+    ((double *)w)[0] = 1.0;
+    double s = 0;
+    for (int i = 0; i < n; i++) s += w[i] * x[i] * x[i];
+    return s;
+}
+"""
+
+
+def test_first_use_refuses_a_derivative_that_writes_into_a_const_argument(cc):
+    mod = cc(SELECT_INTO_CONST)
+    x, w = np.array([0.5, -0.3, 0.9, 0.1]), np.array([2.0, 3.0, 4.0, 5.0])
+    raw = cc(SELECT_INTO_CONST, verify=False)
+    w_raw = w.copy()
+    enzyme.grad(raw.sel)(x, w_raw, 4)
+    if np.array_equal(w_raw, w):
+        pytest.skip("this Enzyme does not write into w here")  # the defect this test is about is gone
+    report = enzyme.check(mod.sel, Duplicated(x, None), Const(w), Const(4))
+    assert any("writes into 'w'" in a.verdict for a in report.arguments), str(report)
+    w_user = w.copy()
+    with pytest.raises(enzyme.DerivativeMismatchError, match="writes into 'w'"):
+        enzyme.grad(mod.sel)(x, w_user, 4)
+    np.testing.assert_array_equal(w_user, w)       # refused before anything was written
+
+
+def test_a_kernel_that_casts_const_away_is_not_flagged(cc):
+    mod = cc(SELECT_INTO_CONST)
+    x, w = np.array([0.5, -0.3, 0.9, 0.1]), np.array([2.0, 3.0, 4.0, 5.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = enzyme.grad(mod.casts)(x, w.copy(), 4)
+    np.testing.assert_allclose(g, 2 * np.array([1.0, 3.0, 4.0, 5.0]) * x)

@@ -224,6 +224,11 @@ class Point:
             else:
                 self.slots.append(Slot(i, param.name, True, False, 1))
         self._save, self._restore = state
+        # arrays behind const pointers: no derivative may write them (Enzyme
+        # has added adjoints into memory the kernel only reads)
+        self.read_only = [i for i, p in enumerate(sig.params)
+                          if p.ctype.is_pointer and p.ctype.const and isinstance(self.primals[i], np.ndarray)]
+        self.written: dict[str, set[str]] = {"forward": set(), "reverse": set()}
         self._globals = self._save()
 
     @property
@@ -233,6 +238,20 @@ class Point:
     @property
     def n_out(self) -> int:
         return int(self.return_output) + sum(s.size for s in self.slots if s.output)
+
+    def note_writes(self, mode: str, args: Sequence[Any]) -> None:
+        """Record the read-only arrays a derivative call changed."""
+        for i in self.read_only:
+            if not np.array_equal(args[i], self.primals[i], equal_nan=args[i].dtype.kind == "f"):
+                self.written[mode].add(self.kernel.signature.params[i].name)
+
+    def primal_writes(self) -> set[str]:
+        """The read-only arrays the kernel itself changes (const cast away):
+        its derivatives may change them too."""
+        args = self.fresh()
+        self.kernel(*args)
+        return {self.kernel.signature.params[i].name for i in self.read_only
+                if not np.array_equal(args[i], self.primals[i], equal_nan=args[i].dtype.kind == "f")}
 
     def fresh(self) -> list[Any]:
         """Copies of the arguments, with the globals put back as they were."""
@@ -293,6 +312,7 @@ def forward_lanes(point: Point, fn: Any, directions: Sequence[np.ndarray]) -> li
         shadows[a.index] = lanes
         flat.append(lanes if spec.batched else lanes[0])
     result = fn(*flat)
+    point.note_writes("forward", args)
     tangents = result.tangent if spec.batched else (result.tangent,)
     out = []
     for lane in range(len(directions)):
@@ -328,6 +348,7 @@ def reverse_lanes(point: Point, fn: Any, seeds: Sequence[np.ndarray]) -> list[np
     if spec.ret == "active":
         seed = [float(w[0]) for w in seeds] if spec.batched else float(seeds[0][0])
     result = fn(*flat, seed=seed)
+    point.note_writes("reverse", args)
     out = []
     for lane in range(len(seeds)):
         vals = []
@@ -445,6 +466,10 @@ def compare(point: Point, forward: Any, reverse: Any, *, under_test: str, rng: n
                     label = name if width == 1 else f"{name} [lane {lane}]"
                     results.append(ArgumentCheck(index, label, fwd, rev, fd,
                                                  abs(fwd - rev) / scale if scale else 0.0, verdict))
+            for name in sorted(point.written[under_test] - point.primal_writes()):
+                results.append(ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
+                                             f"{under_test} mode writes into '{name}', a const "
+                                             "(read-only) argument"))
         finally:
             point.finish()
         spec = (forward if under_test == "forward" else reverse).spec
@@ -476,6 +501,17 @@ def mismatch_error(report: CheckReport, per_argument: CheckReport | None) -> Der
     stats["raised"] += 1
     detail = per_argument if per_argument is not None else report
     bad = [a for a in detail.arguments if not a.ok] or [a for a in report.arguments if not a.ok]
+    writes = [a for a in bad if "writes into" in a.verdict]
+    if writes:
+        return DerivativeMismatchError(
+            f"the derivative {report.pattern} of '{report.kernel}' failed its first-use check: "
+            f"{writes[0].verdict}. Enzyme's code writes derivatives into memory the kernel only "
+            "reads (seen with a load through a select between a read-only table and an active "
+            "array); the call would have changed your data.\n" + str(detail) +
+            "\nWhat to try: the other mode; copy the table into a local array in C; and please "
+            "report the kernel. To call it anyway, compile with verify=False (or set "
+            "ENZYME_VERIFY=0).", report=detail)
+    bad = [a for a in bad if "writes into" not in a.verdict] or bad
     worst = max(bad, key=lambda a: a.disagreement)
     names = ", ".join(sorted({a.name.split(" [")[0] for a in bad}))
     if report.pattern.startswith("hvp"):
