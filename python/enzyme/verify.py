@@ -27,6 +27,7 @@ import select
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -688,7 +689,13 @@ def run_isolated(task: Callable[[], Any], timeout: float) -> Isolated:
     child, so the user's process is left exactly as it was.
     """
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a process with threads: the
+        # child here runs only code that takes no lock another thread may
+        # hold (libraries are loaded before the fork; call.py frees its
+        # load lock across forks)
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's stack
         code = 0
         try:
