@@ -425,3 +425,55 @@ def test_a_kernel_that_casts_const_away_is_not_flagged(cc):
         warnings.simplefilter("error")
         g = enzyme.grad(mod.casts)(x, w.copy(), 4)
     np.testing.assert_allclose(g, 2 * np.array([1.0, 3.0, 4.0, 5.0]) * x)
+
+
+# Random programs 418/612/980 (a load through a select between a static const
+# table, in read-only memory, and active memory): reverse mode segfaults.
+CRASHING_REVERSE = r"""
+static const double tab[8] = {0.066, 0.299, -0.374, 0.671, -0.983, 0.717, -0.149, 0.952};
+double tabsel(const double *x, int n) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (x[i] > 0.3 ? tab[i] : x[0]) * x[i];
+    return s;
+}
+"""
+
+# Random program 510: reverse writes into the const w; forward is wrong too.
+REFUSED_COUNTERPART = r"""
+#include <math.h>
+void sweep(const double *x, double *y, const double *w, int m) {
+    for (int j = 1; j < m; j++)
+        y[j] = 0.5 * y[j] + 0.5 * tanh(y[j - 1] * x[j] * (0.1 * j >= y[j / 2] ? w[j] : y[m - 1 - j]));
+}
+"""
+
+
+def test_a_crashing_derivative_stays_refused(cc):
+    mod = cc(CRASHING_REVERSE)
+    x = np.array([0.35, -0.2, 0.8, 0.5, 0.1])
+    gradient = enzyme.grad(mod.tabsel)
+    for _ in range(2):   # the second call used to run the crashing code
+        with pytest.raises(enzyme.DifferentiationError, match="crashed"):
+            gradient(x, 5)
+
+
+def test_a_refused_counterpart_still_checks_the_other_mode(cc):
+    mod = cc(REFUSED_COUNTERPART)
+    rng = np.random.default_rng(3)
+    x, y0, w, v = (rng.uniform(-1, 1, 6) for _ in range(4))
+    raw = cc(REFUSED_COUNTERPART, verify=False)
+    _, t_raw = enzyme.jvp(raw.sweep, wrt=0, out=1)(x, y0.copy(), w.copy(), 6, v)
+    h = 1e-6
+    fd = (_sweep(raw, x + h * v, y0, w) - _sweep(raw, x - h * v, y0, w)) / (2 * h)
+    if np.allclose(t_raw, fd, rtol=1e-5, atol=1e-8):
+        pytest.skip("forward mode is right for this kernel with this Enzyme")
+    with pytest.raises(enzyme.DerivativeMismatchError):
+        enzyme.vjp(mod.sweep, wrt=0, out=1)(x, y0.copy(), w.copy(), 6, v)
+    with pytest.raises(enzyme.DerivativeMismatchError):      # used to be a warning and the wrong tangent
+        enzyme.jvp(mod.sweep, wrt=0, out=1)(x, y0.copy(), w.copy(), 6, v)
+
+
+def _sweep(mod, x, y0, w):
+    y = y0.copy()
+    mod.sweep(x, y, w.copy(), 6)
+    return y

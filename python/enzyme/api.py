@@ -366,6 +366,7 @@ class Kernel:
 
         def test() -> Any:
             reverse.first_call = None  # in the child only: no lock taken there (see _before_fork)
+            reverse.failed = None
             return _verify.hvp_test(primals[wrt].astype(np.float64), products, gradient,
                                     fn.spec.width, dtype, _CHECK_SEED, self.name, sig.params[wrt].name)
 
@@ -469,7 +470,11 @@ class Kernel:
         fwd, rev = (other, entry) if spec.reverse else (entry, other)
         under_test = "reverse" if spec.reverse else "forward"
         def test() -> tuple:
-            other.first_call = None  # in the child only: no lock taken there (see _before_fork)
+            # in the child only: no lock taken there (see _before_fork); and a
+            # counterpart refused on its own is still what this one is checked
+            # against (the numbers decide)
+            other.first_call = None
+            other.failed = None
             return _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
 
         def unchecked(why: str) -> None:

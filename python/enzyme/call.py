@@ -24,6 +24,7 @@ from .errors import (
     ArgumentTypeError,
     ArgumentValueError,
     DerivativeMismatchError,
+    DifferentiationError,
     EnzymeError,
     LengthError,
     ModuleClosedError,
@@ -440,8 +441,8 @@ class _CheckedOnce:
             if check is not None:
                 try:
                     check(self, *check_args)
-                except DerivativeMismatchError as err:
-                    self.failed = err
+                except (DerivativeMismatchError, DifferentiationError) as err:
+                    self.failed = err  # refused (wrong, or crashing): every later call too
         if self.failed is not None:
             raise self.failed
 
