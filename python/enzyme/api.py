@@ -469,6 +469,7 @@ class Kernel:
         entry = _verify.SplitAsReverse(fn) if spec.split else fn
         fwd, rev = (other, entry) if spec.reverse else (entry, other)
         under_test = "reverse" if spec.reverse else "forward"
+
         def test() -> tuple:
             # in the child only: no lock taken there (see _before_fork); and a
             # counterpart refused on its own is still what this one is checked
@@ -504,8 +505,12 @@ class Kernel:
             return
         if done.status == "error":
             name, message, about_arguments = done.value
-            if about_arguments:
-                fn.first_call = self._first_use_check  # the call says what is wrong; check the next one
+            fn_rearmed = getattr(fn, "_check_rearmed", 0)
+            if about_arguments and fn_rearmed < 3:
+                # the call itself says what is wrong; check the next one (a few
+                # times: not a fork per call should the check's own inputs be at fault)
+                fn._check_rearmed = fn_rearmed + 1
+                fn.first_call = self._first_use_check
             else:
                 unchecked(f"{name}: {message.splitlines()[0] if message else ''}")
             return
