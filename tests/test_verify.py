@@ -13,7 +13,10 @@ import warnings
 
 import numpy as np
 import pytest
-from test_pipeline_regressions import _X, STRIDED_SELECT
+
+# RK_STAGES: issue 16's embedded Runge-Kutta stage loop, wrong (44.45) with the
+# old pipeline's --disable-loop-unrolling, right (40.67) now
+from test_pipeline_regressions import _X, RK_STAGES, STRIDED_SELECT
 
 import enzyme
 from enzyme import (
@@ -76,19 +79,6 @@ double alldiv(double x) {
     double r = cell[0];
     free(cell);
     return r;
-}
-"""
-
-# Issue 16's embedded Runge-Kutta stage loop: wrong (44.45) with the old
-# pipeline's --disable-loop-unrolling; right (40.67) now, and the check agrees.
-RK_STAGES = r"""
-double loss(const double *p, int n) {
-    double k[3], h = p[1];
-    for (int it = 0; it < n; it++) {
-        for (int s = 0; s < 3; s++) { double acc = 1.0; for (int j = 0; j < s; j++) acc += h * k[j]; k[s] = acc; }
-        h = h * k[2];
-    }
-    return h;
 }
 """
 
