@@ -46,10 +46,117 @@ typedef struct {
     long long min, max;  /* for integers */
 } ArgSpec;
 
+/* Gate: the calls in flight into one loaded library. Every call enters it
+ * before native code runs and leaves it after, with the GIL held both times,
+ * so the counts need no atomics. Closing it refuses new calls; the library's
+ * unload (the on_idle callable) runs when the last call in flight leaves, so
+ * no thread ever returns into unmapped code. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t inflight;
+    int closed;
+    PyObject *on_idle;  /* called once, when closed and idle */
+} Gate;
+
+static void gate_dealloc(Gate *self) {
+    Py_XDECREF(self->on_idle);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static void gate_run_idle(Gate *self) {
+    PyObject *on_idle = self->on_idle;
+    if (on_idle == NULL || !self->closed || self->inflight != 0) return;
+    self->on_idle = NULL;
+    PyObject *r = PyObject_CallNoArgs(on_idle);
+    if (r == NULL) PyErr_WriteUnraisable(on_idle);
+    Py_XDECREF(r);
+    Py_DECREF(on_idle);
+}
+
+static inline int gate_enter(Gate *self) {
+    if (self->closed) return 0;
+    self->inflight++;
+    return 1;
+}
+
+static inline void gate_leave(Gate *self) {
+    self->inflight--;
+    if (self->closed && self->inflight == 0) gate_run_idle(self);
+}
+
+static PyObject *gate_py_enter(Gate *self, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(gate_enter(self));
+}
+
+static PyObject *gate_py_leave(Gate *self, PyObject *unused) {
+    (void)unused;
+    if (self->inflight <= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Gate.leave() without enter()");
+        return NULL;
+    }
+    PyObject *exc_type, *exc_value, *exc_tb;
+    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);  /* leave() runs in finally blocks */
+    gate_leave(self);
+    PyErr_Restore(exc_type, exc_value, exc_tb);
+    Py_RETURN_NONE;
+}
+
+static PyObject *gate_py_close(Gate *self, PyObject *on_idle) {
+    if (self->closed) Py_RETURN_FALSE;
+    self->closed = 1;
+    if (on_idle != Py_None) {
+        Py_INCREF(on_idle);
+        Py_XSETREF(self->on_idle, on_idle);
+    }
+    gate_run_idle(self);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *gate_get_inflight(Gate *self, void *unused) {
+    (void)unused;
+    return PyLong_FromSsize_t(self->inflight);
+}
+
+static PyObject *gate_get_closed(Gate *self, void *unused) {
+    (void)unused;
+    return PyBool_FromLong(self->closed);
+}
+
+static PyMethodDef gate_methods[] = {
+    {"enter", (PyCFunction)gate_py_enter, METH_NOARGS,
+     "Count a call in; False (and nothing counted) when the gate is closed."},
+    {"leave", (PyCFunction)gate_py_leave, METH_NOARGS,
+     "Count a call out; runs on_idle if it was the last one after close()."},
+    {"close", (PyCFunction)gate_py_close, METH_O,
+     "Refuse new calls; call on_idle (or None) once no call is in flight."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef gate_getset[] = {
+    {"inflight", (getter)gate_get_inflight, NULL, "Calls in flight.", NULL},
+    {"closed", (getter)gate_get_closed, NULL, "Whether new calls are refused.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject GateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "enzyme._fastcall.Gate",
+    .tp_doc = "Calls in flight into one loaded library; unload only when none is.",
+    .tp_basicsize = sizeof(Gate),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)gate_dealloc,
+    .tp_methods = gate_methods,
+    .tp_getset = gate_getset,
+};
+
 typedef struct {
     PyObject_HEAD
     void (*entry)(void **);
     PyTypeObject *ndarray;
+    Gate *gate;
     int nargs;
     ArgSpec args[MAX_SLOTS];
     int npairs;
@@ -62,6 +169,7 @@ typedef struct {
 
 static void plan_dealloc(Plan *self) {
     Py_XDECREF(self->ndarray);
+    Py_XDECREF(self->gate);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -170,10 +278,13 @@ static PyObject *plan_call(Plan *self, PyObject *const *argv, Py_ssize_t argc) {
         slots[nslots] = &cells[nslots];
         nslots++;
     }
+    /* A closed gate: the library is being unloaded; the Python path says so. */
+    if (ok && !gate_enter(self->gate)) ok = 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         self->entry(slots);
         Py_END_ALLOW_THREADS
+        gate_leave(self->gate);
     }
     for (i = 0; i < self->nargs; i++)
         if (held[i]) PyBuffer_Release(&views[i]);
@@ -201,15 +312,16 @@ static PyObject *plan_tp_call(PyObject *self, PyObject *args, PyObject *kwargs) 
     return plan_call((Plan *)self, &PyTuple_GET_ITEM(args, 0), PyTuple_GET_SIZE(args));
 }
 
-/* Plan(address, ndarray_type, args, pairs, nseeds, seed_value, out_values)
+/* Plan(address, gate, ndarray_type, args, pairs, nseeds, seed_value, out_values)
  *   args: tuple of (kind, value, formats, itemsize, writable, min, max)
  *   pairs: tuple of (primal_index, shadow_index) into args */
 static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     (void)kwargs;
     unsigned long long address;
-    PyObject *ndarray, *specs, *pairs, *outs;
+    PyObject *gate, *ndarray, *specs, *pairs, *outs;
     int nseeds, seed_value;
-    if (!PyArg_ParseTuple(args, "KO!O!O!iiO!", &address, &PyType_Type, &ndarray, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "KO!O!O!O!iiO!", &address, &GateType, &gate, &PyType_Type, &ndarray,
+                          &PyTuple_Type,
                           &specs, &PyTuple_Type, &pairs, &nseeds, &seed_value, &PyTuple_Type,
                           &outs))
         return NULL;
@@ -223,6 +335,8 @@ static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     self->entry = (void (*)(void **))(uintptr_t)address;
     Py_INCREF(ndarray);
     self->ndarray = (PyTypeObject *)ndarray;
+    Py_INCREF(gate);
+    self->gate = (Gate *)gate;
     self->nargs = (int)n;
     for (Py_ssize_t i = 0; i < n; i++) {
         ArgSpec *spec = &self->args[i];
@@ -300,12 +414,18 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastcall(void) {
-    if (PyType_Ready(&PlanType) < 0) return NULL;
+    if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&GateType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&PlanType);
     if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) {
         Py_DECREF(&PlanType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&GateType);
+    if (PyModule_AddObject(m, "Gate", (PyObject *)&GateType) < 0) {
+        Py_DECREF(&GateType);
         Py_DECREF(m);
         return NULL;
     }

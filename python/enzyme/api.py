@@ -6,6 +6,7 @@ only module that imports several stages.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import re
@@ -134,14 +135,25 @@ class Kernel:
     'double f(double x, double y)'
     """
 
-    def __init__(self, module: Module, signature: Signature) -> None:
+    def __init__(self, module: Module, signature: Signature, home: Kernel | None = None) -> None:
         self.module = module
         self.signature = signature
         self.name = signature.name
         self._primal: PrimalFunction | None = None
-        self._derivatives: dict[tuple, DerivativeFunction | HvpFunction] = {}
-        self._key_locks: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()
+        # The kernel of the module's shared state (see Module._new_handle):
+        # derivatives are built, cached and checked there, once for every
+        # handle of the module.
+        self._home: Kernel = home or self
+        if home is None:
+            self._derivatives: dict[tuple, DerivativeFunction | HvpFunction] = {}
+            self._key_locks: dict[tuple, threading.Lock] = {}
+            self._lock = threading.Lock()
+        else:
+            self._derivatives, self._key_locks, self._lock = (
+                home._derivatives, home._key_locks, home._lock)
+        # per-handle copies of shared derivatives given out by derivative()
+        # and autodiff_thunk(): they refuse calls once this handle is closed
+        self._bound: dict[int, Any] = {}
 
     def __repr__(self) -> str:
         return f"<enzyme.Kernel {self.signature}>"
@@ -161,14 +173,24 @@ class Kernel:
 
     def __call__(self, *args: Any) -> Any:
         primal = self._primal
-        if primal is None:
-            primal = self._primal_function()
+        if primal is None or self.module._closed:
+            primal = self._primal_function()  # raises ModuleClosedError when closed
         return primal(*args)
 
+    def _bind(self, fn: Any) -> Any:
+        """A copy of a shared derivative callable that belongs to this
+        kernel's module handle (closing the handle closes the copy)."""
+        bound = self._bound.get(id(fn))
+        if bound is None:
+            bound = copy.copy(fn)
+            bound._handle = self.module
+            bound = self._bound.setdefault(id(fn), bound)
+        return bound
+
     def _primal_function(self) -> PrimalFunction:
+        self.module._check_open()
         primal = self._primal
         if primal is None:
-            self.module._check_open()
             self.signature.check_supported()
             if self.signature.ret.kind == "struct":
                 wrapper = generate_primal_wrapper(self.signature)
@@ -191,16 +213,18 @@ class Kernel:
         shadow per global, not one per lane, and the other lanes read (or, in
         reverse mode, write) memory past it.
         """
+        self.module._check_open()
         key = (mode, kinds, ret, width)
         found = self._derivatives.get(key)
         if found is None:
+            home = self._home
             other = None
             if self.module.verify and not _verify.verifying():
-                other = self._prebuild_counterpart(mode, kinds, ret, width)
+                other = home._prebuild_counterpart(mode, kinds, ret, width)
             try:
                 found = self._compile_once(key, lambda: resolve_activities(
                     self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction,
-                    self._arm_check if self.module.verify else None)
+                    home._arm_check if self.module.verify else None)
             finally:
                 if other is not None:
                     other.join()  # no build goes on behind the caller's back
@@ -227,12 +251,13 @@ class Kernel:
         pass's adjoint and as the outer forward pass's tangent at once, which
         gave wrong second derivatives (and reads of uninitialised memory).
         """
+        self.module._check_open()
         key = ("hvp", wrt, width)
         found = self._derivatives.get(key)
         if found is None:
             found = self._compile_once(key, lambda: resolve_hvp(self.signature, wrt, width),
                                        generate_hvp, HvpFunction,
-                                       self._arm_hvp_check if self.module.verify else None)
+                                       self._home._arm_hvp_check if self.module.verify else None)
         used = self.module._shadows_used_by(found.so_path)
         if used:
             raise DifferentiationError(
@@ -249,16 +274,16 @@ class Kernel:
 
     def split_functions(self, mode: Mode, kinds: tuple, ret: Any = None) -> SplitFunctions:
         """The compiled split (augmented forward + reverse) derivative (cached)."""
+        self.module._check_open()
         key = ("split", mode, kinds, ret)
         found = self._derivatives.get(key)
         if found is None:
-            self.module._check_open()
             with self._lock:
                 found = self._derivatives.get(key)
                 if found is None:
                     found = self._derivatives[key] = self._build_split(mode, kinds, ret)
                     if self.module.verify:
-                        found.first_call = self._first_use_check
+                        found.first_call = self._home._first_use_check
         return found
 
     def _build_split(self, mode: Mode, kinds: tuple, ret: Any) -> SplitFunctions:
@@ -560,6 +585,28 @@ class Module:
         self.shadows = GlobalsView(self, shadows=True)
         self._owner = next(_owner_ids)
         self._closed = False
+        # This object is the module's shared state; compile() hands out
+        # handles of it (_new_handle), and the libraries stay loaded until
+        # the last open handle is closed.
+        self._home = self
+        self._handles_lock = threading.Lock()
+        self._open_handles = 0
+
+    def _new_handle(self) -> Module | None:
+        """A new handle sharing this module's libraries, derivatives and
+        checks, or None when the module was released meanwhile."""
+        with self._handles_lock:
+            if self._closed:
+                return None
+            self._open_handles += 1
+        handle = object.__new__(Module)
+        handle.__dict__.update(self.__dict__)
+        handle._closed = False
+        handle._kernels = {name: Kernel(handle, k.signature, home=k)
+                           for name, k in self._kernels.items()}
+        handle.globals = GlobalsView(handle, shadows=False, views=self.globals._views)
+        handle.shadows = GlobalsView(handle, shadows=True, views=self.shadows._views)
+        return handle
 
     @contextmanager
     def _wrt_arguments_only(self) -> Iterator[None]:
@@ -633,16 +680,22 @@ class Module:
         ...     mod.half(3.0)
         1.5
         """
-        if self._closed:
-            return
-        self._closed = True
+        home = self._home
+        with home._handles_lock:
+            if self._closed or self is home:
+                return
+            self._closed = True
+            home._open_handles -= 1
+            if home._open_handles:
+                return  # another compile() of the same code still uses it
+            home._closed = True
         for key, (_, module) in list(_modules.items()):
-            if module is self:
+            if module is home:
                 del _modules[key]
         for key, module in list(_compile_memo.items()):
-            if module is self:
+            if module is home:
                 del _compile_memo[key]
-        release_owner(self._owner)
+        release_owner(home._owner)
 
     def __enter__(self) -> Module:
         return self
@@ -700,10 +753,11 @@ class GlobalsView(Mapping):
     4.0
     """
 
-    def __init__(self, module: Module, shadows: bool) -> None:
+    def __init__(self, module: Module, shadows: bool,
+                 views: dict[str, np.ndarray] | None = None) -> None:
         self._module = module
         self._shadows = shadows
-        self._views: dict[str, np.ndarray] = {}
+        self._views: dict[str, np.ndarray] = {} if views is None else views
 
     def _names(self) -> list[str]:
         if self._shadows:
@@ -876,20 +930,26 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     9.0
     """
     # A repeated call with the same arguments, unchanged files and the same
-    # environment returns the same module after a few stat() calls.
+    # environment returns a new handle of the same module after a few stat()
+    # calls: closing one handle never closes another's.
     if verify is None:
         verify = os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
     call_key = _call_key(locals())
     known = _compile_memo.get(call_key) if call_key is not None else None
-    if known is not None and not known._closed and build.headers_unchanged(known._artifact):
-        return known
-    module = _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
-                      forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-                      runtime_activity, enzyme_flags, native_cpu, split_long_blocks, bool(verify),
-                      toolchain)
-    if call_key is not None:
-        _compile_memo[call_key] = module
-    return module
+    if known is not None and build.headers_unchanged(known._artifact):
+        handle = known._new_handle()
+        if handle is not None:
+            return handle
+    while True:
+        module = _compile(source, path, sources, include_dirs, defines, flags, libraries,
+                          library_dirs, forward_rules, reverse_rules, inactive, inactive_globals,
+                          sizes, loose_types, runtime_activity, enzyme_flags, native_cpu,
+                          split_long_blocks, bool(verify), toolchain)
+        if call_key is not None:
+            _compile_memo[call_key] = module
+        handle = module._new_handle()
+        if handle is not None:  # else its last handle was closed meanwhile: load it again
+            return handle
 
 
 _compile_memo: dict[tuple, Module] = {}
@@ -986,7 +1046,7 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),
                 bool(runtime_activity), verify)
     known = _modules.get(memo_key)
-    if known is not None and known[0] is artifact:
+    if known is not None and known[0] is artifact and not known[1]._closed:
         return known[1]
     signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
     variables = {v["name"]: GlobalVar.from_json(v) for v in artifact.extra.get("globals", ())}
@@ -1123,7 +1183,7 @@ def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
     kinds = tuple(activity_class_of(a) for a in activities)
     if ret is not None:
         activity_class_of(ret)
-    return kernel.derivative_function(mode, kinds, ret, width)
+    return kernel._bind(kernel.derivative_function(mode, kinds, ret, width))
 
 
 def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
@@ -1161,7 +1221,7 @@ def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
     kinds = tuple(activity_class_of(a) for a in activities)
     if ret is not None:
         activity_class_of(ret)
-    functions = kernel.split_functions(mode, kinds, ret)
+    functions = kernel._bind(kernel.split_functions(mode, kinds, ret))
     return functions.forward, functions.reverse
 
 

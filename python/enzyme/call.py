@@ -9,6 +9,7 @@ native call, so Python threads can run kernels in parallel.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import os
@@ -65,20 +66,87 @@ class ForwardResult(NamedTuple):
     primal: Any = None
 
 
-class LoadedLibrary:
-    """A dlopen'ed library and the owners (modules) using it. It is unloaded
-    when its last owner releases it; callables check ``alive`` first, so a
-    call into an unloaded library is an exception, never a jump into
-    unmapped memory."""
+class _PyGate:
+    """The pure-Python twin of ``_fastcall.Gate`` (used when the extension
+    was not built): the calls in flight into one library."""
 
-    __slots__ = ("key", "ffi", "lib", "owners", "alive")
+    __slots__ = ("inflight", "closed", "_on_idle", "_lock")
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self.closed = False
+        self._on_idle: Callable[[], Any] | None = None
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.closed:
+                return False
+            self.inflight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+            idle = self._idle()
+        if idle is not None:
+            idle()
+
+    def close(self, on_idle: Callable[[], Any] | None) -> bool:
+        with self._lock:
+            if self.closed:
+                return False
+            self.closed = True
+            self._on_idle = on_idle
+            idle = self._idle()
+        if idle is not None:
+            idle()
+        return True
+
+    def _idle(self) -> Callable[[], Any] | None:
+        if self.closed and self.inflight == 0 and self._on_idle is not None:
+            idle, self._on_idle = self._on_idle, None
+            return idle
+        return None
+
+
+# The C fast path (native/fastcall.c), when the extension was built.
+try:
+    from . import _fastcall
+except ImportError:  # a source checkout without the compiled extension
+    _fastcall = None
+
+
+class LoadedLibrary:
+    """A dlopen'ed library, the owners (modules) using it and the gate its
+    calls pass. It is unloaded once its last owner has released it and no
+    call is in flight: every call enters the gate before native code runs
+    and leaves it after, so a call into an unloaded library is an exception
+    and a call in flight is never returned into unmapped memory."""
+
+    __slots__ = ("key", "ffi", "lib", "owners", "gate")
 
     def __init__(self, key: tuple[str, str], ffi: cffi.FFI, lib: Any) -> None:
         self.key = key
         self.ffi = ffi
         self.lib = lib
         self.owners: set[int] = set()
-        self.alive = True
+        self.gate = _fastcall.Gate() if _fastcall is not None else _PyGate()
+
+    @property
+    def alive(self) -> bool:
+        return not self.gate.closed
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` with the library held loaded for the call (raises
+        ModuleClosedError if it was unloaded)."""
+        gate = self.gate
+        if not gate.enter():
+            raise _closed(self)
+        try:
+            return fn(*args)
+        finally:
+            gate.leave()
 
 
 _libraries: dict[tuple[str, str], LoadedLibrary] = {}
@@ -113,19 +181,19 @@ def load_symbol(so_path: str, cdef: str, name: str,
 
 
 def release_owner(owner: int) -> int:
-    """Drop ``owner`` from every library; unload those nobody owns any more.
-    Returns how many libraries were unloaded."""
-    unloaded = 0
+    """Drop ``owner`` from every library; close those nobody owns any more
+    (each is unloaded when its last call in flight returns). Returns how
+    many libraries were closed."""
+    closed = 0
     with _load_lock:
         for key, library in list(_libraries.items()):
             if owner in library.owners:
                 library.owners.discard(owner)
                 if not library.owners:
-                    library.alive = False
                     del _libraries[key]
-                    library.ffi.dlclose(library.lib)
-                    unloaded += 1
-    return unloaded
+                    library.gate.close(functools.partial(library.ffi.dlclose, library.lib))
+                    closed += 1
+    return closed
 
 
 def _closed(library: LoadedLibrary) -> EnzymeError:
@@ -295,13 +363,11 @@ class PrimalFunction:
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         if self._lengths:
             _check_lengths(self._lengths, args, converted, self.signature.name)
-        if not self._library.alive:
-            raise _closed(self._library)
         if self._out is None:
-            return self._fn(*converted)
+            return self._library.call(self._fn, *converted)
         allocate, read = self._out
         cell = allocate()
-        self._fn(*converted, cell)
+        self._library.call(self._fn, *converted, cell)
         return read(cell)
 
 
@@ -359,12 +425,6 @@ def _check_no_overlap(ffi: cffi.FFI, entries: Sequence[tuple[Any, bool, str]]) -
                             "or rows of np.zeros((W, *x.shape)) for batched shadows).")
 
 
-# The C fast path (native/fastcall.c), when the extension was built.
-try:
-    from . import _fastcall
-except ImportError:  # a source checkout without the compiled extension
-    _fastcall = None
-
 # Buffer-protocol format characters numpy uses for each element type.
 _FORMATS = {"float64": "d", "float32": "f", "int8": "b", "uint8": "B", "int16": "h",
             "uint16": "H", "int32": "i", "uint32": "I", "int64": "lq", "uint64": "LQ"}
@@ -414,7 +474,7 @@ def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
         return None
     address = int(fn._ffi.cast("uintptr_t", getattr(fn._library.lib, wrapper.packed_entry)))
     try:
-        return _fastcall.Plan(address, np.ndarray, tuple(specs),
+        return _fastcall.Plan(address, fn._library.gate, np.ndarray, tuple(specs),
                               tuple((p, s) for p, s, _ in fn._pairs), len(seeds),
                               _VALUES[seeds[0].ctype.dtype] if seeds else 0,
                               tuple(_VALUES[p.ctype.dtype] for p in outs))
@@ -434,6 +494,13 @@ class _CheckedOnce:
         self.first_call = None
         self.failed = None
         self._first_lock = threading.Lock()
+        # The module handle a copy given to the user belongs to (anything
+        # with a ``_closed`` flag); None for the module's shared original.
+        self._handle: Any = None
+
+    def _handle_closed(self) -> ModuleClosedError:
+        return ModuleClosedError(f"the module of this derivative of {self.spec.kernel} was "
+                                 "closed; compile it again to use it.")
 
     def _run_first_call(self, *check_args: Any) -> None:
         with self._first_lock:
@@ -524,12 +591,15 @@ class DerivativeFunction(_CheckedOnce):
         return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
 
     def __call__(self, *args: Any, seed: Any = None) -> Any:
+        handle = self._handle
+        if handle is not None and handle._closed:
+            raise self._handle_closed()
         if self.first_call is not None or self.failed is not None:
             self._run_first_call(args, seed)
         fast = self._fast
         if fast is not None:
-            if not self._library.alive:
-                raise _closed(self._library)
+            # the plan enters the library's gate itself; when it is closed it
+            # declines and the reference path below raises
             values = fast(*args, seed)
             if values is not NotImplemented:
                 return self._fixed_result or self._result(values)
@@ -573,9 +643,7 @@ class DerivativeFunction(_CheckedOnce):
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
         outs = [allocate() for allocate, _, _, _ in self._outputs]
-        if not self._library.alive:
-            raise _closed(self._library)
-        self._fn(*converted, *outs)
+        self._library.call(self._fn, *converted, *outs)
         return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
 
     def _check_batched_pairs(self, arrays: Sequence[Any]) -> None:
@@ -674,16 +742,14 @@ class HvpFunction(_CheckedOnce):
                 call_args.append(self._out(products[param.lane]))
             else:
                 call_args.append(self._scratch[param.arg](np.zeros_like(args[param.arg])))
-        if not self._library.alive:
-            raise _closed(self._library)
-        self._fn(*call_args)
+        self._library.call(self._fn, *call_args)
         return gradient, products
 
 
 def tape_size(so_path: str, split: GeneratedSplit, owner: int = PERMANENT_OWNER) -> int:
     """Ask a compiled size probe how many bytes the tape needs."""
-    _, probe, _ = load_symbol(so_path, split.cdef, split.size_entry, owner)
-    return int(probe())
+    _, probe, library = load_symbol(so_path, split.cdef, split.size_entry, owner)
+    return int(library.call(probe))
 
 
 class Tape:
@@ -765,6 +831,8 @@ class SplitFunctions(_CheckedOnce):
                               if spec.ret == "active" else None)
 
     def forward(self, *args: Any) -> Tape:
+        if self._handle is not None and self._handle._closed:
+            raise self._handle_closed()
         if self.first_call is not None or self.failed is not None:
             self._run_first_call(args, None)
         if len(args) != self._nflat:
@@ -787,9 +855,7 @@ class SplitFunctions(_CheckedOnce):
             cells[(role, arg)] = cell
             call_args.append(cell)
         buffer = new("char[]", max(self.tape_bytes, 1))
-        if not self._library.alive:
-            raise _closed(self._library)
-        self._forward(*call_args, buffer)
+        self._library.call(self._forward, *call_args, buffer)
         primal = cells[("ret_slot", -1)][0] if self.spec.with_primal and ("ret_slot", -1) in cells \
             else None
         return Tape(self, call_args, cells, buffer, primal)
@@ -803,8 +869,10 @@ class SplitFunctions(_CheckedOnce):
         elif seed is not None:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
+        if self._handle is not None and self._handle._closed:
+            raise self._handle_closed()
         if not self._library.alive:
-            raise _closed(self._library)
+            raise _closed(self._library)  # before the tape is spent
         with tape._lock:
             if tape.used:
                 raise ActivityError("this tape was already reversed; Enzyme frees what the tape "
@@ -812,7 +880,7 @@ class SplitFunctions(_CheckedOnce):
             tape.used = True
         if self._seed_convert is not None:
             tape.cells[("ret_shadow", -1)][0] = seed_value
-        self._reverse(*tape.call_args, tape.buffer)
+        self._library.call(self._reverse, *tape.call_args, tape.buffer)
         derivs: list = [None] * len(self.spec.signature.params)
         for (role, arg), cell in tape.cells.items():
             if role == "slot_shadow":
