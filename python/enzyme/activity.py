@@ -248,7 +248,7 @@ def _resolve_arg(index: int, param, kind: str, reverse: bool) -> ArgSpec:
     where = f"argument {index} ('{param.name}', C type `{ctype.spelling}`)"
     if kind == "const":
         return ArgSpec(index, param.name, ctype, kind)
-    if not ctype.is_float:
+    if not ctype.carries_derivative:
         raise ActivityError(
             f"{where} is {'a pointer to ' if ctype.is_pointer else ''}{ctype.base}, which has "
             f"no derivative, so it cannot be {kind_name(kind)}. Use {_fix_for(param.name, ctype)}."
@@ -288,10 +288,10 @@ def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
             raise ActivityError(f"'{signature.name}' returns a struct by value: in reverse mode "
                                 "its return can only be Const (seed a struct written through a "
                                 "pointer instead), or use forward mode.")
-        if mode.reverse or not rtype.is_float:
+        if mode.reverse or not rtype.carries_derivative:
             return "const"
     if ret is None:
-        if not rtype.is_float:
+        if not rtype.carries_derivative:
             return "const"
         return "active" if mode.reverse else "dup"
     cls = activity_class_of(ret)
@@ -299,7 +299,7 @@ def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
         raise ActivityError("ret= takes an annotation class (ret=Const), not an instance.")
     if cls is Const:
         return "const"
-    if not rtype.is_float:
+    if not rtype.carries_derivative:
         raise ActivityError(f"'{signature.name}' returns {rtype.base}, which has no "
                             "derivative: use ret=Const (the default).")
     if mode.reverse:

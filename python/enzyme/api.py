@@ -1242,7 +1242,7 @@ def _scratch(param: Any, value: Any) -> bool:
     to floating data) and read back what it wrote. Enzyme drops derivatives
     that flow through Const memory, so a scratch array passed Const made
     ``grad`` silently zero."""
-    return (param.ctype.is_pointer and not param.ctype.const and param.ctype.is_float
+    return (param.ctype.is_pointer and not param.ctype.const and param.ctype.carries_derivative
             and isinstance(value, np.ndarray))
 
 
@@ -1257,8 +1257,7 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
     sig = kernel.signature
     if not sig.ret.is_float:
         raise ActivityError(f"grad needs a kernel returning a floating scalar; '{sig.name}' "
-                            f"returns {sig.ret.spelling}. Use autodiff with a seeded output "
-                            "shadow instead.")
+                            f"returns {sig.ret.spelling}. {_no_scalar_return_fix(sig)}")
     nums, single = _normalize_argnums(argnums, len(sig.params))
     if len(args) != len(sig.params):
         raise ActivityError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} given. "
@@ -1337,11 +1336,19 @@ def _param_index(kernel: Kernel, which: int | str, what: str) -> int:
     return int(which) % len(params)
 
 
+def _no_scalar_return_fix(sig: Signature) -> str:
+    if sig.ret.kind == "struct":
+        return ("A struct return has no single gradient: its forward-mode tangent comes from "
+                "autodiff(Forward, ...) (one field per member); for a Jacobian, write the "
+                "results into an array parameter and use jacobian(out=...).")
+    return "Use autodiff with a seeded output shadow, or jacobian(out=...) for an output array."
+
+
 def _returns_float(kernel: Kernel, helper: str) -> None:
     if not kernel.signature.ret.is_float:
         raise ActivityError(f"{helper} without out= needs a kernel returning a floating scalar; "
-                            f"'{kernel.name}' returns {kernel.signature.ret.spelling}. Name the "
-                            "output array with out=.")
+                            f"'{kernel.name}' returns {kernel.signature.ret.spelling}. "
+                            f"{_no_scalar_return_fix(kernel.signature)}")
 
 
 def _output_array(kernel: Kernel, args: tuple, out: int) -> np.ndarray:
@@ -1561,7 +1568,13 @@ def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index:
         for i in scratch:
             value = annotations[i].val
             annotations[i] = lanes(value, np.zeros((width, *value.shape), dtype=value.dtype))
-        if use_forward:
+        if x_index == out_index:
+            # An array updated in place: one shadow is the seed on entry
+            # and the result on exit (the output's tangent in forward mode,
+            # the input's adjoint in reverse mode).
+            tangents = adjoints = _unit_lanes(x, start, width)
+            annotations[x_index] = lanes(x, tangents)
+        elif use_forward:
             tangents = np.zeros((width, *y.shape), dtype=y.dtype)
             annotations[x_index] = lanes(x, _unit_lanes(x, start, width))
             annotations[out_index] = lanes(y, tangents)

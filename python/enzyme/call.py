@@ -721,6 +721,12 @@ class HvpFunction(_CheckedOnce):
         x = args[wrt]
         lanes = _lanes(directions, self.spec.width, f"the directions for '{sig.params[wrt].name}'")
         converted_lanes = [self._direction(v) for v in lanes]
+        if not sig.params[wrt].ctype.const:
+            # The kernel writes x, so the derivative writes x's tangents: the
+            # directions. Give it copies; the caller's stay as they were
+            # (and may be read-only).
+            lanes = [np.array(v, copy=True) for v in lanes]
+            converted_lanes = [self._out(v) for v in lanes]
         for lane in lanes:
             if lane.shape != x.shape:
                 raise ShadowValueError(f"a direction has shape {lane.shape}, but "

@@ -363,7 +363,7 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     # that flow through Const memory, such as a scratch array written and
     # read back. Their buffers are entry parameters of role "scratch".
     scratch = [i for i, p in enumerate(sig.params)
-               if i != spec.wrt and p.ctype.is_pointer and not p.ctype.const and p.ctype.is_float]
+               if i != spec.wrt and p.ctype.is_pointer and not p.ctype.const and p.ctype.carries_derivative]
     inner = _Call(sig, 1, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:

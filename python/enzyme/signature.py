@@ -49,6 +49,13 @@ class CType:
 
     @property
     def is_float(self) -> bool:
+        """A floating scalar, or a pointer to floating scalars."""
+        return self.dtype in ("float32", "float64")
+
+    @property
+    def carries_derivative(self) -> bool:
+        """Floating, or a struct with a floating field: what Enzyme can
+        differentiate (a struct return's gradient is not a scalar's)."""
         return self.dtype in ("float32", "float64") or self.struct_float
 
     @property
@@ -365,7 +372,7 @@ class GlobalVar:
     @property
     def active(self) -> bool:
         """Can it carry derivatives (so that it needs a shadow)?"""
-        return self.viewable and not self.const and self.element.is_float
+        return self.viewable and not self.const and self.element.carries_derivative
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -622,14 +622,14 @@ def check(kernel: Any, *args: Any, mode: Any = None, ret: Any = None, width: int
     for a, param in zip(args, sig.params):
         marked = isinstance(a, (Active, Duplicated, BatchDuplicated))
         primals.append(a.val if hasattr(a, "val") else a)
-        if marked and not param.ctype.is_float:
+        if marked and not param.ctype.carries_derivative:
             raise ActivityError(f"check: argument '{param.name}' (`{param.ctype.spelling}`) carries "
                                 "no derivative; pass it as Const.")
         differentiated.append(marked)
     if not any(differentiated):
         raise ActivityError("check: mark at least one argument as differentiated (Active or Duplicated).")
     reverse = mode.reverse
-    ret_output = sig.ret.is_float and ret is not Const
+    ret_output = sig.ret.carries_derivative and ret is not Const
 
     def kinds(for_reverse: bool, batched: bool) -> tuple:
         out = []
