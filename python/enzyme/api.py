@@ -41,6 +41,7 @@ from .activity import Annotation as _Annotation
 from .call import (
     DerivativeFunction,
     HvpFunction,
+    OwnedLock,
     PrimalFunction,
     SplitFunctions,
     global_view,
@@ -146,8 +147,8 @@ class Kernel:
         self._home: Kernel = home or self
         if home is None:
             self._derivatives: dict[tuple, DerivativeFunction | HvpFunction] = {}
-            self._key_locks: dict[tuple, threading.Lock] = {}
-            self._lock = threading.Lock()
+            self._key_locks: dict[tuple, OwnedLock] = {}
+            self._lock = OwnedLock(f"a derivative build of '{self.name}'")
         else:
             self._derivatives, self._key_locks, self._lock = (
                 home._derivatives, home._key_locks, home._lock)
@@ -317,7 +318,11 @@ class Kernel:
         # build at once (the first-use check's counterpart next to the one
         # asked for), one derivative is built once
         with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
+            key_lock = self._key_locks.get(key)
+            if key_lock is None:
+                what = {"hvp": "Hessian-vector product", "split": "split derivative"}.get(
+                    str(key[0]), f"{key[0]!r} derivative")
+                key_lock = self._key_locks[key] = OwnedLock(f"the {what} of '{self.name}'")
         with key_lock:
             found = self._derivatives.get(key)
             if found is None:
@@ -579,7 +584,7 @@ class Module:
         # declared inactive): what the helpers must isolate.
         self._shadowed = tuple(name[len(build.SHADOW_PREFIX):] for name in artifact.shared_globals
                                if name.startswith(build.SHADOW_PREFIX))
-        self._shadows_lock = threading.RLock()
+        self._shadows_lock = OwnedLock("a helper call", reentrant=True)
         self._shadow_use: dict[str, tuple[str, ...]] = {}
         self.globals = GlobalsView(self, shadows=False)
         self.shadows = GlobalsView(self, shadows=True)

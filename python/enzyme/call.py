@@ -14,6 +14,7 @@ import json
 import operator
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -29,6 +30,7 @@ from .errors import (
     EnzymeError,
     LengthError,
     ModuleClosedError,
+    ReentrantCallError,
     ShadowTypeError,
     ShadowValueError,
 )
@@ -149,6 +151,52 @@ class LoadedLibrary:
             gate.leave()
 
 
+class OwnedLock:
+    """A lock held for a long operation (a derivative's build, its first-use
+    check) that never deadlocks its own process: entered again from the
+    thread holding it (a signal handler that runs while the thread is
+    inside), it raises ReentrantCallError instead of waiting for itself; and
+    a forked child finds it free (the thread that held it at the fork does
+    not exist there)."""
+
+    __slots__ = ("what", "reentrant", "_lock", "_depth", "__weakref__")
+    _every: weakref.WeakSet[OwnedLock] = weakref.WeakSet()
+
+    def __init__(self, what: str, reentrant: bool = False) -> None:
+        self.what = what
+        self.reentrant = reentrant  # nesting allowed (only the fork reset applies)
+        # Reentrant inside, so that a handler running right after acquire()
+        # returned (before the depth is counted) enters instead of hanging.
+        self._lock = threading.RLock()
+        self._depth = 0
+        OwnedLock._every.add(self)
+
+    def __enter__(self) -> OwnedLock:
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth > 1 and not self.reentrant:
+            self._depth -= 1
+            self._lock.release()
+            raise ReentrantCallError(
+                f"{self.what} was asked for again while this thread is already inside it "
+                "(a signal handler that runs during the build or first-use check?). Call it "
+                "outside the handler, or build it once before installing the handler.")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        self._lock.release()
+
+    @classmethod
+    def _reset_after_fork(cls) -> None:
+        for lock in list(cls._every):
+            lock._lock = threading.RLock()
+            lock._depth = 0
+
+
+os.register_at_fork(after_in_child=OwnedLock._reset_after_fork)
+
+
 _libraries: dict[tuple[str, str], LoadedLibrary] = {}
 _load_lock = threading.Lock()
 # A forked child (the first-use check runs in one) has only the forking
@@ -207,16 +255,38 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:120]
 
 
+def _plain(value: Any) -> Any:
+    """An ndarray subclass as a plain ndarray view of the same buffer: every
+    check then reads the real shape and size, whatever the subclass's
+    properties claim (a subclass whose ``shape`` lied passed the checks)."""
+    if type(value) is not np.ndarray and isinstance(value, np.ndarray):
+        return np.ndarray.view(value, np.ndarray)
+    return value
+
+
+def _plain_all(args: Sequence[Any]) -> Sequence[Any]:
+    for value in args:
+        if type(value) is not np.ndarray and isinstance(value, np.ndarray):
+            return [_plain(v) for v in args]
+    return args
+
+
 def _scalar_converter(ctype: CType, what: str, error_type: type[Exception]) -> Callable[[Any], Any]:
     dtype = np.dtype(ctype.dtype)
     if ctype.is_float:
         def convert(value: Any) -> float:
             if isinstance(value, float):
                 return value
-            if isinstance(value, (int, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-                return float(value)
-            if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fi":
-                return float(value)
+            if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0 \
+                    and value.dtype.kind in "fiu":
+                value = value.item()
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                try:
+                    return float(value)
+                except OverflowError:
+                    raise ArgumentValueError(f"{what} = {value} does not fit a C "
+                                             f"`{ctype.spelling}` (an integer beyond 1.8e308)."
+                                             ) from None
             raise error_type(f"{what} must be a real number (C `{ctype.spelling}`), got "
                              f"{_describe(value)}.")
         return convert
@@ -360,6 +430,7 @@ class PrimalFunction:
         if len(args) != self._nargs:
             raise ArgumentTypeError(f"{self.signature.name} takes {self._nargs} argument(s), "
                                     f"{len(args)} given. Signature: {self.signature}")
+        args = _plain_all(args)
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         if self._lengths:
             _check_lengths(self._lengths, args, converted, self.signature.name)
@@ -389,13 +460,17 @@ def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool)
 def _lanes(values: Any, width: int, what: str) -> tuple:
     """The W shadows of a batched argument: a sequence, or an array whose
     first axis runs over the lanes."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") \
+            or (isinstance(values, np.ndarray) and values.ndim == 0):
         raise ShadowTypeError(f"{what} must be a sequence of {width} shadows (one per batch "
                               f"lane), got {_describe(values)}.")
-    if len(values) != width:
-        raise ShadowValueError(f"{what} has {len(values)} shadows, but this derivative was "
+    # Taken once, and counted as taken: len() of a sequence may disagree
+    # with what iterating it yields.
+    lanes = tuple(_plain(v) for v in _plain(values))
+    if len(lanes) != width:
+        raise ShadowValueError(f"{what} has {len(lanes)} shadows, but this derivative was "
                                f"built for width {width}.")
-    return tuple(values)
+    return lanes
 
 
 def _check_no_overlap(ffi: cffi.FFI, entries: Sequence[tuple[Any, bool, str]]) -> None:
@@ -482,6 +557,10 @@ def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
         return None
 
 
+def _check_in_progress(fn: Any, *args: Any) -> None:
+    """The marker of a first-use check that is running (see _CheckedOnce)."""
+
+
 class _CheckedOnce:
     """A check to run once, before the first call (the orchestrator sets
     ``first_call``: the first-use self-check of a derivative). An error it
@@ -493,7 +572,7 @@ class _CheckedOnce:
     def _init_checked_once(self) -> None:
         self.first_call = None
         self.failed = None
-        self._first_lock = threading.Lock()
+        self._first_lock = OwnedLock("the first-use check of this derivative")
         # The module handle a copy given to the user belongs to (anything
         # with a ``_closed`` flag); None for the module's shared original.
         self._handle: Any = None
@@ -503,13 +582,21 @@ class _CheckedOnce:
                                  "closed; compile it again to use it.")
 
     def _run_first_call(self, *check_args: Any) -> None:
+        # While the check runs, first_call holds _check_in_progress: other
+        # threads wait here for its verdict, a signal handler on the checking
+        # thread gets ReentrantCallError from the lock, and the check's own
+        # calls (in its forked child, where the lock is free) go through.
         with self._first_lock:
-            check, self.first_call = self.first_call, None
-            if check is not None:
+            check = self.first_call
+            if check is not None and check is not _check_in_progress:
+                self.first_call = _check_in_progress
                 try:
                     check(self, *check_args)
                 except (DerivativeMismatchError, DifferentiationError) as err:
                     self.failed = err  # refused (wrong, or crashing): every later call too
+                finally:
+                    if self.first_call is _check_in_progress:  # (the check may re-arm itself)
+                        self.first_call = None
         if self.failed is not None:
             raise self.failed
 
@@ -586,7 +673,8 @@ class DerivativeFunction(_CheckedOnce):
             return [self._seed_convert(1.0 if seed is None else seed)]
         if seed is None:
             return [1.0] * self._width
-        if isinstance(seed, (int, float, np.integer, np.floating)):
+        if isinstance(seed, (int, float, np.integer, np.floating)) or (
+                isinstance(seed, np.ndarray) and seed.ndim == 0):
             return [self._seed_convert(seed)] * self._width
         return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
 
@@ -611,6 +699,7 @@ class DerivativeFunction(_CheckedOnce):
                 f"{self._nflat} argument(s) ({', '.join(self._flat_names)}): each primal, "
                 f"followed by its shadow{'s' if self._batched else ''} when it has one; "
                 f"{len(args)} given.")
+        args = _plain_all(args)
         if self._batched:
             # A batched argument's lanes are taken from it once: the arrays
             # checked are the arrays passed.
@@ -715,6 +804,7 @@ class HvpFunction(_CheckedOnce):
         if len(args) != len(sig.params):
             raise ArgumentTypeError(f"{sig.name} takes {len(sig.params)} argument(s), "
                                     f"{len(args)} given. Signature: {sig}")
+        args = _plain_all(args)
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         if self._lengths:
             _check_lengths(self._lengths, args, converted, sig.name)
@@ -845,6 +935,7 @@ class SplitFunctions(_CheckedOnce):
             raise ActivityError(f"the forward pass of {self.spec.kernel} ({self.spec.pattern}) "
                                 f"takes {self._nflat} argument(s): each primal, followed by its "
                                 f"shadow when it has one; {len(args)} given.")
+        args = _plain_all(args)
         converted = [conv(a) for conv, a in zip(self._convert, args)]
         for primal_pos, shadow_pos, name in self._pairs:
             _check_pair(args[primal_pos], args[shadow_pos], name)

@@ -121,6 +121,12 @@ class ModuleClosedError(EnzymeError, RuntimeError):
     """A kernel or derivative of a module that was closed was called."""
 
 
+class ReentrantCallError(EnzymeError, RuntimeError):
+    """A derivative was asked for from inside its own build or first-use
+    check on the same thread (typically from a signal handler): refused,
+    since waiting for itself would never end."""
+
+
 class ContractError(EnzymeError, ValueError):
     """A length contract cannot be used: unknown parameter, or an expression
     outside the small language contracts are written in."""

@@ -81,6 +81,11 @@ class CType:
             return f"struct {self.struct_tag}"
         if self.kind == "pointer":
             return f"{'const ' if self.const else ''}{self.base} *"
+        if self.base == "char":
+            # cffi takes a plain `char` only as bytes and zero-extends it, while
+            # clang's callee expects the caller to sign-extend: (char)-3 arrived
+            # as 253. The explicitly signed (or unsigned) char is the same ABI.
+            return "signed char" if self.dtype == "int8" else "unsigned char"
         return self.base
 
 
