@@ -23,6 +23,7 @@ from . import build
 from . import toolchain as _toolchain_stage
 from . import verify as _verify
 from .activity import (
+    MAX_WIDTH,
     Active,
     BatchDuplicated,
     Const,
@@ -65,6 +66,8 @@ from .errors import (
     EnzymeError,
     EnzymeWarning,
     ModuleClosedError,
+    OptionError,
+    OptionTypeError,
 )
 from .signature import (
     GlobalVar,
@@ -579,6 +582,13 @@ class Module:
         self._toolchain = tc
         self.signatures = dict(signatures)
         self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
+        hidden = sorted(name for name in self._kernels if not name.startswith("__") and (
+            hasattr(Module, name) or
+            name in ("globals", "shadows", "signatures", "verify", "runtime_activity")))
+        if hidden:
+            warnings.warn(EnzymeWarning(
+                f"kernel(s) {', '.join(hidden)} have the name of a Module attribute: mod.{hidden[0]} "
+                f"is the attribute; reach the kernel as mod['{hidden[0]}']."), stacklevel=3)
         self._variables = dict(variables or {})
         # The globals with a shadow (non-static, non-const, floating, not
         # declared inactive): what the helpers must isolate.
@@ -804,15 +814,72 @@ def _names_a_file(source: str) -> bool:
     return "\n" not in source and source.strip().endswith((".c", ".h"))
 
 
+def _check_text(text: str, what: str) -> str:
+    """Text that can become a command-line argument or a file."""
+    if "\0" in text:
+        raise OptionError(f"{what}: {text[:80]!r} contains a NUL byte, which no command-line "
+                          "argument or file can hold.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise OptionError(f"{what}: the text is not valid Unicode ({exc.reason} at position "
+                          f"{exc.start}: {text[max(exc.start - 20, 0):exc.start + 20]!r}).") from None
+    return text
+
+
+def _text_list(value: Any, what: str) -> tuple[str, ...]:
+    """A list-of-strings option, checked. One string instead of a list used to
+    be iterated character by character (flags="-O2" became -O and 2)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, os.PathLike)):
+        shown = os.fspath(value) if not isinstance(value, bytes) else value
+        raise OptionTypeError(f"{what}= takes a list of strings, got the single "
+                              f"{type(value).__name__} {shown!r}: write {what}=[{shown!r}].")
+    try:
+        items = list(value)
+    except TypeError:
+        raise OptionTypeError(f"{what}= takes a list of strings, got "
+                              f"{type(value).__name__}.") from None
+    checked = []
+    for item in items:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str):
+            raise OptionTypeError(f"{what}= takes strings, got {item!r} ({type(item).__name__}).")
+        checked.append(_check_text(item, what))
+    return tuple(checked)
+
+
+def _define_list(defines: Any) -> tuple[str, ...]:
+    """defines= as -D arguments: a mapping {name: value or None} or a list
+    of "NAME" / "NAME=value" strings."""
+    if defines is None:
+        return ()
+    if isinstance(defines, Mapping):
+        out = []
+        for name, value in defines.items():
+            if not isinstance(name, str) or not name:
+                raise OptionTypeError(f"defines= names must be non-empty strings, got {name!r}.")
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise OptionTypeError(f"defines['{name}'] must be a string, a number or None, "
+                                      f"got {type(value).__name__}.")
+            out.append(_check_text(name if value is None else f"{name}={value}", "defines"))
+        return tuple(out)
+    return _text_list(defines, "defines")
+
+
 def _source_inputs(source: str | None, path: str | os.PathLike | None,
                    sources: Iterable[str | os.PathLike] | None) -> list[build.SourceInput]:
     given = [x is not None for x in (source, path, sources)]
     if sum(given) != 1:
-        raise TypeError("give exactly one of: source text, path=, or sources=[...]")
+        raise OptionTypeError("give exactly one of: source text, path=, or sources=[...]")
     files: list[str | os.PathLike] = []
     if source is not None:
         if not isinstance(source, str):
-            raise TypeError(f"source must be C source text or a path, got {type(source).__name__}")
+            raise OptionTypeError(f"source must be C source text or a path, got "
+                                  f"{type(source).__name__}")
+        _check_text(source, "source")
         if _names_a_file(source):
             files = [source.strip()]
         else:
@@ -820,15 +887,19 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
     elif path is not None:
         files = [path]
     else:
-        files = list(sources)
+        files = list(_text_list(sources, "sources"))
         if not files:
-            raise TypeError("sources= is empty")
+            raise OptionTypeError("sources= is empty")
     inputs = []
     for file in files:
         try:
-            text = Path(file).read_text()
+            text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise CompileError(f"cannot read C source {file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise CompileError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                               f"offset {exc.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t "
+                               "utf-8`).") from None
         inputs.append(build.SourceInput(text, str(file), os.path.abspath(file)))
     return inputs
 
@@ -939,6 +1010,15 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     # calls: closing one handle never closes another's.
     if verify is None:
         verify = os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
+    include_dirs = _text_list(include_dirs, "include_dirs")
+    defines = _define_list(defines)
+    flags = _text_list(flags, "flags")
+    libraries = _text_list(libraries, "libraries")
+    library_dirs = _text_list(library_dirs, "library_dirs")
+    enzyme_flags = _text_list(enzyme_flags, "enzyme_flags")
+    # (a name listed twice made two registrations clang rejected)
+    inactive = tuple(dict.fromkeys(_text_list(inactive, "inactive")))
+    inactive_globals = tuple(dict.fromkeys(_text_list(inactive_globals, "inactive_globals")))
     call_key = _call_key(locals())
     known = _compile_memo.get(call_key) if call_key is not None else None
     if known is not None and build.headers_unchanged(known._artifact):
@@ -1009,10 +1089,7 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
     tc = _resolve_toolchain(toolchain)
     inputs = _source_inputs(source, path, sources)
     args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
-    if isinstance(defines, Mapping):
-        args += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
-    elif defines:
-        args += [f"-D{d}" for d in defines]
+    args += [f"-D{d}" for d in defines]
     args += [*flags, f"-I{get_include()}"]
     forward_rules, reverse_rules = dict(forward_rules or {}), dict(reverse_rules or {})
     rule_functions = _check_rules(forward_rules, reverse_rules, inactive, inactive_globals)
@@ -1079,7 +1156,7 @@ def _check_rules(forward_rules: dict, reverse_rules: dict, inactive: Sequence[st
     which must be defined in the module."""
     def identifier(name: Any, what: str) -> str:
         if not isinstance(name, str) or not _C_IDENTIFIER.match(name):
-            raise TypeError(f"{what}: {name!r} is not a C function or variable name.")
+            raise OptionTypeError(f"{what}: {name!r} is not a C function or variable name.")
         return name
 
     rules: set[str] = set()
@@ -1089,11 +1166,9 @@ def _check_rules(forward_rules: dict, reverse_rules: dict, inactive: Sequence[st
     for fn, pair in reverse_rules.items():
         identifier(fn, "reverse_rules key")
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise TypeError(f"reverse_rules['{fn}'] must be a pair (augmented_forward, reverse) of "
-                            f"C function names, got {pair!r}.")
+            raise OptionTypeError(f"reverse_rules['{fn}'] must be a pair (augmented_forward, "
+                                  f"reverse) of C function names, got {pair!r}.")
         rules.update(identifier(name, f"reverse_rules['{fn}']") for name in pair)
-    if isinstance(inactive, str) or isinstance(inactive_globals, str):
-        raise TypeError("inactive= and inactive_globals= take a list of names, not one string.")
     for name in inactive:
         identifier(name, "inactive")
     for name in inactive_globals:
@@ -1484,8 +1559,15 @@ def _unit_lanes(template: np.ndarray, start: int, width: int) -> np.ndarray:
 
 
 def _check_chunk(chunk: Any) -> None:
-    if not isinstance(chunk, int) or chunk < 1:
+    if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
         raise ActivityError(f"chunk must be a positive integer, got {chunk!r}.")
+
+
+def _chunk_width(chunk: int, count: int) -> int:
+    """Directions per batched call: the chunk asked for, at most the number
+    of directions there are and at most MAX_WIDTH (Enzyme's batch width
+    here; a larger chunk is the same as MAX_WIDTH)."""
+    return max(1, min(int(chunk), count, MAX_WIDTH))
 
 
 def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
@@ -1493,7 +1575,8 @@ def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
     """The Jacobian of an output array (``out=``) with respect to array ``wrt``.
 
     Computed ``chunk`` columns at a time with batched forward mode, or
-    ``chunk`` rows at a time with batched reverse mode when there are fewer
+    ``chunk`` rows at a time with batched reverse mode (at most 64 per call,
+    Enzyme's batch width here) when there are fewer
     outputs than inputs; ``mode=Forward``/``Reverse`` forces the choice.
     Without ``out=`` the kernel's scalar return is differentiated (the
     gradient). The result has shape ``out.shape + x.shape``.
@@ -1552,7 +1635,7 @@ def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index:
     batched reverse rows."""
     n, m = x.size, y.size
     mode = Forward if use_forward else Reverse
-    width = max(1, min(chunk, n if use_forward else m))
+    width = _chunk_width(chunk, n if use_forward else m)
     if width > 1 and kernel.module._shadowed:
         # A derivative that involves a global's shadow cannot be batched (one
         # shadow per global, not per lane): then one direction per call.
@@ -1624,7 +1707,8 @@ def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[...,
     """The Hessian of a scalar-returning kernel with respect to an array argument.
 
     Built ``chunk`` columns at a time from batched Hessian-vector products
-    (forward over reverse). The result has shape ``x.shape + x.shape``.
+    (forward over reverse; at most 64 per call, Enzyme's batch width here).
+    The result has shape ``x.shape + x.shape``.
 
     Examples
     --------
@@ -1643,7 +1727,7 @@ def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[...,
         _check_count(kernel, args)
         x = _wrt_array(kernel, args, x_index)
         n = x.size
-        width = max(1, min(chunk, n))
+        width = _chunk_width(chunk, n)
         fn = kernel.hvp_function(x_index, width)
         hess = np.zeros((n, n), dtype=x.dtype)
         restore = _writable_arrays(kernel, args)

@@ -33,6 +33,7 @@ from .errors import (
     ReentrantCallError,
     ShadowTypeError,
     ShadowValueError,
+    UnsupportedSignatureError,
 )
 from .signature import ContractValueError, CType, Signature, length_contracts
 
@@ -225,7 +226,15 @@ def load_symbol(so_path: str, cdef: str, name: str,
                                   "Clear the cache (`python -m enzyme cache clear`) and retry.") from exc
             entry = _libraries[key] = LoadedLibrary(key, ffi, lib)
         entry.owners.add(owner)
-    return entry.ffi, getattr(entry.lib, name), entry
+    symbol = getattr(entry.lib, name)
+    if not isinstance(symbol, entry.ffi.CData):
+        # cffi's library object answers Python's own attribute names
+        # (__init__, __class__ ...) before the library's symbols
+        raise UnsupportedSignatureError(
+            f"the C function '{name}' cannot be called from Python: its name is taken by a Python "
+            "attribute of cffi's library object. Rename it (C reserves names starting with two "
+            "underscores), or wrap it in a function with another name.")
+    return entry.ffi, symbol, entry
 
 
 def release_owner(owner: int) -> int:
@@ -317,8 +326,20 @@ def _scalar_converter(ctype: CType, what: str, error_type: type[Exception]) -> C
 
 def _layout_format(spec: Any) -> Any:
     if isinstance(spec, dict):
-        return np.dtype({"names": spec["names"], "formats": [_layout_format(f) for f in spec["formats"]],
-                         "offsets": spec["offsets"], "itemsize": spec["itemsize"]})
+        fields = {"names": spec["names"], "formats": [_layout_format(f) for f in spec["formats"]],
+                  "offsets": spec["offsets"], "itemsize": spec["itemsize"]}
+        dtype = np.dtype(fields)
+        align = spec.get("align", 0)  # absent from layouts parsed before it was recorded
+        try:
+            aligned = np.dtype({**fields, "aligned": True})
+        except ValueError:  # a packed struct: fields off their natural alignment
+            aligned = None
+        if aligned is not None and align and align % aligned.alignment == 0:
+            dtype = aligned
+        # numpy derives a structured dtype's alignment from its fields' (at
+        # most 16 bytes, and 1 for a packed one); clang's, which may be more
+        # (_Alignas(32)), travels as metadata for _array_converter to check.
+        return np.dtype(dtype, metadata={"c_alignment": align}) if align else dtype
     if isinstance(spec, list):
         return (_layout_format(spec[0]), tuple(spec[1]))
     return np.dtype(spec)
@@ -327,6 +348,11 @@ def _layout_format(spec: Any) -> Any:
 def numpy_dtype(ctype: CType) -> np.dtype:
     """The numpy dtype of a parameter's elements: the scalar's own, or for a
     pointer to a C struct the structured dtype with clang's layout."""
+    if ctype.kind in ("unsupported", "void") or not ctype.dtype:
+        from .errors import UnsupportedSignatureError
+
+        raise UnsupportedSignatureError(
+            f"C `{ctype.spelling}` has no numpy dtype: {ctype.reason or 'not supported'}.")
     if ctype.is_struct:
         return _layout_format(json.loads(ctype.layout))
     return np.dtype(ctype.dtype)
@@ -338,8 +364,13 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
     # Struct pointers are passed opaquely (void *); numpy owns their layout.
     c_array = "char[]" if ctype.is_struct else f"{ctype.base}[]"
     from_buffer = ffi.from_buffer
-    fix = (f"build it with np.zeros(n, dtype=kernel.dtype('{what.split(chr(39))[1]}'))"
-           if ctype.is_struct and "'" in what else f"convert it with x.astype(np.{dtype})")
+    named = f"kernel.dtype('{what.split(chr(39))[1]}')" if ctype.is_struct and "'" in what else ""
+    fix = f"build it with np.zeros(n, dtype={named})" if named else f"convert it with x.astype(np.{dtype})"
+    # Code compiled for an over-aligned struct (_Alignas(32)) may move it with
+    # aligned vector instructions, which fault on a misaligned address; numpy
+    # allocates 16-byte aligned memory at best.
+    alignment = max(dtype.alignment, (dtype.metadata or {}).get("c_alignment", 1)) \
+        if ctype.is_struct else 1
 
     def convert(value: Any) -> Any:
         if type(value) is not np.ndarray:
@@ -359,6 +390,15 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
         if writable and not value.flags.writeable:
             raise value_error(f"{what} is read-only, but the C code writes to it (C "
                               f"`{ctype.spelling}`, not const). Pass a writeable copy.")
+        if alignment > 1 and value.size and value.ctypes.data % alignment:
+            raise value_error(
+                f"{what} starts at address {value.ctypes.data:#x}, not a multiple of {alignment}: "
+                f"C `{ctype.spelling}` is {alignment}-byte aligned, and the compiled code may move "
+                "it with aligned vector instructions (a crash). numpy aligns new arrays to 16 "
+                "bytes at most (np.zeros_like too), so over-allocate and slice: "
+                f"buf = np.zeros(n * dt.itemsize + {alignment}, np.uint8); "
+                f"x = buf[-buf.ctypes.data % {alignment}:][:n * dt.itemsize].view(dt)"
+                f"{f' with dt = {named}' if named else ''}; shadows the same way.")
         return from_buffer(c_array, value, require_writable=False)
     return convert
 

@@ -121,6 +121,16 @@ class ModuleClosedError(EnzymeError, RuntimeError):
     """A kernel or derivative of a module that was closed was called."""
 
 
+class OptionError(EnzymeError, ValueError):
+    """An option of compile() has a value it cannot use (a NUL byte in a
+    flag, a name that is not a C identifier, text that is not UTF-8)."""
+
+
+class OptionTypeError(OptionError, TypeError):
+    """An option of compile() has the wrong type (one string where a list of
+    strings is expected)."""
+
+
 class ReentrantCallError(EnzymeError, RuntimeError):
     """A derivative was asked for from inside its own build or first-use
     check on the same thread (typically from a signal handler): refused,
