@@ -20,14 +20,15 @@ import re
 from dataclasses import dataclass
 
 from .activity import DerivativeSpec, HvpSpec
-from .signature import CType, Signature
+from .errors import DifferentiationError
+from .signature import CType, Signature, integer_register_floats, layout_size
 
 __all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
            "generate_registrations", "GeneratedSplit", "generate_split", "generate_primal_wrapper",
            "struct_definitions"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "5"
+CODEGEN_VERSION = "6"
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,49 @@ _C_TYPES = {"f8": "double", "f4": "float", "i1": "signed char", "u1": "unsigned 
             "i8": "long long", "u8": "unsigned long long", "b1": "_Bool"}
 
 
+def _format_align(fmt: object) -> int:
+    """The alignment C gives a field of this layout format by default."""
+    if isinstance(fmt, dict):
+        return fmt.get("align") or max(map(_format_align, fmt["formats"]), default=1)
+    if isinstance(fmt, list):
+        return _format_align(fmt[0])
+    return layout_size(fmt)  # x86-64 aligns every scalar type here to its size
+
+
+def _natural_layout(spec: dict) -> bool:
+    """Would C lay the fields out at the recorded offsets, size and alignment
+    without attributes (no packing, no _Alignas)?"""
+    offset, align = 0, 1
+    for fmt, recorded in zip(spec["formats"], spec["offsets"]):
+        field_align = _format_align(fmt)
+        if -(-offset // field_align) * field_align != recorded:
+            return False
+        offset = recorded + layout_size(fmt)
+        align = max(align, field_align)
+    return spec.get("align", align) == align and -(-offset // align) * align == spec["itemsize"]
+
+
 def struct_definitions(ctype: CType) -> list[str]:
     """C definitions of the struct a kernel returns by value (nested structs
     first), rebuilt from clang's layout, with static assertions that the
-    rebuilt struct has the same size and offsets; empty for other types."""
+    rebuilt struct has the same size, alignment and offsets; empty for other
+    types.
+
+    A struct C would not lay out as recorded (``packed``, ``_Alignas``,
+    ``#pragma pack``) is rebuilt packed, each field aligned to the largest
+    power of two (up to the struct's alignment) dividing its offset, and the
+    struct aligned as recorded: C pads before a field less than its
+    alignment, so that places every field where clang did. The fields keep
+    their types and offsets, so the ABI classification (which registers
+    carry the struct) is the original's."""
     if ctype.kind != "struct":
         return []
     lines: list[str] = []
 
     def define(spec: dict) -> str:
         tag = f"__efi_s_{hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:10]}"
+        natural = _natural_layout(spec)
+        struct_align = spec.get("align") or 1
         fields, asserts = [], []
         for name, fmt, offset in zip(spec["names"], spec["formats"], spec["offsets"]):
             dims = ""
@@ -102,12 +136,21 @@ def struct_definitions(ctype: CType) -> list[str]:
                 fmt, shape = fmt
                 dims = "".join(f"[{n}]" for n in shape)
             ctype_name = f"struct {define(fmt)}" if isinstance(fmt, dict) else _C_TYPES[fmt[1:]]
-            fields.append(f"{ctype_name} {name}{dims};")
+            attribute = ""
+            if not natural and offset:
+                field_align = min(offset & -offset, struct_align)
+                if field_align > 1:
+                    attribute = f" __attribute__((aligned({field_align})))"
+            fields.append(f"{ctype_name} {name}{dims}{attribute};")
             asserts.append(f"_Static_assert(__builtin_offsetof(struct {tag}, {name}) == {offset}, "
                            f"\"enzyme-ffi: layout of {name}\");")
-        lines.append(f"struct {tag} {{ {' '.join(fields)} }};")
+        attributes = "" if natural else f"__attribute__((packed, aligned({struct_align}))) "
+        lines.append(f"struct {attributes}{tag} {{ {' '.join(fields)} }};")
         lines.append(f"_Static_assert(sizeof(struct {tag}) == {spec['itemsize']}, "
                      f"\"enzyme-ffi: struct size\");")
+        if spec.get("align"):
+            lines.append(f"_Static_assert(_Alignof(struct {tag}) == {spec['align']}, "
+                         f"\"enzyme-ffi: struct alignment\");")
         lines.extend(asserts)
         return tag
 
@@ -129,7 +172,10 @@ def generate_primal_wrapper(sig: Signature) -> GeneratedWrapper:
     lines = [f"/* enzyme-ffi generated: primal wrapper of {sig} */",
              *struct_definitions(sig.ret),
              f"extern {sig.c_prototype};",
-             f"void {entry}({entry_sig}) {{ *({sig.ret.c_decl} *)out = {call}; }}", ""]
+             # out is caller memory that need not have the struct's
+             # alignment (over-aligned structs): copied, not stored as a struct
+             f"void {entry}({entry_sig}) {{ {sig.ret.c_decl} r = {call}; "
+             "__builtin_memcpy(out, &r, sizeof r); }", ""]
     return GeneratedWrapper(entry=entry, c_source="\n".join(lines),
                             cdef=f"void {entry}({entry_sig});", params=tuple(params))
 
@@ -213,8 +259,12 @@ class _Call:
         rtype = self.sig.ret if struct else _value(self.sig.ret)
         rbase = rtype.c_decl if struct else rtype.base
         # A struct result leaves through an untyped pointer to caller memory
-        # laid out like it (cffi has no declaration of the struct).
-        out_decl, out_ref = ("void *", f"*({rbase} *){{}}") if struct else (f"{rbase} *", "*{}")
+        # laid out like it (cffi has no declaration of the struct), copied
+        # bytewise since that memory may lack the struct's alignment.
+        out_decl = "void *" if struct else f"{rbase} *"
+
+        def store(out: str, value: str) -> str:
+            return f"__builtin_memcpy({out}, &{value}, sizeof {value});" if struct else f"*{out} = {value};"
         if reverse and ret == "active" and not with_primal and self.width == 1 and not struct:
             # The helper returns the (seeded) value, Enzyme seeds it with 1:
             # d(seed * f) = seed * df. Storing the result through a pointer
@@ -248,12 +298,12 @@ class _Call:
             self.enzyme_args += [(f"{rbase} *", d) for d in self.lanes("&dr_{w}")]
         if with_primal:
             self.outputs.insert(0, WrapperParam("primal_out", -1, rtype, f"{out_decl}out_primal"))
-            self.after.append(f"{out_ref.format('out_primal')} = r;")
+            self.after.append(store("out_primal", "r"))
         if not reverse and ret in ("dup", "dupnoneed"):
             for w in range(self.width):
                 self.outputs.append(WrapperParam("tangent_out", -1, rtype,
                                                  f"{out_decl}out_tangent_{w}", lane=w))
-                self.after.append(f"{out_ref.format(f'out_tangent_{w}')} = dr_{w};")
+                self.after.append(store(f"out_tangent_{w}", f"dr_{w}"))
         return f"*ret = {call};"
 
     def helper_pointer_type(self) -> str:
@@ -282,6 +332,49 @@ def _shadow_decl(ctype: CType, reverse: bool) -> str:
     return f"{'const ' if const else ''}{ctype.base} *"
 
 
+def _check_abi_hazard(sig: Signature, pattern: str) -> None:
+    """Refuse a derivative through a call that passes a float in an integer
+    register: Enzyme v0.0.289 fails on it in forward mode, and in reverse
+    mode silently returns 0 for what flows through it (a wrong number)."""
+    if sig.abi_hazard:
+        raise DifferentiationError(
+            f"'{sig.name}' cannot be differentiated ({pattern}): it calls {sig.abi_hazard}. "
+            "Enzyme cannot differentiate the integer bit operations that packing does (forward "
+            "mode fails; reverse mode would silently give 0 for what flows through it).\nFix: "
+            "pass or return that struct through a pointer, or lay it out so that floats and "
+            "integers do not share an 8-byte word (e.g. integers after the first 8 bytes of "
+            "floats), or register a derivative rule for that function (or declare it inactive if "
+            "no derivative flows through it).",
+            kernel=sig.name, pattern=pattern, code="struct-in-integer-register",
+            hint="pass such structs through a pointer, or lay them out so that floats and integers "
+                 "do not share an 8-byte word")
+
+
+def _check_forward_struct_return(spec: DerivativeSpec) -> None:
+    """Refuse a forward-mode tangent of a struct return that the ABI packs
+    into an integer register: the kernel then assembles the return value
+    with integer shifts and ors of the float's bits, which Enzyme v0.0.289
+    cannot differentiate (it fails on the `or`, or on the conflicting types;
+    seen with `struct { float a; int k; }`)."""
+    sig = spec.signature
+    if sig.ret.kind != "struct":
+        return
+    floats = integer_register_floats(json.loads(sig.ret.layout))
+    if floats:
+        raise DifferentiationError(
+            f"forward mode of '{sig.name}' ({spec.pattern}) cannot give the tangent of its return "
+            f"value `{sig.ret.spelling}`: the C ABI returns its floating field(s) "
+            f"{', '.join(floats)} in an integer register together with integer fields, and "
+            "Enzyme cannot differentiate the bit operations that pack them.\nFix: keep the "
+            "return Const (ret=Const) and return the floating results through a pointer "
+            "parameter, or return a struct whose floats do not share an 8-byte word with integers "
+            "(e.g. put the integer fields after 8 bytes of floats, or make the struct larger "
+            "than 16 bytes).",
+            kernel=sig.name, pattern=spec.pattern, code="struct-return-integer-register",
+            hint="return the floats through a pointer parameter, or lay the struct out so that "
+                 "floats and integers do not share an 8-byte word")
+
+
 def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) -> GeneratedWrapper:
     """Write the C wrapper and cdef for one derivative request.
 
@@ -296,6 +389,9 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
     ['primal', 'primal', 'seed', 'adjoint_out', 'adjoint_out']
     """
     sig = spec.signature
+    _check_abi_hazard(sig, spec.pattern)
+    if not spec.reverse and spec.ret in ("dup", "dupnoneed"):
+        _check_forward_struct_return(spec)
     uid = _uid(sig.c_prototype, spec.pattern, str(runtime_activity))
     entry = f"__efi_d_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
@@ -349,6 +445,7 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     buffers shaped like each array the kernel may write (``scratch``).
     """
     sig = spec.signature
+    _check_abi_hazard(sig, f"hvp wrt {sig.params[spec.wrt].name}")
     uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}", str(runtime_activity))
     entry = f"__efi_hvp_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
@@ -498,6 +595,7 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
     ``ret_shadow``) that persist from the forward to the reverse pass.
     """
     sig = spec.signature
+    _check_abi_hazard(sig, spec.pattern)
     uid = _uid(sig.c_prototype, spec.pattern, "split", str(runtime_activity))
     helper = f"__efi_h_{sig.name}_{uid}"
     call = _Call(sig, 1, runtime_activity)

@@ -28,10 +28,12 @@ def _entry(code: str, pattern: str, what: str, hint: str) -> Failure:
 
 CATALOGUE: tuple[Failure, ...] = (
     _entry("unknown-binary-operator", r"cannot handle unknown binary operator",
-           "integer arithmetic on the bits of a floating-point value (e.g. a fast inverse "
-           "square root) has no derivative Enzyme knows",
-           "give that function a custom derivative: ENZYME_CUSTOM_DERIVATIVE / "
-           "ENZYME_CUSTOM_GRADIENT in C, or enzyme.compile(..., forward_rules=, reverse_rules=)"),
+           "integer arithmetic (shifts, and/or/xor) on the bits of a floating-point value, which "
+           "has no derivative Enzyme knows: bit tricks such as a fast inverse square root, or "
+           "type punning through an integer or a union",
+           "do that arithmetic on floating-point values, or give the function doing it a custom "
+           "derivative: ENZYME_CUSTOM_DERIVATIVE / ENZYME_CUSTOM_GRADIENT in C, or "
+           "enzyme.compile(..., forward_rules=, reverse_rules=)"),
     _entry("no-body", r"No (augmented forward pass|forward mode derivative|reverse pass|derivative)"
                       r" found for",
            "a called function has no body in this module (a library call, or a function "
@@ -63,10 +65,11 @@ CATALOGUE: tuple[Failure, ...] = (
                                     r"To = Constant; From = Value\]: Assertion .isa<To>",
            "Enzyme takes a global variable for one that may hold values the derivative depends "
            "on, and it has no shadow (enzyme-ffi gives one to every non-static, non-const global "
-           "of floating type; a static global, or a pointer or struct of pointers, gets none)",
+           "of floating type; a static or hidden-visibility global, or a pointer or struct of "
+           "pointers, gets none)",
            "if it carries no derivative (a table of function pointers, a counter, an RNG state), "
            "mark it inactive (ENZYME_INACTIVE_GLOBAL or inactive_globals=[...]); if it does, make "
-           "it a non-static global of floating type (it then gets a shadow, mod.shadows[name]), or "
+           "it a non-static, visible global of floating type (it then gets a shadow, mod.shadows[name]), or "
            "const when it never changes"),
     _entry("activity", r"Cannot (compute|handle) .*activ|active.*constant|constant.*active|"
                        r"runtime activity",
@@ -83,6 +86,20 @@ CATALOGUE: tuple[Failure, ...] = (
            "the offending function a custom derivative; please report it with the kernel"),
 )
 
+# The same Enzyme failure when no bit trick is in sight: SROA assembled a small
+# struct mixing float and integer fields in one integer (`x.sroa.0.insert...`),
+# as the C ABI passes or returns such a struct in an integer register.
+_STRUCT_IN_INTEGER = re.compile(r"cannot handle unknown binary operator:\s+%[\w.]*\.insert[\w.]* = ")
+_BIT_TRICKS = next(f for f in CATALOGUE if f.code == "unknown-binary-operator")
+_STRUCT_IN_INTEGER_FAILURE = Failure(
+    _BIT_TRICKS.code, _BIT_TRICKS.pattern,
+    "a small struct mixing float and integer fields is passed or returned by value, which the C "
+    "ABI does in an integer register: the floats' bits are packed into an integer with shifts "
+    "and ors, which Enzyme cannot differentiate",
+    "pass or return such a struct through a pointer, or lay it out so that floats and integers "
+    "do not share an 8-byte word (or make it larger than 16 bytes, which the ABI passes in "
+    "memory)")
+
 # Lines of IR and type-analysis dumps that Enzyme prints before its message.
 _NOISE = re.compile(r"^\s*(#\d+ |\d+\.\s+Program arguments|Stack dump:|PLEASE submit|%|store |ret |"
                     r"br |call |tail call |define |declare |\}|!|attributes |; |constant(inst|arg)\[|"
@@ -93,6 +110,8 @@ def explain(stderr: str) -> tuple[str, Failure | None]:
     """Enzyme's own message (dumps removed) and the catalogue entry it matches."""
     lines = [ln.rstrip() for ln in stderr.splitlines() if ln.strip() and not _NOISE.match(ln)]
     failure = next((f for f in CATALOGUE if f.pattern.search(stderr)), None)
+    if failure is _BIT_TRICKS and _STRUCT_IN_INTEGER.search(stderr):
+        failure = _STRUCT_IN_INTEGER_FAILURE
     key = [ln for ln in lines if failure is not None and failure.pattern.search(ln)]
     head = [ln for ln in lines if any(word in ln for word in
                                       ("error:", "Enzyme:", "ld:", "undefined reference"))][:6]

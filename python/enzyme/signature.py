@@ -12,7 +12,9 @@ import ast
 import atexit
 import hashlib
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from .errors import CompileError, ContractError, UnsupportedSignatureError
 
 __all__ = ["CType", "Param", "Signature", "GlobalVar", "LengthContract", "ContractValueError",
-           "CInt", "c_int_type", "length_contracts",
+           "CInt", "c_int_type", "length_contracts", "layout_size", "integer_register_floats",
            "with_lengths", "parse_signatures", "parse_module", "parse_request", "worker_command",
     "read_worker_reply"]
 
@@ -107,10 +109,23 @@ class Signature:
     ret: CType
     location: str  # file:line of the definition
     variadic: bool = False
+    # Why the library does not export the symbol (hidden visibility, a C99
+    # inline definition); empty when it does. Such a function is compiled
+    # into the module but cannot be looked up by name.
+    hidden: str = ""
+    # Why derivatives of it cannot be trusted: a function it calls passes a
+    # float in an integer register (see integer_register_floats); empty if none.
+    abi_hazard: str = ""
 
     def unsupported(self) -> list[str]:
         """Why this function cannot be called yet (empty when it can)."""
         problems = []
+        if self.hidden:
+            problems.append(self.hidden)
+        if not self.name.isascii():
+            problems.append("its name is not ASCII, and cffi (which declares the function to call "
+                            "it) only reads ASCII identifiers: rename it, or call it from a "
+                            "function with an ASCII name")
         if self.variadic:
             problems.append("variadic functions (`...`) cannot be called or differentiated")
         for param in self.params:
@@ -124,14 +139,17 @@ class Signature:
 
     def check_supported(self) -> None:
         problems = self.unsupported()
-        if problems:
-            raise UnsupportedSignatureError(
-                f"{self.location}: kernel '{self.name}' cannot be used from Python: "
-                + "; ".join(problems)
-                + ". Supported now: double, float, integer scalars, pointers to them, "
-                "void or scalar returns. Wrap the function in a C function with such a "
-                "signature."
-            )
+        if not problems:
+            return
+        typed = any(p.ctype.kind in ("unsupported", "void") for p in self.params) \
+            or self.ret.kind not in ("void", "scalar", "struct")
+        raise UnsupportedSignatureError(
+            f"{self.location}: kernel '{self.name}' cannot be used from Python: "
+            + "; ".join(problems) + "."
+            + (" Supported now: double, float, integer scalars, pointers to them and to structs "
+               "of them, void, scalar or struct returns. Wrap the function in a C function with "
+               "such a signature." if typed else "")
+        )
 
     @property
     def c_prototype(self) -> str:
@@ -150,6 +168,8 @@ class Signature:
             ret=CType(**data["ret"]),
             location=data["location"],
             variadic=data.get("variadic", False),
+            hidden=data.get("hidden", ""),
+            abi_hazard=data.get("abi_hazard", ""),
         )
 
     def __str__(self) -> str:
@@ -253,17 +273,39 @@ class LengthContract:
         return self.function(values)[0]
 
 
+_MAX_CONTRACT_CHARS = 4000
+_MAX_CONTRACT_NODES = 1000
+_MAX_CONTRACT_DEPTH = 200
+
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load,
             ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.USub, ast.UAdd)
 
 
 def _compile_length(signature: Signature, index: int, expression: str) -> LengthContract:
     where = f"the length of '{signature.params[index].name}' in {signature.name}"
+    shown = expression if len(expression) <= 80 else expression[:60] + " ... " + expression[-15:]
+    too_big = (f"{where}: `{shown}` is too large for a length contract (at most "
+               f"{_MAX_CONTRACT_NODES} operands and operators, nested at most {_MAX_CONTRACT_DEPTH} "
+               "deep); simplify it, e.g. `2000 * n` rather than `n + n + ...`.")
+    if len(expression) > _MAX_CONTRACT_CHARS:
+        raise ContractError(too_big)
     try:
         tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError:
-        raise ContractError(f"{where}: `{expression}` is not an expression of integer "
+    except (SyntaxError, ValueError):
+        raise ContractError(f"{where}: `{shown}` is not an expression of integer "
                             "parameters, integer literals, + - * / and parentheses.") from None
+    except (RecursionError, MemoryError):
+        raise ContractError(too_big) from None
+    # The checks and the evaluation below recurse over the tree: bound it here,
+    # so that a generated contract is refused rather than a RecursionError.
+    depth, nodes, pending = 0, 0, [(tree.body, 1)]
+    while pending:
+        node, level = pending.pop()
+        nodes, depth = nodes + 1, max(depth, level)
+        pending.extend((child, level + 1) for child in ast.iter_child_nodes(node)
+                       if isinstance(child, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant)))
+    if nodes > _MAX_CONTRACT_NODES or depth > _MAX_CONTRACT_DEPTH:
+        raise ContractError(too_big)
     names = {p.name: i for i, p in enumerate(signature.params)}
     uses: list[int] = []
     for node in ast.walk(tree):
@@ -358,8 +400,12 @@ class GlobalVar:
 
     ``element`` is the CType of one element (a scalar, or ``kind="struct"``
     with a layout) and ``shape`` the array dimensions (``()`` for a scalar);
-    ``element.kind == "unsupported"`` for globals Python cannot view (pointers,
-    unions), which are still shared between the module's libraries.
+    ``element.kind == "unsupported"`` (with a ``reason``) for globals Python
+    cannot view (pointers, unions, zero-length arrays), which are still
+    shared between the module's libraries. A ``thread_local`` global is
+    shared too, but has one instance per thread, so it cannot be viewed: a
+    view made on one thread would show that thread's copy, and dangle once
+    the thread exits.
     """
 
     name: str
@@ -369,15 +415,30 @@ class GlobalVar:
     size: int
     const: bool
     location: str
+    thread_local: bool = False
 
     @property
     def viewable(self) -> bool:
-        return self.element.kind in ("scalar", "struct")
+        return self.element.kind in ("scalar", "struct") and not self.thread_local
+
+    @property
+    def why_not_viewable(self) -> str:
+        if self.thread_local:
+            return ("it is thread-local (__thread / _Thread_local): each thread has its own "
+                    "copy, and a view made on one thread dangles once that thread exits. Read "
+                    "or set it through a C function the kernel's thread calls, or make it an "
+                    "ordinary global")
+        if self.element.kind not in ("scalar", "struct"):
+            return self.element.reason or "its type has no numpy equivalent"
+        return ""
 
     @property
     def active(self) -> bool:
-        """Can it carry derivatives (so that it needs a shadow)?"""
-        return self.viewable and not self.const and self.element.carries_derivative
+        """Can it carry derivatives (so that it needs a shadow)? A
+        thread-local global gets one too: the shadow itself is an ordinary
+        global, and without it Enzyme cannot differentiate code reading it."""
+        return (self.element.kind in ("scalar", "struct") and not self.const
+                and self.element.carries_derivative)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -386,7 +447,7 @@ class GlobalVar:
     def from_json(cls, data: dict) -> GlobalVar:
         return cls(name=data["name"], spelling=data["spelling"], element=CType(**data["element"]),
                    shape=tuple(data["shape"]), size=data["size"], const=data["const"],
-                   location=data["location"])
+                   location=data["location"], thread_local=data.get("thread_local", False))
 
 
 def _global_var(cursor, table, where: str) -> GlobalVar:
@@ -401,14 +462,33 @@ def _global_var(cursor, table, where: str) -> GlobalVar:
         element = element.element_type.get_canonical()
         const = const or element.is_const_qualified()
     scalar = _scalar(element, table)
-    if scalar:
+    if not cursor.spelling.isascii():
+        ctype = CType("unsupported", element.spelling,
+                      reason="its name is not ASCII, and cffi (which declares the symbol to find "
+                             "it) only reads ASCII identifiers; rename it")
+    elif 0 in shape:
+        ctype = CType("unsupported", element.spelling,
+                      reason="it is a zero-length array (a GNU extension): there is no element "
+                             "to view")
+    elif scalar:
         ctype = CType("scalar", element.spelling, scalar[0], scalar[1])
     elif element.kind == K.RECORD:
         ctype = _ctype(element, table, returned=True)
     else:
-        ctype = CType("unsupported", element.spelling, reason="not viewable from Python")
+        ctype = CType("unsupported", element.spelling,
+                      reason=f"`{element.spelling}` has no numpy equivalent")
     return GlobalVar(cursor.spelling, cursor.type.spelling, ctype, tuple(shape), max(t.get_size(), 0),
-                     const, where)
+                     const, where, _thread_local(cursor))
+
+
+def _thread_local(cursor) -> bool:
+    try:
+        from clang.cindex import TLSKind
+
+        return cursor.tls_kind != TLSKind.NONE
+    except (ImportError, AttributeError):  # a libclang without clang_getCursorTLSKind
+        words = {token.spelling for token in cursor.get_tokens()}
+        return bool(words & {"__thread", "_Thread_local", "thread_local"})
 
 
 def _scalar_table():
@@ -471,9 +551,54 @@ def _element_format(t, table) -> tuple[object, bool]:
                        "double, float, integers, fixed-size arrays or structs of those)")
 
 
+def layout_size(fmt: object) -> int:
+    """The size in bytes of a layout format (a scalar's numpy code, an
+    ``[element, shape]`` array or a nested struct's layout)."""
+    if isinstance(fmt, dict):
+        return fmt["itemsize"]
+    if isinstance(fmt, list):
+        return math.prod(fmt[1]) * layout_size(fmt[0])
+    return int(str(fmt)[2:])
+
+
+def _scalar_leaves(layout: dict, base: int = 0) -> list[tuple[int, int, bool, str]]:
+    """(offset, size, floating, field name) of every scalar in a layout."""
+    leaves = []
+    for name, fmt, offset in zip(layout["names"], layout["formats"], layout["offsets"]):
+        count, element = (math.prod(fmt[1]), fmt[0]) if isinstance(fmt, list) else (1, fmt)
+        for i in range(count):
+            at = base + offset + i * layout_size(element)
+            if isinstance(element, dict):
+                leaves += [(o, n, f, f"{name}.{leaf}") for o, n, f, leaf in _scalar_leaves(element, at)]
+            else:
+                leaves.append((at, layout_size(element), str(element)[1] == "f", name))
+    return leaves
+
+
+def integer_register_floats(layout: dict) -> list[str]:
+    """The floating fields of a struct passed or returned by value that the
+    x86-64 SysV ABI puts in an integer register: a struct of at most 16
+    bytes without misaligned fields travels in registers, one per eightbyte,
+    and an eightbyte holding any integer field goes in an integer register.
+    Code then packs the float's bits with integer shifts and ors, which
+    Enzyme v0.0.289 cannot differentiate: forward mode fails, reverse mode
+    silently drops the derivative (0)."""
+    leaves = _scalar_leaves(layout)
+    if layout["itemsize"] > 16 or any(offset % size for offset, size, _, _ in leaves):
+        return []  # passed in memory
+    mixed: list[str] = []
+    for eightbyte in range(0, layout["itemsize"], 8):
+        inside = [leaf for leaf in leaves if eightbyte <= leaf[0] < eightbyte + 8]
+        if any(not floating for _, _, floating, _ in inside):
+            mixed += [name for _, _, floating, name in inside if floating and name not in mixed]
+    return mixed
+
+
 def _record_layout(record, table) -> tuple[dict, bool]:
     """A numpy structured-dtype description of a C struct, with clang's
-    offsets and size, so the numpy and C layouts agree by construction."""
+    offsets, size and alignment, so the numpy and C layouts agree by
+    construction. The members of an anonymous struct member are the
+    struct's own (C reaches them as ``s.a``), at their offsets in it."""
     from clang.cindex import CursorKind
 
     declaration = record.get_declaration()
@@ -482,17 +607,36 @@ def _record_layout(record, table) -> tuple[dict, bool]:
     if record.get_size() < 0:
         raise _Unsupported(f"`{record.spelling}` is an incomplete type (its definition is not "
                            "visible): include the header that defines it")
-    names, formats, offsets, floating = [], [], [], False
-    for member in record.get_fields():
-        if member.is_bitfield():
-            raise _Unsupported(f"`{record.spelling}` has a bit-field ({member.spelling})")
-        fmt, is_float = _element_format(member.type, table)
-        names.append(member.spelling)
-        formats.append(fmt)
-        offsets.append(record.get_offset(member.spelling) // 8)
-        floating = floating or is_float
+    names: list[str] = []
+    formats: list[object] = []
+    offsets: list[int] = []
+    floating = False
+
+    def add(rec, base: int) -> None:
+        nonlocal floating
+        for member in rec.get_fields():
+            if member.is_bitfield():
+                raise _Unsupported(
+                    f"`{record.spelling}` has a bit-field ({member.spelling or 'unnamed'}), which "
+                    "numpy cannot lay out; give the kernel a struct of whole fields (e.g. an "
+                    "`int` per flag) and convert in C")
+            offset = base + member.get_field_offsetof() // 8
+            if not member.spelling:
+                inner = member.type.get_canonical()
+                if inner.get_declaration().kind != CursorKind.STRUCT_DECL:
+                    raise _Unsupported(f"`{record.spelling}` has an anonymous union member; only "
+                                       "structs are supported")
+                add(inner, offset)
+                continue
+            fmt, is_float = _element_format(member.type, table)
+            names.append(member.spelling)
+            formats.append(fmt)
+            offsets.append(offset)
+            floating = floating or is_float
+
+    add(record, 0)
     return {"names": names, "formats": formats, "offsets": offsets,
-            "itemsize": record.get_size()}, floating
+            "itemsize": record.get_size(), "align": record.get_align()}, floating
 
 
 def _ctype(t, table, returned: bool = False) -> CType:
@@ -528,12 +672,11 @@ def _ctype(t, table, returned: bool = False) -> CType:
                 return CType("unsupported", spelling, reason=str(exc))
             return CType("pointer", spelling, "void", "struct", const=pointee.is_const_qualified(),
                          layout=json.dumps(layout), struct_float=floating)
-        what = pointee.get_canonical().kind.spelling.lower()
         return CType("unsupported", spelling,
-                     reason=f"pointers to {what} are not supported yet (only pointers to "
-                            "double, float, integer types and structs of those)")
+                     reason=f"pointers to `{pointee.spelling}` are not supported yet (only "
+                            "pointers to double, float, integer types and structs of those)")
     return CType("unsupported", spelling,
-                 reason=f"{canon.kind.spelling.lower()} parameters are not supported yet")
+                 reason=f"`{spelling}` parameters are not supported yet")
 
 
 LENGTH_ANNOTATION = "enzyme_len:"
@@ -570,7 +713,7 @@ def _index():
 
 def _diagnostic_text(diag) -> str:
     loc = diag.location
-    where = f"{loc.file.name if loc.file else '<unknown>'}:{loc.line}:{loc.column}"
+    where = f"{_display_name(loc.file.name) if loc.file else '<unknown>'}:{loc.line}:{loc.column}"
     text = f"{where}: error: {diag.spelling}"
     if loc.file:
         try:
@@ -629,41 +772,214 @@ def parse_module(sources: Sequence[str], args: Sequence[str],
     found: dict[str, Signature] = {}
     variables: dict[str, GlobalVar] = {}
     parse_args = ["-x", "c", "-resource-dir", resource_dir, *args]
+    gnu_inline = _gnu_inline_semantics(args)
+    units = []
     for source in sources:
         try:
             tu = _index().parse(source, args=parse_args)
         except TranslationUnitLoadError as exc:
-            raise CompileError(f"libclang could not parse {source}: {exc}") from exc
+            raise CompileError(f"libclang could not parse {_display_name(source)}: {exc}") from exc
         errors = tuple(_diagnostic_text(d) for d in tu.diagnostics if d.severity >= 3)
         if errors:
-            raise CompileError(f"Parsing {source} failed:\n" + "\n".join(errors), errors)
-        for cursor in tu.cursor.get_children():
+            raise CompileError(f"Parsing {_display_name(source)} failed:\n" + "\n".join(errors),
+                               errors)
+        units.append((source, tu, list(tu.cursor.get_children())))
+    # Functions with a struct in an integer register (see
+    # integer_register_floats), and functions with a derivative rule or
+    # declared inactive, whose bodies Enzyme does not differentiate.
+    hazards: dict[str, str] = {}
+    handled: set[str] = set()
+    for source, _, top in units:
+        for cursor in top:
+            if cursor.kind == CursorKind.FUNCTION_DECL and cursor.spelling not in hazards:
+                why = _register_hazard(cursor, table, source)
+                if why:
+                    hazards[cursor.spelling] = why
+            elif cursor.kind == CursorKind.VAR_DECL:
+                for prefix in _RULE_PREFIXES:
+                    if cursor.spelling.startswith(prefix):
+                        handled.add(cursor.spelling[len(prefix):])
+    calls: dict[str, set[str]] = {}
+    for source, tu, top in units:
+        declarations: dict[str, list] = {}
+        for cursor in top:
+            if cursor.kind == CursorKind.FUNCTION_DECL:
+                declarations.setdefault(cursor.spelling, []).append(cursor)
+        for cursor in top:
             # tentative definitions (`double g;`) define the variable too
             if (cursor.kind == CursorKind.VAR_DECL and cursor.linkage == LinkageKind.EXTERNAL
                     and (cursor.is_definition() or cursor.storage_class != StorageClass.EXTERN)):
-                loc = cursor.location
-                variables[cursor.spelling] = _global_var(
-                    cursor, table, f"{loc.file.name if loc.file else source}:{loc.line}")
+                if not _hidden(cursor):
+                    # A hidden global is absent from the library's symbol
+                    # table, so it cannot be shared: each library keeps its
+                    # own copy, as with a static one.
+                    variables[cursor.spelling] = _global_var(cursor, table, _where(cursor, source))
                 continue
-            if (cursor.kind != CursorKind.FUNCTION_DECL or not cursor.is_definition()
-                    or cursor.linkage != LinkageKind.EXTERNAL):
+            if cursor.kind != CursorKind.FUNCTION_DECL or not cursor.is_definition():
+                continue
+            if hazards:  # walking every body costs time; only needed then
+                calls.setdefault(cursor.spelling, set()).update(_callees(cursor))
+            if cursor.linkage != LinkageKind.EXTERNAL:
                 continue
             params = tuple(
                 Param(arg.spelling or f"arg{i}", _ctype(arg.type, table), _length_annotation(arg))
                 for i, arg in enumerate(cursor.get_arguments())
             )
-            loc = cursor.location
             found[cursor.spelling] = Signature(
                 name=cursor.spelling,
                 params=params,
                 ret=_ctype(cursor.result_type, table, returned=True),
-                location=f"{loc.file.name if loc.file else source}:{loc.line}",
+                location=_where(cursor, source),
                 # a definition without a prototype (`int main()`, K&R style)
                 # takes exactly the parameters it declares
                 variadic=(cursor.type.kind == TypeKind.FUNCTIONPROTO
                           and cursor.type.is_function_variadic()),
+                hidden=_why_not_exported(tu, cursor, declarations[cursor.spelling], gnu_inline),
             )
+    if hazards:
+        for name, signature in found.items():
+            why = _reached_hazard(name, calls, hazards, handled)
+            if why:
+                found[name] = replace(signature, abi_hazard=why)
     return found, variables
+
+
+_RULE_PREFIXES = ("__enzyme_register_derivative_", "__enzyme_register_gradient_",
+                  "__enzyme_inactivefn_")
+
+
+def _register_hazard(function, table, source: str) -> str:
+    """Why a function passes floats in an integer register (empty if not)."""
+    from clang.cindex import TypeKind as K
+
+    typed = [("returns", function.result_type)]
+    typed += [("takes", arg.type) for arg in function.get_arguments()]
+    for verb, t in typed:
+        canon = t.get_canonical()
+        if canon.kind != K.RECORD:
+            continue
+        try:
+            layout, _ = _record_layout(canon, table)
+        except _Unsupported:
+            continue
+        floats = integer_register_floats(layout)
+        if floats:
+            return (f"'{function.spelling}' ({_where(function, source)}), which {verb} `{t.spelling}` by "
+                    f"value, whose float field(s) {', '.join(floats)} the C ABI passes in an "
+                    "integer register together with integer fields")
+    return ""
+
+
+def _callees(function) -> set[str]:
+    from clang.cindex import CursorKind
+
+    names = set()
+    for node in function.walk_preorder():
+        if node.kind == CursorKind.CALL_EXPR:
+            target = node.referenced
+            if target is not None and target.kind == CursorKind.FUNCTION_DECL:
+                names.add(target.spelling)
+    return names
+
+
+def _reached_hazard(kernel: str, calls: dict[str, set[str]], hazards: dict[str, str],
+                    handled: set[str]) -> str:
+    """The hazard of a function the kernel calls, directly or not (its own
+    struct return is not one: enzyme-ffi keeps it Const in reverse mode and
+    refuses its tangent in forward mode)."""
+    seen, pending = {kernel}, sorted(calls.get(kernel, ()))
+    while pending:
+        name = pending.pop()
+        if name in seen or name in handled:
+            continue
+        seen.add(name)
+        if name in hazards:
+            return hazards[name]
+        pending.extend(sorted(calls.get(name, ())))
+    return ""
+
+
+def _where(cursor, source: str) -> str:
+    loc = cursor.location
+    return f"{_display_name(loc.file.name if loc.file else source)}:{loc.line}"
+
+
+def _display_name(path: str) -> str:
+    """The name a user knows a source by: C text given to compile() is
+    parsed from a temporary ``build-*/source<i>.c`` file, deleted once the
+    build ends, so a location there would point at nothing."""
+    directory, base = os.path.split(path)
+    if os.path.basename(directory).startswith("build-") and re.fullmatch(r"source\d+\.c", base):
+        return "<source>"
+    return path
+
+
+_VISIBILITY: Callable | None = None
+
+
+def _hidden(cursor) -> bool:
+    """Does the symbol have hidden visibility (an attribute, a pragma or
+    -fvisibility=hidden), so that the linked library does not export it?"""
+    global _VISIBILITY
+    if _VISIBILITY is None:
+        import ctypes
+
+        from clang.cindex import Cursor, conf
+
+        # The bindings do not wrap clang_getCursorVisibility (libclang >= 3.8).
+        function = conf.lib.clang_getCursorVisibility
+        function.argtypes, function.restype = [Cursor], ctypes.c_int
+        _VISIBILITY = function
+    return _VISIBILITY(cursor) == 1  # CXVisibility_Hidden
+
+
+_INLINE = frozenset(("inline", "__inline", "__inline__"))
+
+
+def _gnu_inline_semantics(args: Sequence[str]) -> bool:
+    """Whether `inline` means GNU89's (a plain `inline` definition is also
+    an external one, `extern inline` is not) rather than C99's."""
+    gnu = False
+    for arg in args:
+        if arg.startswith("-std="):
+            gnu = arg[5:] in ("c89", "c90", "gnu89", "gnu90", "iso9899:1990", "iso9899:199409")
+        elif arg == "-ansi":
+            gnu = True
+        elif arg in ("-fgnu89-inline", "-fno-gnu89-inline"):
+            gnu = arg == "-fgnu89-inline"
+    return gnu
+
+
+def _why_not_exported(tu, definition, declarations: list, gnu_inline: bool) -> str:
+    """Why the library will not export a function defined with external
+    linkage (empty when it will): hidden visibility, or an inline definition,
+    which C emits no symbol for (clang's isInlineDefinitionExternallyVisible,
+    from the specifiers written on each file-scope declaration)."""
+    from clang.cindex import SourceRange
+
+    name = definition.spelling
+    if _hidden(definition):
+        return (f"the library does not export '{name}' (it has hidden visibility, from "
+                "__attribute__((visibility(\"hidden\"))), a visibility pragma or "
+                "-fvisibility=hidden), so Python cannot find it; give it "
+                "__attribute__((visibility(\"default\"))) or drop -fvisibility=hidden")
+    specifiers = []
+    for declaration in declarations:
+        before = SourceRange.from_locations(declaration.extent.start, declaration.location)
+        words = {token.spelling for token in tu.get_tokens(extent=before)} - {name}
+        specifiers.append((bool(words & _INLINE), "extern" in words, "gnu_inline" in words))
+    if not any(inline for inline, _, _ in specifiers):
+        return ""
+    if gnu_inline or any(gnu for _, _, gnu in specifiers):
+        exported = any(inline and not extern for inline, extern, _ in specifiers)
+    else:  # C99 6.7.4p7
+        exported = any(not inline or extern for inline, extern, _ in specifiers)
+    if exported:
+        return ""
+    return (f"'{name}' is an inline definition, for which C emits no symbol (C99: every "
+            "declaration says `inline` and none `extern`; GNU89: `extern inline`), so the library "
+            "does not export it; drop `inline`, or (C99) add a declaration of it with `extern` "
+            "in the same file")
 
 
 # ---- Parsing in a worker process --------------------------------------------
