@@ -201,10 +201,11 @@ class Kernel:
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, "primal")
                 primal = PrimalFunction(self.signature, str(so_path), wrapper.cdef, wrapper.entry,
-                                        self.module._owner)
+                                        self.module._owner, isolate=self.module.isolate)
             else:
                 primal = PrimalFunction(self.signature, self.module._artifact.so_path,
-                                        primal_cdef(self.signature), owner=self.module._owner)
+                                        primal_cdef(self.signature), owner=self.module._owner,
+                                        isolate=self.module.isolate)
             self._primal = primal
         return primal
 
@@ -232,6 +233,8 @@ class Kernel:
             finally:
                 if other is not None:
                     other.join()  # no build goes on behind the caller's back
+        if self.module.isolate:
+            self._refuse_shadows_in_worker(found.so_path)
         if width > 1:
             used = self.module._shadows_used_by(found.so_path)
             if used:
@@ -245,6 +248,18 @@ class Kernel:
                     kernel=self.name, pattern=found.spec.pattern, code="global-batch",
                     hint="one call per direction, or a const or inactive global")
         return found
+
+    def _refuse_shadows_in_worker(self, so_path: str) -> None:
+        used = self.module._shadows_used_by(so_path)
+        if used:
+            raise DifferentiationError(
+                f"a derivative of '{self.name}' in a module compiled with isolate=True cannot use "
+                f"the global(s) {', '.join(used)}, which carry derivatives: their shadows live in "
+                "the worker process, out of reach of the checks and helpers.\nFix: declare the "
+                "global const if it never changes, list it in compile(inactive_globals=[...]) if "
+                "it carries no derivative, pass it as an argument, or compile without isolate=True.",
+                kernel=self.name, code="global-isolated",
+                hint="a const or inactive global, or an argument")
 
     def hvp_function(self, wrt: int, width: int = 1) -> HvpFunction:
         """The compiled Hessian-vector product w.r.t. parameter ``wrt`` (cached).
@@ -288,6 +303,8 @@ class Kernel:
                     found = self._derivatives[key] = self._build_split(mode, kinds, ret)
                     if self.module.verify:
                         found.first_call = self._home._first_use_check
+        if self.module.isolate:
+            self._refuse_shadows_in_worker(found.so_path)
         return found
 
     def _build_split(self, mode: Mode, kinds: tuple, ret: Any) -> SplitFunctions:
@@ -310,7 +327,8 @@ class Kernel:
                     raise
                 size = int(need.group(1))
                 continue
-            return SplitFunctions(spec, split, str(so_path), size, self.module._owner)
+            return SplitFunctions(spec, split, str(so_path), size, self.module._owner,
+                                  isolate=self.module.isolate)
         raise DifferentiationError(f"Enzyme's tape size for '{self.name}' did not settle.",
                                    kernel=self.name, pattern=spec.pattern)
 
@@ -333,7 +351,8 @@ class Kernel:
                 wrapper = generate(spec, self.module.runtime_activity)
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, spec.pattern)
-                found = wrap(spec, wrapper, str(so_path), self.module._owner)
+                found = wrap(spec, wrapper, str(so_path), self.module._owner,
+                             isolate=self.module.isolate)
                 if on_create is not None:
                     on_create(found)
                 self._derivatives[key] = found
@@ -575,10 +594,11 @@ class Module:
     def __init__(self, artifact: build.ModuleArtifact, tc: _toolchain_stage.Toolchain,
                  signatures: Mapping[str, Signature],
                  variables: Mapping[str, GlobalVar] | None = None,
-                 runtime_activity: bool = False, verify: bool = True) -> None:
+                 runtime_activity: bool = False, verify: bool = True, isolate: bool = False) -> None:
         self._artifact = artifact
         self.runtime_activity = runtime_activity
         self.verify = verify
+        self.isolate = isolate
         self._toolchain = tc
         self.signatures = dict(signatures)
         self._kernels = {name: Kernel(self, sig) for name, sig in self.signatures.items()}
@@ -630,7 +650,7 @@ class Module:
         the call (no tangent in forward mode, no earlier adjoint to leak into
         the arguments' in reverse mode) and holds its old value again after
         it. Calls of helpers on one module serialize here."""
-        if not self._shadowed:
+        if not self._shadowed or self.isolate:  # (isolated: no derivative uses a shadow)
             yield
             return
         with self._shadows_lock:
@@ -649,9 +669,10 @@ class Module:
         the kernel several times, each from the state of the checked call,
         with every global's shadow zero (a reverse pass leaves adjoints in
         them, which a forward pass would read as tangents)."""
-        views = [self.globals[name] for name in self.globals]
+        # (in this process: with isolate=True the check's child calls here)
+        views = [self.globals._view(name) for name in self.globals]
         views = [v for v in views if v.flags.writeable]
-        shadows = [self.shadows[name] for name in self._shadowed]
+        shadows = [self.shadows._view(name) for name in self._shadowed]
 
         def save() -> list[np.ndarray]:
             return [v.copy() for v in views]
@@ -780,15 +801,27 @@ class GlobalsView(Mapping):
         return [name for name, var in self._module._variables.items() if var.viewable]
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if self._module.isolate:
+            raise GlobalNotFoundError(
+                f"globals of a module compiled with isolate=True live in its worker process; "
+                f"'{name}' cannot be viewed from here. Pass the value as an argument, or compile "
+                "without isolate=True.")
+        return self._view(name)
+
+    def _view(self, name: str) -> np.ndarray:
         view = self._views.get(name)
         if view is not None:
             return view
         var = self._module._variables.get(name)
+        if var is not None and not self._shadows and not var.viewable:
+            raise GlobalNotFoundError(f"the global '{name}' ({var.location}) cannot be viewed: "
+                                      f"{var.why_not_viewable}.")
         if var is None or name not in self._names():
             what = "global that can carry derivatives" if self._shadows else "viewable global"
             raise GlobalNotFoundError(f"the module has no {what} '{name}'; it has: "
-                                      f"{', '.join(self._names()) or 'none'} (static globals "
-                                      "are private to each library and not viewable).")
+                                      f"{', '.join(self._names()) or 'none'} (static and "
+                                      "hidden-visibility globals are private to each library and "
+                                      "not viewable).")
         symbol = build.SHADOW_PREFIX + name if self._shadows else name
         view = global_view(self._module._artifact.so_path, symbol, var,
                            read_only=var.const and not self._shadows)
@@ -805,7 +838,7 @@ class GlobalsView(Mapping):
         return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
 
 
-_modules: dict[tuple[str, str, bool, bool], tuple[build.ModuleArtifact, Module]] = {}
+_modules: dict[tuple[str, str, bool, bool, bool], tuple[build.ModuleArtifact, Module]] = {}
 _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
 
 
@@ -916,7 +949,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             sizes: Mapping[str, Mapping[str, str]] | None = None,
             loose_types: bool = False, runtime_activity: bool = False,
             enzyme_flags: Sequence[str] = (), native_cpu: bool = True,
-            split_long_blocks: bool = True, verify: bool | None = None,
+            split_long_blocks: bool = True, verify: bool | None = None, isolate: bool = False,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -985,6 +1018,13 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         Costs one build of the other mode and a few extra calls the first
         time (see the README); later calls cost nothing. Default: on, unless
         the environment variable ``ENZYME_VERIFY`` is ``0``.
+    isolate : bool
+        Run every call of the module's kernels and derivatives in a worker
+        process, for code you do not trust yet: a segfault, ``abort()`` or
+        stack overflow there raises :class:`KernelCrashError` and the next
+        call starts a new worker. Each call copies its arrays to shared
+        memory and back (see the README for the cost); globals live in the
+        worker, so ``mod.globals`` is not available. No C fast path.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -1029,7 +1069,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         module = _compile(source, path, sources, include_dirs, defines, flags, libraries,
                           library_dirs, forward_rules, reverse_rules, inactive, inactive_globals,
                           sizes, loose_types, runtime_activity, enzyme_flags, native_cpu,
-                          split_long_blocks, bool(verify), toolchain)
+                          split_long_blocks, bool(verify), bool(isolate), toolchain)
         if call_key is not None:
             _compile_memo[call_key] = module
         handle = module._new_handle()
@@ -1085,7 +1125,8 @@ def _call_key(arguments: dict) -> tuple | None:
 
 def _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
              forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-             runtime_activity, enzyme_flags, native_cpu, split_long_blocks, verify, toolchain) -> Module:
+             runtime_activity, enzyme_flags, native_cpu, split_long_blocks, verify, isolate,
+             toolchain) -> Module:
     tc = _resolve_toolchain(toolchain)
     inputs = _source_inputs(source, path, sources)
     args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
@@ -1126,7 +1167,7 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),
-                bool(runtime_activity), verify)
+                bool(runtime_activity), verify, isolate)
     known = _modules.get(memo_key)
     if known is not None and known[0] is artifact and not known[1]._closed:
         return known[1]
@@ -1142,7 +1183,7 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
     module = Module(artifact, tc, signatures, variables, runtime_activity=bool(runtime_activity),
-                    verify=verify)
+                    verify=verify, isolate=isolate)
     _modules[memo_key] = (artifact, module)
     return module
 

@@ -36,6 +36,7 @@ from .errors import (
     UnsupportedSignatureError,
 )
 from .signature import ContractValueError, CType, Signature, length_contracts
+from .worker import IsolatedEntry, writable_params
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
     from .activity import DerivativeSpec, HvpSpec
@@ -253,6 +254,17 @@ def release_owner(owner: int) -> int:
     return closed
 
 
+def _invoker(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
+             c_decls: Sequence[str], what: str, isolate: bool) -> Callable[..., Any]:
+    """How a callable calls its entry point: in this process, or (isolate)
+    in the worker process; either way through the library's gate."""
+    direct = functools.partial(library.call, fn)
+    if not isolate:
+        return direct
+    entry = IsolatedEntry(so_path, cdef, name, writable_params(c_decls), what, library.ffi, fn)
+    return functools.partial(library.call, entry)
+
+
 def _closed(library: LoadedLibrary) -> EnzymeError:
     return ModuleClosedError(f"the module that owned {library.key[0]} was closed; compile it "
                              "again to call it.")
@@ -458,9 +470,13 @@ class PrimalFunction:
     (``entry``), and the struct comes back as a numpy record."""
 
     def __init__(self, signature: Signature, so_path: str, cdef: str, entry: str | None = None,
-                 owner: int = PERMANENT_OWNER) -> None:
+                 owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
         self.signature = signature
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
+        self._invoke = _invoker(self._library, self._fn, so_path, cdef, entry or signature.name,
+                                [p.ctype.c_decl for p in signature.params] + (["void *out"] if entry
+                                                                              else []),
+                                f"the kernel '{signature.name}'", isolate)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
         self._convert = _primal_converters(self._ffi, signature)
         self._nargs = len(self._convert)
@@ -475,10 +491,10 @@ class PrimalFunction:
         if self._lengths:
             _check_lengths(self._lengths, args, converted, self.signature.name)
         if self._out is None:
-            return self._library.call(self._fn, *converted)
+            return self._invoke(*converted)
         allocate, read = self._out
         cell = allocate()
-        self._library.call(self._fn, *converted, cell)
+        self._invoke(*converted, cell)
         return read(cell)
 
 
@@ -650,10 +666,13 @@ class DerivativeFunction(_CheckedOnce):
     """
 
     def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str,
-                 owner: int = PERMANENT_OWNER) -> None:
+                 owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
         self.spec = spec
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
+        self._invoke = _invoker(self._library, self._fn, so_path, wrapper.cdef, wrapper.entry,
+                                [p.c_decl for p in wrapper.params],
+                                f"the derivative {spec.pattern} of '{spec.kernel}'", isolate)
         self._init_checked_once()
         ffi = self._ffi
         sig = spec.signature
@@ -700,7 +719,7 @@ class DerivativeFunction(_CheckedOnce):
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._lengths = _length_plan(sig, position)
-        self._fast = _fast_plan(self, wrapper) if wrapper.packed_entry else None
+        self._fast = _fast_plan(self, wrapper) if wrapper.packed_entry and not isolate else None
         # With no scalar results the result never changes: build it once.
         self._fixed_result = (self._result(()) if not self._outputs else None)
         self._flat_names = [
@@ -772,7 +791,7 @@ class DerivativeFunction(_CheckedOnce):
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
         outs = [allocate() for allocate, _, _, _ in self._outputs]
-        self._library.call(self._fn, *converted, *outs)
+        self._invoke(*converted, *outs)
         return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
 
     def _check_batched_pairs(self, arrays: Sequence[Any]) -> None:
@@ -816,10 +835,13 @@ class HvpFunction(_CheckedOnce):
     """
 
     def __init__(self, spec: HvpSpec, wrapper: GeneratedWrapper, so_path: str,
-                 owner: int = PERMANENT_OWNER) -> None:
+                 owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
         self.spec = spec
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
+        self._invoke = _invoker(self._library, self._fn, so_path, wrapper.cdef, wrapper.entry,
+                                [p.c_decl for p in wrapper.params],
+                                f"the Hessian-vector product of '{spec.signature.name}'", isolate)
         self._init_checked_once()
         sig = spec.signature
         self._convert = _primal_converters(self._ffi, sig)
@@ -878,7 +900,7 @@ class HvpFunction(_CheckedOnce):
                 call_args.append(self._out(products[param.lane]))
             else:
                 call_args.append(self._scratch[param.arg](np.zeros_like(args[param.arg])))
-        self._library.call(self._fn, *call_args)
+        self._invoke(*call_args)
         return gradient, products
 
 
@@ -937,13 +959,21 @@ class SplitFunctions(_CheckedOnce):
     """
 
     def __init__(self, spec: DerivativeSpec, split: GeneratedSplit, so_path: str,
-                 tape_bytes: int, owner: int = PERMANENT_OWNER) -> None:
+                 tape_bytes: int, owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
         self.spec = spec
+        self.so_path = so_path
         self.tape_bytes = tape_bytes
         self._init_checked_once()  # the first-use check of both passes, before the first forward pass
         self._ffi, self._forward, self._library = load_symbol(so_path, split.cdef,
                                                               split.forward_entry, owner)
         _, self._reverse, _ = load_symbol(so_path, split.cdef, split.reverse_entry, owner)
+        decls = [p.c_decl for p in split.params] + ["void *tape"]
+        self._invoke_forward = _invoker(self._library, self._forward, so_path, split.cdef,
+                                        split.forward_entry, decls, f"the forward pass of "
+                                        f"{spec.pattern} of '{spec.kernel}'", isolate)
+        self._invoke_reverse = _invoker(self._library, self._reverse, so_path, split.cdef,
+                                        split.reverse_entry, decls, f"the reverse pass of "
+                                        f"{spec.pattern} of '{spec.kernel}'", isolate)
         ffi, sig = self._ffi, spec.signature
         self._convert: list[Callable[[Any], Any]] = []
         self._pairs: list[tuple[int, int, str]] = []
@@ -1006,7 +1036,7 @@ class SplitFunctions(_CheckedOnce):
             cells[(role, arg)] = cell
             call_args.append(cell)
         buffer = new("char[]", max(self.tape_bytes, 1))
-        self._library.call(self._forward, *call_args, buffer)
+        self._invoke_forward(*call_args, buffer)
         primal = cells[("ret_slot", -1)][0] if self.spec.with_primal and ("ret_slot", -1) in cells \
             else None
         return Tape(self, call_args, cells, buffer, primal)
@@ -1021,7 +1051,7 @@ class SplitFunctions(_CheckedOnce):
         for (role, _), cell in tape.cells.items():
             if role == "ret_shadow":
                 cell[0] = 0
-        self._library.call(self._reverse, *call_args, tape.buffer)
+        self._invoke_reverse(*call_args, tape.buffer)
 
     def reverse(self, tape: Tape, seed: Any = None) -> ReverseResult:
         if not isinstance(tape, Tape) or tape.owner is not self:
@@ -1043,7 +1073,7 @@ class SplitFunctions(_CheckedOnce):
             tape.used = True
         if self._seed_convert is not None:
             tape.cells[("ret_shadow", -1)][0] = seed_value
-        self._library.call(self._reverse, *tape.call_args, tape.buffer)
+        self._invoke_reverse(*tape.call_args, tape.buffer)
         derivs: list = [None] * len(self.spec.signature.params)
         for (role, arg), cell in tape.cells.items():
             if role == "slot_shadow":

@@ -23,6 +23,10 @@ __all__ = [
     "UnsupportedSignatureError",
     "LengthError",
     "ModuleClosedError",
+    "KernelCrashError",
+    "ReentrantCallError",
+    "OptionError",
+    "OptionTypeError",
     "BuildTimeoutError",
     "ContractError",
     "CacheError",
@@ -129,6 +133,17 @@ class OptionError(EnzymeError, ValueError):
 class OptionTypeError(OptionError, TypeError):
     """An option of compile() has the wrong type (one string where a list of
     strings is expected)."""
+
+
+class KernelCrashError(EnzymeError, RuntimeError):
+    """A native call of a module compiled with ``isolate=True`` ended its
+    worker process (a signal such as SIGSEGV or SIGABRT); the interpreter is
+    unaffected and the next call starts a new worker. ``signal`` is the
+    signal's name."""
+
+    def __init__(self, message: str, signal: str = "") -> None:
+        super().__init__(message)
+        self.signal = signal
 
 
 class ReentrantCallError(EnzymeError, RuntimeError):
