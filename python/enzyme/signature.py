@@ -21,10 +21,16 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .errors import CompileError, ContractError, UnsupportedSignatureError
 
-__all__ = ["CType", "Param", "Signature", "GlobalVar", "LengthContract", "ContractValueError",
+__all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthContract", "ContractValueError",
            "CInt", "c_int_type", "length_contracts", "layout_size", "integer_register_floats",
            "with_lengths", "parse_signatures", "parse_module", "parse_request", "worker_command",
     "read_worker_reply"]
+
+
+# Bump when what the parse records changes (layout keys, Signature or
+# GlobalVar fields): parse results are stored with cached module builds, so
+# the build's cache key must include it, or a stale entry keeps old facts.
+PARSE_VERSION = "2"
 
 
 @dataclass(frozen=True)
