@@ -169,9 +169,9 @@ def test_inactive_logging_call_header_macro(cc, tc, tmp_path):
 def test_bad_rule_names_are_clear_errors(cc):
     with pytest.raises(enzyme.CompileError, match="fisr_nope"):
         cc(FISR, forward_rules={"fisr": "fisr_nope"})
-    with pytest.raises(TypeError, match="not a C function"):
+    with pytest.raises(enzyme.OptionTypeError, match="not a C function"):
         cc(FISR, forward_rules={"fisr": "fisr_fwd; system(\"x\")"})
-    with pytest.raises(TypeError, match="pair"):
+    with pytest.raises(enzyme.OptionTypeError, match="pair"):
         cc(FISR, reverse_rules={"fisr": "fisr_rev"})
-    with pytest.raises(TypeError, match="list of names"):
+    with pytest.raises(enzyme.OptionTypeError, match="list of strings"):
         cc(FISR, inactive="log_progress")

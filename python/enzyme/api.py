@@ -1219,7 +1219,8 @@ def _check_rules(forward_rules: dict, reverse_rules: dict, inactive: Sequence[st
 
 def _as_kernel(kernel: Any) -> Kernel:
     if not isinstance(kernel, Kernel):
-        raise TypeError(f"expected a kernel such as mod.f, got {type(kernel).__name__}")
+        raise ActivityError(f"expected a kernel such as mod.f, got {type(kernel).__name__}; "
+                            "compile the C code with enzyme.compile and pass mod.<function>.")
     return kernel
 
 
