@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 
 from . import __version__, toolchain
 from .errors import EnzymeError
-from .paths import cache_dir
+from .paths import cache_dir, clear_cache
 
 
 def _doctor() -> int:
     print(f"enzyme-ffi {__version__} (python {sys.version.split()[0]})")
-    print(f"cache dir:           {cache_dir()}")
+    try:
+        print(f"cache dir:           {cache_dir()}")
+    except EnzymeError as exc:
+        print(f"cache dir:           PROBLEM: {exc}")
     print(f"default plugin path: {toolchain.default_plugin_path()}")
     try:
         tc = toolchain.resolve()
@@ -64,16 +66,24 @@ def _doctor() -> int:
 
 
 def _cache(action: str) -> int:
-    root = cache_dir()
-    if action == "clear":
-        if root.exists():
-            shutil.rmtree(root)
-        print(f"cleared {root}")
-        return 0
-    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    try:
+        root = cache_dir()
+        if action == "clear":
+            deleted, kept = clear_cache(root)
+            if not deleted and not kept:
+                print(f"nothing to clear in {root}")
+            else:
+                print(f"cleared {root}")
+            if kept:
+                print(f"kept {len(kept)} entries enzyme-ffi did not create: {', '.join(kept[:10])}")
+            return 0
+    except EnzymeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
     size = sum(p.stat().st_size for p in files)
-    modules = len(list((root / "modules").glob("*.json"))) if root.exists() else 0
-    derivs = len(list((root / "derivatives").glob("*.json"))) if root.exists() else 0
+    modules = len(list((root / "modules").glob("*.json"))) if root.is_dir() else 0
+    derivs = len(list((root / "derivatives").glob("*.json"))) if root.is_dir() else 0
     print(f"cache dir:   {root}")
     print(f"modules:     {modules}")
     print(f"derivatives: {derivs}")

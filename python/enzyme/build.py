@@ -65,13 +65,17 @@ recorded hashes do not match is rebuilt, never loaded.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import errno
 import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -84,12 +88,30 @@ from typing import TypeVar
 
 from .diagnostics import explain
 from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, EnzymeError, ToolchainError
-from .paths import atomic_write_bytes, cache_dir, file_identity, sha256_file, stamped_json
+from .paths import (
+    NotRegularFileError,
+    atomic_write_bytes,
+    cache_dir,
+    claim_cache_root,
+    file_identity,
+    sha256_file,
+    stamped_json,
+)
 from .toolchain import Toolchain, probe_store
 
 __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative", "run_tool",
            "SHADOW_PREFIX",
-           "cache_root", "PRE_AD_FLAGS", "subprocess_runs"]
+           "cache_root", "PRE_AD_FLAGS", "subprocess_runs", "FlagError", "LinkError"]
+
+
+class FlagError(CompileError, ValueError):
+    """A flag in ``flags=`` changes what clang produces (``-o``, ``-E``,
+    ``-c``, ``-M...``, ...): the build chain decides its outputs itself."""
+
+
+class LinkError(CompileError):
+    """Linking a module's library failed (a missing ``-l`` library, an
+    undefined symbol): the linker's words, not Enzyme's."""
 
 FORMAT_VERSION = "5"  # bump when the cache layout or the chain changes
 # -fno-math-errno: with errno semantics clang marks libm calls (tanh, erf, ...)
@@ -165,6 +187,10 @@ class ModuleArtifact:
     opt_flags: tuple[str, ...] = ()  # Enzyme options (e.g. -enzyme-loose-types) for every build
     native_cpu: bool = False  # optimise for this machine's CPU after Enzyme
     split_long_blocks: bool = True  # run the long-block pass when the toolchain has it
+    # Builds the module again (same sources, same options): a derivative
+    # build needs the module's bitcode, and the cache may have been cleared
+    # since the module was loaded.
+    rebuild: Callable[[], ModuleArtifact] | None = field(default=None, compare=False, repr=False)
 
 
 def _package_version() -> str:
@@ -202,23 +228,34 @@ _fallback_root: Path | None = None
 _refused_roots: set[str] = set()  # warn once per refused directory, not per compile
 _cache_abandoned = False  # the cache failed mid-build: use the fallback from now on
 T = TypeVar("T")
+# The cache's subdirectories hold libraries that get loaded too: each one is
+# checked as the root is (a world-writable modules/ is as bad as a root).
+CACHE_SUBDIRS = ("modules", "derivatives", "locks")
 
 
 def cache_root() -> Path:
-    """The cache directory, created private (0700). When it cannot be created
-    or written, or others could plant files in it, a private temporary
-    directory is used instead, with a warning: cache trouble never breaks a
-    compile."""
-    root = cache_dir()
+    """The cache directory, created private (0700) and marked as enzyme-ffi's
+    (see ``paths.claim_cache_root``). When it cannot be located, created or
+    written, when others could plant files in it or in its subdirectories,
+    or when it is someone's directory rather than a cache, a private
+    temporary directory is used instead, with a warning: cache trouble never
+    breaks a compile."""
     if _cache_abandoned:
         return _fallback()
+    shown = os.environ.get("ENZYME_CACHE_DIR", "")
     try:
-        return _private_dir(root)
-    except OSError as exc:
+        root = cache_dir()
+        shown = str(root)
+        _private_dir(root)
+        claim_cache_root(root)
+        for sub in CACHE_SUBDIRS:
+            _private_dir(root / sub)
+        return root
+    except (OSError, CacheError) as exc:
         fallback = _fallback()
-        if str(root) not in _refused_roots:
-            _refused_roots.add(str(root))
-            warnings.warn(f"enzyme-ffi: cache dir {root} refused ({exc}); using the private "
+        if shown not in _refused_roots:
+            _refused_roots.add(shown)
+            warnings.warn(f"enzyme-ffi: cache dir {shown} refused ({exc}); using the private "
                           f"temporary dir {fallback} for this process. Set "
                           "ENZYME_CACHE_DIR to a directory only you can write.", stacklevel=3)
         return fallback
@@ -227,7 +264,10 @@ def cache_root() -> Path:
 def _fallback() -> Path:
     global _fallback_root
     if _fallback_root is None:
-        _fallback_root = Path(tempfile.mkdtemp(prefix="enzyme-ffi-cache-"))
+        # realpath: $TMPDIR may be a symlink, and build paths are compared as real paths
+        _fallback_root = Path(os.path.realpath(tempfile.mkdtemp(prefix="enzyme-ffi-cache-")))
+        with suppress(OSError, CacheError):
+            claim_cache_root(_fallback_root)
     return _fallback_root
 
 
@@ -254,31 +294,112 @@ def _with_cache(work: Callable[[Path], T]) -> T:
         return work(fallback)
 
 
+MAX_TIMEOUT = 7 * 86400.0  # beyond this a "timeout" is a typo (and poll() takes at most ~24 days)
+
+
 def _timeout() -> float:
-    try:
-        return float(os.environ.get("ENZYME_COMPILE_TIMEOUT", "600"))
-    except ValueError:
+    raw = os.environ.get("ENZYME_COMPILE_TIMEOUT", "").strip()
+    if not raw:
         return 600.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= MAX_TIMEOUT):  # also refuses nan
+        raise ToolchainError(
+            f"ENZYME_COMPILE_TIMEOUT={raw!r} is not a usable timeout: it must be a number of "
+            f"seconds greater than 0 and at most {MAX_TIMEOUT:.0f} (7 days). Fix: set it to, "
+            "e.g., 600 (the default), or unset it.")
+    return value
+
+
+PARSE_MEMORY_DEFAULT_MB = 4096
+
+
+def _parse_memory_limit() -> int:
+    """The address-space bound of the signature parser, in bytes: libclang
+    reads what the sources include, and ``#include </dev/zero>`` would
+    otherwise grow until the timeout (or the machine) gives out."""
+    raw = os.environ.get("ENZYME_PARSE_MEMORY_MB", "").strip()
+    if not raw:
+        return PARSE_MEMORY_DEFAULT_MB << 20
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not (256 <= value <= 1 << 24):
+        raise ToolchainError(
+            f"ENZYME_PARSE_MEMORY_MB={raw!r} is not a usable memory bound for the signature "
+            f"parser: it must be a whole number of MiB from 256 to {1 << 24}. Fix: set it to, "
+            f"e.g., {PARSE_MEMORY_DEFAULT_MB} (the default), or unset it.")
+    return value << 20
+
+
+_checked_tmpdirs: set[str] = set()
+
+
+def _check_tmpdir() -> None:
+    """clang writes its intermediate files to $TMPDIR: an unusable one fails
+    the link step with words that would otherwise be taken for Enzyme's."""
+    tmpdir = os.environ.get("TMPDIR")
+    if not tmpdir or tmpdir in _checked_tmpdirs:
+        return
+    if not (os.path.isdir(tmpdir) and os.access(tmpdir, os.W_OK | os.X_OK)):
+        problem = "does not exist" if not os.path.exists(tmpdir) else "is not a writable directory"
+        raise ToolchainError(f"TMPDIR={tmpdir!r} {problem}, and clang writes its temporary files "
+                             "there. Fix: point TMPDIR at a writable directory, or unset it.")
+    _checked_tmpdirs.add(tmpdir)
+
+
+def _is_parse_worker(cmd: Sequence[str]) -> bool:
+    from .signature import worker_command
+
+    return list(cmd) == worker_command()
 
 
 def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.CompletedProcess:
     """Run one step of a build (a tool, or the signature parser) in a
     subprocess, under ``ENZYME_COMPILE_TIMEOUT``; ``input`` goes to its stdin."""
     global subprocess_runs
+    limit = _timeout()
+    _check_tmpdir()
+    cmd = list(cmd)
+    parse = _is_parse_worker(cmd)
+    memory = 0
+    if parse:
+        # The bound is set by the worker itself, first thing: preexec_fn is
+        # unsafe here (the parse runs in a thread while clang is started).
+        memory = _parse_memory_limit()
+        cmd[-1] = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n"
+                   + cmd[-1])
     with _runs_lock:
         subprocess_runs += 1
-    limit = _timeout()
     try:
-        return subprocess.run(list(cmd), capture_output=True, text=True, errors="replace",
+        done = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
                               timeout=limit, input=input,
                               stdin=subprocess.DEVNULL if input is None else None)
     except subprocess.TimeoutExpired as exc:
+        if parse:
+            raise BuildTimeoutError(
+                f"parsing the sources' signatures (libclang) did not finish within {limit:g} s and "
+                "was stopped. Check what the sources #include (a device or a pipe never ends), or "
+                "raise ENZYME_COMPILE_TIMEOUT (seconds).") from exc
         raise BuildTimeoutError(
             f"`{Path(cmd[0]).name}` did not finish within {limit:g} s and was stopped. "
             "Large kernels can take Enzyme a long time: raise ENZYME_COMPILE_TIMEOUT (seconds), "
             "or split the kernel.") from exc
     except OSError as exc:
         raise ToolchainError(f"cannot run {cmd[0]}: {exc}. Run `python -m enzyme doctor`.") from exc
+    if parse and done.returncode != 0:
+        done.stderr += (f"\n(the parser's memory is bounded to {memory >> 20} MiB, "
+                        "ENZYME_PARSE_MEMORY_MB; a source including a device such as /dev/zero "
+                        "exhausts it)")
+    elif done.returncode != 0:
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            if os.strerror(code) in done.stderr:
+                # the build directory's disk: cache trouble, which falls back
+                raise OSError(code, f"{os.strerror(code)} (reported by {Path(cmd[0]).name})")
+    return done
 
 
 _DIAG = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?:fatal )?error: ", re.M)
@@ -316,8 +437,7 @@ def differentiation_error(stderr: str, kernel: str, pattern: str, headline: str)
 
 @contextmanager
 def _key_lock(root: Path, key: str):
-    locks = root / "locks"
-    locks.mkdir(exist_ok=True, mode=0o700)
+    locks = _private_dir(root / "locks")
     with open(locks / f"{key}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -331,14 +451,45 @@ def _stamp(path: str) -> tuple[str, int, int]:
     return (path, st.st_size, st.st_mtime_ns)
 
 
+def _canonical_digest(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=True).encode()).hexdigest()
+
+
+def _manifest_bytes(content: dict) -> bytes:
+    """A manifest as stored: its content and the hash of that content. What
+    a manifest records (a module's signatures, above all) decides how memory
+    is passed to native code, so it is checked like the libraries are."""
+    return json.dumps({**content, "digest": _canonical_digest(content)}).encode()
+
+
+_warned_manifests: set[tuple[str, str]] = set()
+
+
 def _read_manifest(path: Path, key: str) -> dict | None:
     """The manifest of a cache entry, or None when it is missing, unreadable,
-    for another key, or not of the expected shape (a damaged entry is a miss)."""
+    for another key, not of the expected shape, or its content does not
+    match its recorded hash (a damaged entry is a miss, rebuilt)."""
     try:
-        manifest = json.loads(path.read_text())
+        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NONBLOCK)) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a FIFO, a device
+                return None
+            manifest = json.loads(handle.read())
     except (OSError, ValueError):
         return None
-    if (not isinstance(manifest, dict) or manifest.get("key") != key
+    if not isinstance(manifest, dict):
+        return None
+    recorded = manifest.pop("digest", None)
+    if recorded is None:  # made before manifests were hashed: rebuilt, without fuss
+        return None
+    if recorded != _canonical_digest(manifest):
+        if (str(path), str(recorded)) not in _warned_manifests:
+            _warned_manifests.add((str(path), str(recorded)))
+            warnings.warn(f"enzyme-ffi: the cache entry {path} was modified after it was written "
+                          "(its content does not match its recorded hash); it is rebuilt.",
+                          stacklevel=2)
+        return None
+    if (manifest.get("key") != key
             or not isinstance(manifest.get("files"), dict)
             or not all(isinstance(v, str) for v in manifest["files"].values())):
         return None
@@ -359,16 +510,88 @@ def _deps_intact(deps: dict[str, str]) -> bool:
         return False
 
 
+def parse_depfile(text: str) -> list[str]:
+    """The prerequisites of a make-style dependency file (clang's ``-MD``),
+    unescaped as clang escapes them: ``\\ `` is a space, ``\\#`` a ``#``,
+    backslashes before those are doubled, ``$$`` is a ``$``, and a backslash
+    before a newline continues the line. Splitting on whitespace instead
+    broke every path with a space in it."""
+    words: list[str] = []
+    word: list[str] = []
+    started = False  # a word may be empty only if something made it start
+    i, n = 0, len(text)
+
+    def end_word() -> None:
+        nonlocal started
+        if started:
+            words.append("".join(word))
+        word.clear()
+        started = False
+
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            j = i
+            while j < n and text[j] == "\\":
+                j += 1
+            count, nxt = j - i, text[j] if j < n else ""
+            if nxt in (" ", "#"):
+                word.append("\\" * (count // 2))
+                started = True
+                if count % 2:  # an escaped space or hash belongs to the word
+                    word.append(nxt)
+                    i = j + 1
+                else:
+                    i = j
+                continue
+            if nxt == "\n" or (nxt == "\r" and text[j + 1:j + 2] == "\n"):
+                word.append("\\" * (count - 1))
+                started = started or count > 1
+                end_word()  # a continuation separates words
+                i = j + (2 if nxt == "\r" else 1)
+                continue
+            word.append("\\" * count)
+            started = True
+            i = j
+            continue
+        if ch == "$" and text[i + 1:i + 2] == "$":
+            word.append("$")
+            started = True
+            i += 2
+            continue
+        if ch in " \t\r\n":
+            end_word()
+            i += 1
+            continue
+        word.append(ch)
+        started = True
+        i += 1
+    end_word()
+    # The first rule's target ends with an unescaped ':' (clang writes one rule).
+    for k, w in enumerate(words):
+        if w.endswith(":"):
+            return words[k + 1:]
+    return []
+
+
 def _user_headers(depfile: Path, sources: set[str], system_roots: tuple[str, ...]) -> list[str]:
+    """The user headers a compile read (real paths), from its dependency
+    file. Only regular files are recorded: a device or pipe the C includes
+    (``/dev/stdin``) cannot be hashed, or changes with every read, and is not
+    something a cache entry can depend on."""
     try:
-        text = depfile.read_text().replace("\\\n", " ")
+        text = depfile.read_text(errors="surrogateescape")
     except OSError:
         return []
-    _, _, deps = text.partition(":")
     found = []
-    for dep in deps.split():
+    for dep in parse_depfile(text):
         real = os.path.realpath(dep)
         if real in sources or real.startswith(system_roots):
+            continue
+        try:
+            if not stat.S_ISREG(os.stat(dep).st_mode):
+                continue
+        except OSError:  # gone since clang read it (or /proc/self/fd/... of clang's own)
             continue
         found.append(real)
     return found
@@ -456,7 +679,8 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
                             link_args: Sequence[str], work: Path,
                             on_enzyme_error: Callable[[str], Exception],
                             extern_globals: Sequence[str] = (), opt_flags: Sequence[str] = (),
-                            split_long_blocks: bool = True, native_cpu: bool = False) -> None:
+                            split_long_blocks: bool = True, native_cpu: bool = False,
+                            on_link_error: Callable[[str], Exception] | None = None) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
     else:
@@ -489,7 +713,7 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
     done = run_tool([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
                  *link_args, "-lm"])
     if done.returncode != 0:
-        raise on_enzyme_error(done.stderr)
+        raise (on_link_error or on_enzyme_error)(done.stderr)
 
 
 def headers_unchanged(artifact: ModuleArtifact) -> bool:
@@ -501,6 +725,39 @@ def headers_unchanged(artifact: ModuleArtifact) -> bool:
         return all(_stamp(path) == (path, size, mtime) for path, size, mtime in artifact.dep_stamps)
     except OSError:
         return False
+
+
+# Flags that change what clang makes of a source (or where it puts it): the
+# chain needs bitcode from every front-end run and a library from the link.
+_OUTPUT_FLAGS = {"-o", "-E", "-S", "-c", "-fsyntax-only", "-###", "--analyze", "--precompile",
+                 "-fdriver-only", "--preprocess", "--assemble", "--compile", "--output"}
+_OUTPUT_PREFIXES = ("-M", "--output=", "-emit-", "--emit-")
+# Options whose value is the next argument: that value is not a flag.
+_TAKES_VALUE = {"-I", "-D", "-U", "-include", "-imacros", "-isystem", "-iquote", "-idirafter",
+                "-iprefix", "-isysroot", "--sysroot", "-x", "-target", "-Xlinker", "-std", "-L", "-l",
+                "-mllvm"}
+
+
+def check_flags(args: Sequence[str]) -> None:
+    """Refuse, before anything runs, a flag that changes clang's output kind
+    (``-o``, ``-E``, ``-c``, ``-M...``, ``-emit-llvm``, ...): each step of
+    the chain chooses its own outputs, and such a flag made a later step fail
+    with a message about Enzyme for code that never calls it."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in _TAKES_VALUE:
+            skip = True
+            continue
+        bad = arg in _OUTPUT_FLAGS or arg.startswith(_OUTPUT_PREFIXES) or (
+            arg.startswith("-o") and len(arg) > 2 and not arg.startswith("-obj"))
+        if bad:
+            raise FlagError(
+                f"flags=[..., {arg!r}, ...]: this flag changes what clang produces or where it "
+                "puts it, and enzyme-ffi's build chain chooses the output of every step itself "
+                "(bitcode, then a shared library). Fix: remove it from flags=.")
 
 
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
@@ -515,6 +772,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     shadow, and its ``extra`` is stored with the entry (the orchestrator
     stores the parsed signatures there).
     """
+    check_flags(args)
     key = _module_key(tc, sources, [*args, *opt_flags], link_args, split_long_blocks, native_cpu)
     with _memo_lock:
         hit = _module_memo.get(key)
@@ -528,8 +786,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
             pass
 
     def at(root: Path) -> ModuleArtifact:
-        entries = root / "modules"
-        entries.mkdir(exist_ok=True, mode=0o700)
+        entries = _private_dir(root / "modules")
         manifest_path = entries / f"{key}.json"
 
         def load() -> ModuleArtifact | None:
@@ -559,7 +816,9 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                                                     split_long_blocks)
         return artifact
 
-    artifact = _with_cache(at)
+    artifact = dataclasses.replace(_with_cache(at), rebuild=functools.partial(
+        build_module, tc, sources, args, link_args, describe, opt_flags, native_cpu,
+        split_long_blocks))
     with _memo_lock:
         _module_memo[key] = (artifact, _identity(artifact.so_path, artifact.bc_path))
     return artifact
@@ -568,7 +827,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
 def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path,
                          opt_flags, native_cpu, split_long_blocks):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
-        work = Path(tmp)
+        work = Path(os.path.realpath(tmp))  # compared with the depfile's real paths
         paths, rename, bitcode, headers = [], {}, [], []
         for i, source in enumerate(sources):
             if source.path:
@@ -612,20 +871,32 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         def module_failure(stderr: str) -> Exception:
             return differentiation_error(
                 stderr, "<module>", "(calls in the C source)",
-                "Building the module failed in the Enzyme/link step (this runs the __enzyme_* "
+                "Building the module failed in the Enzyme step (this runs the __enzyme_* "
                 "calls written in your C):")
+
+        def optimizer_failure(stderr: str) -> Exception:
+            return CompileError("opt failed while optimising the module (no Enzyme is involved: "
+                                "the sources call no __enzyme_* function); this is a bug in LLVM "
+                                f"or enzyme-ffi, please report it:\n{stderr.strip()[-3000:]}")
+
+        def link_failure(stderr: str) -> Exception:
+            return LinkError("linking the module's shared library failed (the linker's words "
+                             f"follow):\n{stderr.strip()[-3000:]}\nFix: check libraries= and "
+                             "library_dirs= (a library must exist as lib<name>.so or lib<name>.a "
+                             "in one of them or in the system's directories), and that every "
+                             "function the C calls is defined in it or in a linked library.")
 
         if any("__enzyme" in source.text for source in sources):
             _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
                                     opt_flags=opt_flags, split_long_blocks=split_long_blocks,
-                                    native_cpu=native_cpu)
+                                    native_cpu=native_cpu, on_link_error=link_failure)
         else:
             # No Enzyme call or registration in the sources: the primal library
             # needs no Enzyme pass, and clang optimises and links in one step.
-            optimized = _optimize_for_host(tc, linked, work, module_failure) if native_cpu else linked
+            optimized = _optimize_for_host(tc, linked, work, optimizer_failure) if native_cpu else linked
             done = run_tool([tc.clang, *POST_AD_FLAGS, optimized, "-o", str(so), *link_args, "-lm"])
             if done.returncode != 0:
-                raise module_failure(done.stderr)
+                raise link_failure(done.stderr)
         extra = facts.extra
         shared = list(facts.shared_globals) + [SHADOW_PREFIX + n for n, _ in facts.shadowed_globals]
         # Each build of a key gets file names of its own (its bitcode's hash):
@@ -638,11 +909,14 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         shutil.copyfile(linked, work / bc_name)
         os.replace(so, work / so_name)
         files = {bc_name: sha256_file(work / bc_name), so_name: sha256_file(work / so_name)}
-        deps = {h: sha256_file(Path(h)) for h in sorted(set(headers))}
+        deps = {}
+        for header in sorted(set(headers)):
+            with suppress(NotRegularFileError):  # replaced by a device since clang read it
+                deps[header] = sha256_file(Path(header))
         for name in files:
             os.replace(work / name, entries / name)
         manifest = {"key": key, "files": files, "deps": deps, "extra": extra, "shared": shared}
-        atomic_write_bytes(manifest_path, json.dumps(manifest).encode(), 0o600)
+        atomic_write_bytes(manifest_path, _manifest_bytes(manifest), 0o600)
         for name in old:  # the previous build's files (a process that loaded them keeps its mapping)
             if name not in files:
                 with suppress(OSError):
@@ -729,8 +1003,7 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
             pass
 
     def at(root: Path) -> Path:
-        entries = root / "derivatives"
-        entries.mkdir(exist_ok=True, mode=0o700)
+        entries = _private_dir(root / "derivatives")
         manifest_path = entries / f"{key}.json"
 
         def intact() -> bool:
@@ -739,6 +1012,9 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
                     and _files_intact(entries, manifest["files"]))
 
         if not intact():
+            on_disk = _module_on_disk(module)
+            if on_disk.bc_sha256 != module.bc_sha256:  # rebuilt: its own key
+                return build_derivative(tc, on_disk, wrapper_source, kernel, pattern)
             with _key_lock(root, key):
                 if not intact():
                     _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key,
@@ -749,6 +1025,39 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     with _memo_lock:
         _derivative_memo[key] = (so_path, _identity(so_path))
     return so_path
+
+
+def _module_on_disk(module: ModuleArtifact) -> ModuleArtifact:
+    """``module``, with its bitcode (and, for shared globals, its library) on
+    disk as it was built: a derivative build reads them. A module loaded
+    before the cache was cleared or damaged is rebuilt; a rebuild that does
+    not give the very same code (a header changed meanwhile) cannot serve the
+    loaded module, and says so."""
+    def intact(artifact: ModuleArtifact) -> bool:
+        try:
+            return (sha256_file(Path(artifact.bc_path)) == artifact.bc_sha256
+                    and (not artifact.shared_globals or os.path.isfile(artifact.so_path)))
+        except OSError:
+            return False
+
+    if intact(module):
+        return module
+    if module.rebuild is not None and headers_unchanged(module):
+        rebuilt = module.rebuild()
+        if rebuilt.bc_sha256 == module.bc_sha256 and intact(rebuilt):
+            return rebuilt
+        # The same sources, flags, headers and toolchain (the key), compiled
+        # again: the same code, but not the same bytes (the bitcode names the
+        # temporary file a source string was written to). A derivative needs
+        # no more, unless it shares globals with the loaded primal library,
+        # whose file the rebuild replaced by another.
+        if rebuilt.key == module.key and not module.shared_globals and intact(rebuilt):
+            return rebuilt
+    raise CacheError(
+        f"the module's bitcode {module.bc_path}, which every derivative is built from, was "
+        "removed or changed after the module was compiled (was the cache cleared?), and it "
+        "could not be rebuilt as it was (its sources or headers changed since). Fix: call "
+        "enzyme.compile(...) again and take the kernels from the new module.")
 
 
 def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, entries,
@@ -772,14 +1081,18 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
             return differentiation_error(stderr, kernel, pattern,
                                          f"Enzyme could not differentiate '{kernel}' as {pattern}:")
 
+        def link_failure(stderr: str) -> Exception:
+            return LinkError(f"linking the derivative library of '{kernel}' ({pattern}) failed "
+                             f"(the linker's words follow):\n{stderr.strip()[-3000:]}\nFix: check "
+                             "that the libraries= the module was compiled with still exist.")
+
         so = work / f"{key}.so"
         # With shared globals, link against the primal library, which defines them.
         link = [*module.link_args, module.so_path] if module.shared_globals else module.link_args
         _link_and_differentiate(tc, [linked_bc], so, link, work, failure,
                                 extern_globals=module.shared_globals, opt_flags=module.opt_flags,
                                 split_long_blocks=module.split_long_blocks,
-                                native_cpu=module.native_cpu)
+                                native_cpu=module.native_cpu, on_link_error=link_failure)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")
-        atomic_write_bytes(manifest_path, json.dumps({"key": key, "files": files}).encode(),
-                           0o600)
+        atomic_write_bytes(manifest_path, _manifest_bytes({"key": key, "files": files}), 0o600)

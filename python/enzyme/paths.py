@@ -1,26 +1,72 @@
-"""Where enzyme-ffi keeps its files (no policy beyond the XDG conventions)."""
+"""Where enzyme-ffi keeps its files (no policy beyond the XDG conventions),
+and what makes a directory the compile cache."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import shutil
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import CacheError
+
 __all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json",
-           "file_identity"]
+           "file_identity", "NotRegularFileError", "CACHE_MARKER", "CACHE_LAYOUT", "is_marked_cache",
+           "foreign_entries", "claim_cache_root", "clear_cache"]
+
+# The Cache Directory Tagging convention (backup tools skip such a directory),
+# with a line of our own: only a tag naming enzyme-ffi makes a directory ours.
+CACHE_MARKER = "CACHEDIR.TAG"
+_MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                "# This file is a cache directory tag created by enzyme-ffi.\n"
+                "# `python -m enzyme cache clear` deletes only what enzyme-ffi created here.\n")
+_MARKER_LINE = "created by enzyme-ffi"
+# Everything the cache itself creates in its root: entry directories, the
+# toolchain probe store, temporary build directories and the temporary files
+# of atomic writes (left behind by a killed process).
+CACHE_LAYOUT = ("modules", "derivatives", "locks", "toolchain-probe.json", CACHE_MARKER)
+_LAYOUT_PATTERNS = ("build-*", ".*.tmp")
+
+_resolved_lock = threading.Lock()
+_resolved: dict[tuple[str, ...], Path] = {}
 
 
 def cache_dir() -> Path:
     """The compile cache: ``$ENZYME_CACHE_DIR``, else ``$XDG_CACHE_HOME/enzyme-ffi``,
-    else ``~/.cache/enzyme-ffi``."""
-    explicit = os.environ.get("ENZYME_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "enzyme-ffi"
+    else ``~/.cache/enzyme-ffi``, as an absolute path with symlinks resolved.
+
+    Resolved once per setting: build directories and recorded dependencies
+    are compared as real paths, so a relative or symlinked spelling of the
+    directory would make every entry look changed (and a relative one would
+    move with the working directory)."""
+    explicit = os.environ.get("ENZYME_CACHE_DIR") or ""
+    xdg = os.environ.get("XDG_CACHE_HOME") or ""
+    key = (explicit, xdg, os.environ.get("HOME") or "")
+    with _resolved_lock:
+        known = _resolved.get(key)
+    if known is not None:
+        return known
+    variable = "ENZYME_CACHE_DIR" if explicit else "XDG_CACHE_HOME" if xdg else "HOME"
+    try:
+        if explicit:
+            path = Path(explicit).expanduser()
+        else:
+            base = xdg or str(Path.home() / ".cache")
+            path = Path(base).expanduser() / "enzyme-ffi"
+        path = Path(os.path.realpath(path))
+    except (RuntimeError, KeyError, OSError, ValueError) as exc:
+        # "~nosuchuser/...", no home directory, a NUL in the value
+        raise CacheError(f"the cache directory cannot be located from {variable}="
+                         f"{os.environ.get(variable, '')!r}: {str(exc).rstrip('.')}. Fix: set ENZYME_CACHE_DIR to an "
+                         "absolute path of a directory only you can write.") from exc
+    with _resolved_lock:
+        _resolved[key] = path
+    return path
 
 
 def data_dir() -> Path:
@@ -34,9 +80,21 @@ def data_dir() -> Path:
     return Path(base).expanduser() / "enzyme-ffi" / "toolchain"
 
 
+class NotRegularFileError(OSError):
+    """A file to hash is a device, FIFO, socket or directory: reading it may
+    never end (``/dev/zero``) or block (a FIFO), so it is never hashed."""
+
+
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat on the open
+    # descriptor, not a stat before open, so a swap in between cannot slip a
+    # device past the check.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(f"{path} is not a regular file (mode {mode:o})")
+        digest = hashlib.sha256()
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -88,3 +146,102 @@ def stamped_json(store: Path, subject: Path, compute: Callable[[], dict], varian
     except OSError:
         pass
     return facts
+
+
+# ---- What is a cache directory ----------------------------------------------
+# `cache clear` deletes files, so it must only ever delete what the cache made:
+# the root carries a marker written when the cache claims it, and only the
+# names of the cache's own layout are deleted from a marked root.
+
+def is_marked_cache(root: Path) -> bool:
+    """Does ``root`` (a directory) carry enzyme-ffi's cache marker?"""
+    marker = root / CACHE_MARKER
+    try:
+        if not stat.S_ISREG(os.lstat(marker).st_mode):
+            return False
+        with open(marker, errors="replace") as handle:
+            return _MARKER_LINE in handle.read(4096)
+    except OSError:
+        return False
+
+
+def _is_layout_name(name: str) -> bool:
+    return name in CACHE_LAYOUT or any(fnmatch.fnmatchcase(name, p) for p in _LAYOUT_PATTERNS)
+
+
+def foreign_entries(root: Path) -> list[str]:
+    """The names in ``root`` that the cache does not create, sorted."""
+    return sorted(name for name in os.listdir(root) if not _is_layout_name(name))
+
+
+def claim_cache_root(root: Path) -> None:
+    """Mark ``root`` (an existing directory) as enzyme-ffi's cache, unless it
+    is marked already. An unmarked directory is claimed only when it holds
+    nothing but the cache's own layout: it is new, or a cache made before the
+    marker existed. Anything else is someone's directory, and a
+    :class:`CacheError` says so (nothing is written to it)."""
+    if is_marked_cache(root):
+        return
+    foreign = foreign_entries(root)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise CacheError(f"{root} is not an enzyme-ffi cache directory: it holds {shown}, which "
+                         "enzyme-ffi did not create. Fix: set ENZYME_CACHE_DIR to a new or empty "
+                         "directory.")
+    atomic_write_bytes(root / CACHE_MARKER, _MARKER_TEXT.encode(), 0o600)
+
+
+def clear_cache(root: Path) -> tuple[list[str], list[str]]:
+    """Delete what the cache created in ``root``: (deleted names, names kept).
+
+    Raises :class:`CacheError`, deleting nothing, when ``root`` is a regular
+    file, a symlink to something that is not a marked cache, or an unmarked
+    directory holding anything but the cache's own layout. The root itself is
+    removed only when nothing else is left in it."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        raise CacheError(f"cannot inspect the cache directory {root}: {exc}.") from exc
+    linked = stat.S_ISLNK(st.st_mode)
+    if linked:
+        target = Path(os.path.realpath(root))
+        if not (target.is_dir() and is_marked_cache(target)):
+            raise CacheError(f"{root} is a symbolic link to {target}, which is not an enzyme-ffi "
+                             "cache directory; nothing was deleted. Fix: point ENZYME_CACHE_DIR at "
+                             "the cache directory itself.")
+        root = target
+    elif not stat.S_ISDIR(st.st_mode):
+        raise CacheError(f"{root} is not a directory, so not an enzyme-ffi cache; nothing was "
+                         "deleted. Fix: point ENZYME_CACHE_DIR at the cache directory.")
+    marked = is_marked_cache(root)
+    foreign = foreign_entries(root)
+    if not marked and foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise CacheError(f"{root} is not an enzyme-ffi cache directory (no {CACHE_MARKER} marker, "
+                         f"and it holds {shown}); nothing was deleted. Fix: point "
+                         "ENZYME_CACHE_DIR at the cache directory, or delete it yourself.")
+    deleted = []
+    # The marker goes last (an interrupted clear leaves a directory still
+    # known as ours), and stays while anything of someone else's remains.
+    names = sorted((n for n in os.listdir(root) if _is_layout_name(n)
+                    and not (foreign and n == CACHE_MARKER)), key=lambda n: n == CACHE_MARKER)
+    for name in names:
+        path = root / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()  # a symlink is removed, never followed
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CacheError(f"could not delete {path}: {exc}.") from exc
+        deleted.append(name)
+    if not foreign and not linked:  # the link would point nowhere
+        try:
+            root.rmdir()  # empty by now; rmdir cannot delete anything else
+        except OSError:
+            pass
+    return deleted, foreign

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ToolchainError
-from .paths import atomic_write_bytes, cache_dir, data_dir, sha256_file, stamped_json
+from .paths import atomic_write_bytes, data_dir, sha256_file, stamped_json
 
 __all__ = [
     "Toolchain",
@@ -166,8 +166,13 @@ def _probe_version(tool: Path) -> dict:
 
 
 def probe_store() -> Path:
-    """Where probed facts about tools are remembered (see ``paths.stamped_json``)."""
-    return cache_dir() / "toolchain-probe.json"
+    """Where probed facts about tools are remembered (see ``paths.stamped_json``):
+    in the cache directory the build uses, which falls back to a private
+    temporary one when the configured directory is unusable or unsafe (a
+    planted probe file could misstate the plugin's hash)."""
+    from .build import cache_root  # the build stage decides which cache dir is usable
+
+    return cache_root() / "toolchain-probe.json"
 
 
 def _check_plugin_loads(plugin: Path, digest: str) -> None:
