@@ -32,6 +32,8 @@ from .api import (
     Kernel,
     KernelNotFoundError,
     Module,
+    aligned_like,
+    aligned_zeros,
     autodiff,
     autodiff_thunk,
     compile,
@@ -74,6 +76,8 @@ from .errors import (
 from .verify import CheckReport, check, check_functions
 
 __all__ = [
+    "aligned_zeros",
+    "aligned_like",
     "__version__",
     "compile",
     "Module",

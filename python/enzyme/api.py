@@ -45,6 +45,8 @@ from .call import (
     OwnedLock,
     PrimalFunction,
     SplitFunctions,
+    aligned_like,
+    aligned_zeros,
     global_view,
     numpy_dtype,
     release_owner,
@@ -79,6 +81,7 @@ from .signature import (
 )
 
 __all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
+           "aligned_zeros", "aligned_like",
            "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError",
            "get_include", "GlobalNotFoundError", "GlobalsView"]
 
@@ -1371,7 +1374,7 @@ def _scratch(param: Any, value: Any) -> bool:
 def _inactive(kernel: Kernel, args: Sequence[Any]) -> list[Any]:
     """The annotations of arguments no derivative is asked for: Const, or a
     zero shadow for what the kernel may write (see :func:`_scratch`)."""
-    return [Duplicated(value, np.zeros_like(value, order="C")) if _scratch(param, value) else Const(value)
+    return [Duplicated(value, aligned_like(value)) if _scratch(param, value) else Const(value)
             for param, value in zip(kernel.signature.params, args)]
 
 
@@ -1391,7 +1394,7 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
             if not isinstance(value, np.ndarray):
                 raise ActivityError(f"argument {i} ('{sig.params[i].name}') is a pointer: pass "
                                     "a numpy array to differentiate it.")
-            annotations[i] = Duplicated(value, np.zeros_like(value, order="C"))
+            annotations[i] = Duplicated(value, aligned_like(value))
         else:
             annotations[i] = Active(value)
     with kernel.module._wrt_arguments_only():

@@ -45,7 +45,8 @@ if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stag
 
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
            "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype",
-           "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER"]
+           "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER", "aligned_zeros",
+           "aligned_like"]
 
 
 class ReverseResult(NamedTuple):
@@ -407,12 +408,42 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
                 f"{what} starts at address {value.ctypes.data:#x}, not a multiple of {alignment}: "
                 f"C `{ctype.spelling}` is {alignment}-byte aligned, and the compiled code may move "
                 "it with aligned vector instructions (a crash). numpy aligns new arrays to 16 "
-                "bytes at most (np.zeros_like too), so over-allocate and slice: "
-                f"buf = np.zeros(n * dt.itemsize + {alignment}, np.uint8); "
-                f"x = buf[-buf.ctypes.data % {alignment}:][:n * dt.itemsize].view(dt)"
-                f"{f' with dt = {named}' if named else ''}; shadows the same way.")
+                "bytes at most (np.zeros_like too): allocate it (and its shadows) with "
+                f"enzyme.aligned_zeros(n, {named or 'dtype'}), or enzyme.aligned_like(x, "
+                "copy=True) for a copy.")
         return from_buffer(c_array, value, require_writable=False)
     return convert
+
+
+def aligned_zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.zeros`` that honours the C alignment of a struct dtype from
+    ``kernel.dtype()`` (``_Alignas(32)`` and the like; numpy aligns to 16
+    bytes at most).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dt = np.dtype(np.float64, metadata={"c_alignment": 64})
+    >>> aligned_zeros(3, dt).ctypes.data % 64
+    0
+    """
+    dtype = np.dtype(dtype)
+    align = int((dtype.metadata or {}).get("c_alignment", 0))
+    if align <= 16:
+        return np.zeros(shape, dtype)
+    count = int(np.prod(shape))
+    buffer = np.zeros(count * dtype.itemsize + align, np.uint8)
+    start = -buffer.ctypes.data % align
+    return buffer[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def aligned_like(value: np.ndarray, copy: bool = False) -> np.ndarray:
+    """A C-contiguous array shaped like ``value`` (zeros, or a copy of it)
+    with its dtype's C alignment."""
+    out = aligned_zeros(value.shape, value.dtype)
+    if copy:
+        out[...] = value
+    return out
 
 
 def _check_pair(primal: Any, shadow: Any, name: str) -> None:

@@ -47,6 +47,7 @@ from .activity import (
     ReverseSplitWithPrimal,
     ReverseWithPrimal,
 )
+from .call import aligned_like
 from .errors import ActivityError, ArgumentError, DerivativeMismatchError, ShadowError
 
 __all__ = ["ArgumentCheck", "CheckReport", "Point", "compare", "tolerances", "UNDECIDED"]
@@ -124,7 +125,7 @@ def _put(a: np.ndarray, vec: np.ndarray) -> None:
 
 
 def _shaped(template: np.ndarray, vec: np.ndarray) -> np.ndarray:
-    out = np.zeros_like(template, order="C")
+    out = aligned_like(template)  # (an over-aligned struct's copy must stay aligned)
     _put(out, vec)
     return out
 
@@ -209,7 +210,8 @@ class Point:
                  return_output: bool, state: tuple[Callable[[], Any], Callable[[Any], None]]) -> None:
         sig = kernel.signature
         self.kernel = kernel
-        self.primals = [a.copy() if isinstance(a, np.ndarray) else a for a in primals]
+        self.primals = [aligned_like(a, copy=True) if isinstance(a, np.ndarray) else a
+                        for a in primals]
         # a struct return is not an output here: reverse mode keeps it Const
         self.return_output = return_output and sig.ret.kind == "scalar" and sig.ret.is_float
         self.dtype = "float32" if any(
@@ -257,7 +259,8 @@ class Point:
     def fresh(self) -> list[Any]:
         """Copies of the arguments, with the globals put back as they were."""
         self._restore(self._globals)
-        return [a.copy() if isinstance(a, np.ndarray) else a for a in self.primals]
+        return [aligned_like(a, copy=True) if isinstance(a, np.ndarray) else a
+                for a in self.primals]
 
     def inputs(self) -> np.ndarray:
         return np.concatenate([np.atleast_1d(np.float64(self.primals[s.index])) if s.scalar
@@ -307,7 +310,8 @@ def forward_lanes(point: Point, fn: Any, directions: Sequence[np.ndarray]) -> li
             continue
         value = args[a.index]
         if a.ctype.is_pointer:
-            lanes = [_shaped(value, p[a.index]) if a.index in p else np.zeros_like(value) for p in parts]
+            lanes = [_shaped(value, p[a.index]) if a.index in p else aligned_like(value)
+                     for p in parts]
         else:
             lanes = [float(p[a.index][0]) if a.index in p else 0.0 for p in parts]
         shadows[a.index] = lanes
@@ -337,7 +341,7 @@ def reverse_lanes(point: Point, fn: Any, seeds: Sequence[np.ndarray]) -> list[np
         value = args[a.index]
         lanes = []
         for w in seeds:
-            k, lane = int(point.return_output), np.zeros_like(value)
+            k, lane = int(point.return_output), aligned_like(value)
             for s in out_slots:
                 if s.index == a.index:
                     _put(lane, w[k:k + s.size])
