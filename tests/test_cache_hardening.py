@@ -450,3 +450,14 @@ def test_marker_is_written_when_the_cache_creates_its_root(tc, own_cache):
     assert tag.startswith("Signature: 8a477f597d28d172789f06886806bc55") and "enzyme-ffi" in tag
     assert set(os.listdir(own_cache)) <= {"CACHEDIR.TAG", "modules", "derivatives", "locks",
                                           "toolchain-probe.json"}
+
+
+def test_module_key_includes_the_parse_version(tc, monkeypatch):
+    """A module entry stores the parse's results (signatures, globals): a
+    parser that records other facts must not reuse it."""
+    from enzyme import signature
+
+    sources = [build.SourceInput("double pv(double x) { return x; }", "<source>")]
+    before = build._module_key(tc, sources, [], [], True, False)
+    monkeypatch.setattr(signature, "PARSE_VERSION", signature.PARSE_VERSION + "-next")
+    assert build._module_key(tc, sources, [], [], True, False) != before

@@ -86,6 +86,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from . import signature as _signature
 from .diagnostics import explain
 from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, EnzymeError, ToolchainError
 from .paths import (
@@ -352,9 +353,7 @@ def _check_tmpdir() -> None:
 
 
 def _is_parse_worker(cmd: Sequence[str]) -> bool:
-    from .signature import worker_command
-
-    return list(cmd) == worker_command()
+    return list(cmd) == _signature.worker_command()
 
 
 def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.CompletedProcess:
@@ -619,6 +618,7 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
                 link_args: Sequence[str], split_long_blocks: bool, native_cpu: bool) -> str:
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
+        "parse": _signature.PARSE_VERSION,  # the entry stores the parse's results
         "header": _header_digest(), "pre": PRE_AD_FLAGS,
         "passes": _passes(tc, split_long_blocks), "post_passes": POST_AD_PASSES, "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
