@@ -467,3 +467,40 @@ def _sweep(mod, x, y0, w):
     y = y0.copy()
     mod.sweep(x, y, w.copy(), 6)
     return y
+
+
+def _ext_square_library(tc, tmp_path) -> None:
+    lib_src = tmp_path / "libextsq.c"
+    lib_src.write_text("void ext_square(const double *x, double *y) { y[0] = x[0] * x[0]; }\n")
+    import subprocess
+    subprocess.run([tc.clang, "-O2", "-fPIC", "-shared", str(lib_src), "-o",
+                    str(tmp_path / "libextsq.so")], check=True)
+
+
+@pytest.mark.parametrize("factor, right", [(2.0, True), (3.0, False)])
+def test_without_the_other_mode_finite_differences_decide(cc, tc, tmp_path, factor, right):
+    """A forward rule for a library function and no reverse rule: reverse mode
+    cannot be built, so the forward derivative is checked against central
+    differences (it used to be only a warning, letting a wrong one through)."""
+    _ext_square_library(tc, tmp_path)
+    source = f"""
+    void ext_square(const double *x, double *y);
+    void sq_fwd(const double *x, const double *dx, double *y, double *dy) {{
+        ext_square(x, y); dy[0] = {factor} * x[0] * dx[0];
+    }}
+    double quartic(const double *x) {{ double y; ext_square(x, &y); return y * y; }}
+    /* {factor} */
+    """
+    mod = cc(source, libraries=["extsq"], library_dirs=[tmp_path],
+             forward_rules={"ext_square": "sq_fwd"}, verify=True)
+    x = np.array([1.5])
+    with pytest.raises(enzyme.DifferentiationError):
+        autodiff(Reverse, mod.quartic, Duplicated(x.copy(), np.zeros(1)))  # really no reverse mode
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", enzyme.EnzymeWarning)  # checked, not "unchecked"
+        if right:
+            tangent = autodiff(Forward, mod.quartic, Duplicated(x, np.ones(1))).tangent
+            assert tangent == pytest.approx(4 * 1.5 ** 3)
+        else:
+            with pytest.raises(enzyme.DerivativeMismatchError, match="central differences"):
+                autodiff(Forward, mod.quartic, Duplicated(x, np.ones(1)))

@@ -481,11 +481,12 @@ def compare(point: Point, forward: Any, reverse: Any, *, under_test: str, rng: n
         return CheckReport(spec.kernel, spec.pattern, tuple(results), rtol, fd_rtol, repeatable)
 
 
-def _central_difference(point: Point, v: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+def _central_difference(point: Point, v: np.ndarray, w: np.ndarray,
+                        shrink: float = 1.0) -> tuple[float, float]:
     """w . (F(u + h v) - F(u - h v)) / 2h, and h."""
     u = point.inputs()
     step = _FD_STEP.get(point.dtype, _FD_STEP["float32"])
-    h = _step(step, v, u)
+    h = _step(step, v, u) * shrink
     plus, minus = point.evaluate(h * v), point.evaluate(-h * v)
     return float(w @ (plus - minus)) / (2 * h), h
 
@@ -755,6 +756,62 @@ def first_use_test(point: Point, forward: Any, reverse: Any, under_test: str,
     detail = compare(point, forward, reverse, under_test=under_test, rng=np.random.default_rng(seed),
                      per_argument=True, finite_differences=True)
     return report, detail
+
+
+def finite_difference_test(point: Point, fn: Any, under_test: str, seed: int) -> CheckReport:
+    """The first-use check of an entry point whose other mode does not build:
+    ``w . J v`` from it against central differences of the kernel along
+    random directions, trusted only where the differences are smooth (the
+    same at a quarter of the step)."""
+    with inside_check():
+        rtol, fd_rtol = tolerances(point.dtype)
+        rng = np.random.default_rng(seed)
+        width = fn.spec.width
+        forward = under_test == "forward"
+        scales = input_scales(point.inputs())
+        vs = [rng.standard_normal(point.n_in) * scales for _ in range(width if forward else 1)]
+        ws = [rng.standard_normal(point.n_out) for _ in range(1 if forward else width)]
+        eps = float(np.finfo(np.float32 if point.dtype == "float32" else np.float64).eps)
+        results: list[ArgumentCheck] = []
+        try:
+            f0, u = point.evaluate(), point.inputs()
+            f_size = np.maximum(np.abs(f0), 1.0)
+            u_size = max(float(np.max(np.abs(u))) if u.size else 0.0, 1.0)
+            if forward:
+                found = [float(ws[0] @ t) for t in forward_lanes(point, fn, vs)]
+            else:
+                found = [float(a @ vs[0]) for a in reverse_lanes(point, fn, ws)]
+            for lane, mine in enumerate(found):
+                v, w = vs[lane if forward else 0], ws[0 if forward else lane]
+                fd, h = _central_difference(point, v, w)
+                scale = max(abs(mine), abs(fd), _scale(w, f_size) * eps)
+                v_size = float(np.max(np.abs(v))) if v.size else 0.0
+                floor = 1e3 * eps * _scale(w, f_size) * v_size / u_size + \
+                    10 * eps * _scale(w, f_size) / h
+                if not np.isfinite(mine) and not np.isfinite(fd):
+                    verdict = NOT_FINITE
+                elif _close(fd, mine, scale, fd_rtol, floor):
+                    verdict = "ok"
+                elif not _close(fd, _central_difference(point, v, w, 0.25)[0], scale, fd_rtol,
+                                4 * floor):
+                    verdict = NOT_SMOOTH
+                else:
+                    verdict = (f"{under_test} mode disagrees with central differences (the other "
+                               "mode, its usual reference, does not build)")
+                results.append(ArgumentCheck(
+                    -1, "all arguments" if width == 1 else f"all arguments [lane {lane}]",
+                    mine if forward else float("nan"), float("nan") if forward else mine, fd,
+                    abs(mine - fd) / scale if scale else 0.0, verdict))
+            for name in sorted(point.written[under_test] - point.primal_writes()):
+                results.append(ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
+                                             f"{under_test} mode writes into '{name}', a const "
+                                             "(read-only) argument"))
+            # differences of a kernel with hidden state say nothing
+            repeatable = all(r.verdict == "ok" for r in results) or point_repeatable(point)
+        finally:
+            point.finish()
+        return CheckReport(fn.spec.kernel, fn.spec.pattern, tuple(results), rtol, fd_rtol,
+                           repeatable)
 
 
 def call_only(point: Point, fn: Any, seed: int) -> None:
