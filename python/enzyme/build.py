@@ -88,7 +88,16 @@ from typing import TypeVar
 
 from . import signature as _signature
 from .diagnostics import explain
-from .errors import BuildTimeoutError, CacheError, CompileError, DifferentiationError, EnzymeError, ToolchainError
+from .errors import (
+    BuildTimeoutError,
+    CacheError,
+    CompileError,
+    DifferentiationError,
+    EnzymeError,
+    FlagError,
+    LinkError,
+    ToolchainError,
+)
 from .paths import (
     NotRegularFileError,
     atomic_write_bytes,
@@ -104,15 +113,6 @@ __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "buil
            "SHADOW_PREFIX",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs", "FlagError", "LinkError"]
 
-
-class FlagError(CompileError, ValueError):
-    """A flag in ``flags=`` changes what clang produces (``-o``, ``-E``,
-    ``-c``, ``-M...``, ...): the build chain decides its outputs itself."""
-
-
-class LinkError(CompileError):
-    """Linking a module's library failed (a missing ``-l`` library, an
-    undefined symbol): the linker's words, not Enzyme's."""
 
 FORMAT_VERSION = "5"  # bump when the cache layout or the chain changes
 # -fno-math-errno: with errno semantics clang marks libm calls (tanh, erf, ...)

@@ -30,6 +30,8 @@ __all__ = [
     "BuildTimeoutError",
     "ContractError",
     "CacheError",
+    "FlagError",
+    "LinkError",
     "DerivativeMismatchError",
     "EnzymeWarning",
 ]
@@ -159,6 +161,16 @@ class ContractError(EnzymeError, ValueError):
 
 class UnsupportedSignatureError(EnzymeError, TypeError):
     """A kernel uses a C type that enzyme-ffi cannot pass yet."""
+
+
+class FlagError(CompileError, ValueError):
+    """A flag in ``flags=`` changes what clang produces (``-o``, ``-E``,
+    ``-c``, ``-M...``, ...): the build chain decides its outputs itself."""
+
+
+class LinkError(CompileError):
+    """Linking a module's library failed (a missing ``-l`` library, an
+    undefined symbol): the linker's words, not Enzyme's."""
 
 
 class CacheError(EnzymeError):
