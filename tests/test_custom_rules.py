@@ -167,7 +167,7 @@ def test_inactive_logging_call_header_macro(cc, tc, tmp_path):
 
 
 def test_bad_rule_names_are_clear_errors(cc):
-    with pytest.raises(enzyme.CompileError, match="fisr_nope"):
+    with pytest.raises(enzyme.OptionError, match="fisr_nope"):
         cc(FISR, forward_rules={"fisr": "fisr_nope"})
     with pytest.raises(enzyme.OptionTypeError, match="not a C function"):
         cc(FISR, forward_rules={"fisr": "fisr_fwd; system(\"x\")"})
@@ -175,3 +175,47 @@ def test_bad_rule_names_are_clear_errors(cc):
         cc(FISR, reverse_rules={"fisr": "fisr_rev"})
     with pytest.raises(enzyme.OptionTypeError, match="list of strings"):
         cc(FISR, inactive="log_progress")
+
+
+NAMES = """
+typedef struct { double primal, tangent; } dpair;
+double gvar = 3.0;
+double sq(double x) { return x * x; }
+dpair sq_fwd(double x, double dx) { dpair r = { x * x, 2 * x * dx }; return r; }
+static double sqs(double x) { return x * x; }
+dpair sqs_fwd(double x, double dx) { dpair r = { x * x, 2 * x * dx }; return r; }
+double use(double x) { return sq(x) + sqs(x) + gvar; }
+void logp(double x) { (void)x; }
+dpair one_param(double x) { dpair r = { x * x, 0 }; return r; }
+double plain_return(double x, double dx) { return 2 * x * dx; }
+void vsq(const double *x, double *out) { out[0] = x[0] * x[0]; }
+void *vsq_aug(const double *x, double *dx, double *out, double *dout) { out[0] = x[0] * x[0]; return 0; }
+void vsq_rev(const double *x, double *dx, double *out, double *dout, void *tape) {
+  dx[0] += 2 * x[0] * dout[0]; dout[0] = 0;
+}
+"""
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"forward_rules": {"sqr": "sq_fwd"}}, "did you mean sq"),
+    ({"forward_rules": {"sqs": "sqs_fwd"}}, "static function"),
+    ({"forward_rules": {"sq": "sq_fwdd"}}, "did you mean sq_fwd"),
+    ({"inactive": ["nosuch"]}, "do not declare"),
+    ({"inactive_globals": ["nosuch"]}, "do not declare"),
+    ({"inactive": ["gvar"]}, "global variable, not a function"),
+    ({"inactive_globals": ["logp"]}, "is a function, not a global"),
+    ({"forward_rules": {"sq": "one_param"}}, "takes 1 parameter"),
+    ({"forward_rules": {"sq": "plain_return"}}, "struct of two"),
+    ({"reverse_rules": {"vsq": ("vsq_rev", "vsq_aug")}}, "swapped"),
+], ids=["typo-key", "static-key", "typo-rule", "inactive-nothing", "inactive-global-nothing",
+        "global-as-function", "function-as-global", "arity", "return", "swapped"])
+def test_rule_and_registration_names_are_checked_before_enzyme_runs(cc, options, message):
+    """Each was silently ignored or crashed Enzyme ("internal error")."""
+    with pytest.raises(enzyme.OptionError, match=message):
+        cc(NAMES, **options)
+
+
+def test_well_formed_names_pass_the_check(cc):
+    mod = cc(NAMES, forward_rules={"sq": "sq_fwd"}, reverse_rules={"vsq": ("vsq_aug", "vsq_rev")},
+             inactive=["logp"], inactive_globals=["gvar"])
+    assert autodiff(Forward, mod.use, Duplicated(2.0, 1.0)).tangent == pytest.approx(8.0)

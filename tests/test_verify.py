@@ -478,10 +478,12 @@ def _ext_square_library(tc, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("factor, right", [(2.0, True), (3.0, False)])
-def test_without_the_other_mode_finite_differences_decide(cc, tc, tmp_path, factor, right):
+def test_a_rule_without_the_other_mode_is_held_against_finite_differences(cc, tc, tmp_path,
+                                                                          factor, right):
     """A forward rule for a library function and no reverse rule: reverse mode
-    cannot be built, so the forward derivative is checked against central
-    differences (it used to be only a warning, letting a wrong one through)."""
+    cannot be built, so the forward derivative is held against central
+    differences. A rule may differ from them by design, so a disagreement is
+    a warning with the numbers, not a refusal."""
     _ext_square_library(tc, tmp_path)
     source = f"""
     void ext_square(const double *x, double *y);
@@ -496,11 +498,28 @@ def test_without_the_other_mode_finite_differences_decide(cc, tc, tmp_path, fact
     x = np.array([1.5])
     with pytest.raises(enzyme.DifferentiationError):
         autodiff(Reverse, mod.quartic, Duplicated(x.copy(), np.zeros(1)))  # really no reverse mode
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", enzyme.EnzymeWarning)  # checked, not "unchecked"
-        if right:
-            tangent = autodiff(Forward, mod.quartic, Duplicated(x, np.ones(1))).tangent
-            assert tangent == pytest.approx(4 * 1.5 ** 3)
-        else:
-            with pytest.raises(enzyme.DerivativeMismatchError, match="central differences"):
-                autodiff(Forward, mod.quartic, Duplicated(x, np.ones(1)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tangent = autodiff(Forward, mod.quartic, Duplicated(x, np.ones(1))).tangent
+    assert tangent == pytest.approx(4 * 1.5 ** 3 * factor / 2.0)  # what the rule says
+    messages = [str(w.message) for w in caught if issubclass(w.category, enzyme.EnzymeWarning)]
+    if right:
+        assert messages == []  # checked against the differences, and they agree
+    else:
+        assert len(messages) == 1 and "central differences" in messages[0]
+
+
+def test_without_the_other_mode_finite_differences_catch_enzyme(cc, monkeypatch):
+    """No rules: when the other mode does not build, central differences
+    alone refuse a wrong derivative (the known wrong ReverseWithPrimal of
+    random program 66; its forward counterpart made unbuildable here)."""
+    mod = cc(STRIDED_SELECT)
+
+    def unbuildable(self, spec):
+        raise enzyme.DifferentiationError("the other mode does not build (simulated)")
+    monkeypatch.setattr(enzyme.Kernel, "_counterpart", unbuildable)
+    x, n = _X.copy(), _X.size
+    with pytest.raises(enzyme.DerivativeMismatchError, match="central differences"):
+        autodiff(ReverseWithPrimal, mod.k66, Duplicated(x, np.zeros(n)), Const(n))
+    np.testing.assert_allclose(enzyme.grad(mod.k66)(x, n), _fd_grad(lambda v: mod.k66(v, n), x),
+                               rtol=1e-6, atol=1e-8)

@@ -7,6 +7,7 @@ only module that imports several stages.
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import os
 import re
@@ -574,6 +575,14 @@ class Kernel:
             _verify.stats["passed"] += 1
             if other is not None and other.first_call is not None and other.spec.width == 1:
                 other.first_call = None  # the same test checked it
+            return
+        if other is None and self.module._artifact.extra.get("custom_rules", True):
+            # A custom rule may differ from the primal's differences by design
+            # (an exact derivative of an approximation such as a fast inverse
+            # square root, a straight-through estimator): without the other
+            # mode there is no second opinion on the rule.
+            unchecked("it differs from central differences, and the module has custom derivative "
+                      f"rules, which may differ from them by design\n{report}")
             return
         unsure = [a.verdict for a in report.arguments if a.verdict in _verify.UNDECIDED]
         if detail is not None and not detail.repeatable:
@@ -1152,14 +1161,19 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
     def describe(paths: list[str]) -> build.ModuleFacts:
         done = build.run_tool(worker_command(),
                               input=parse_request(paths, args, tc.resource_dir, tc.libclang))
-        signatures, variables = read_worker_reply(done.stdout, done.returncode, done.stderr)
+        census: dict = {}
+        signatures, variables = read_worker_reply(done.stdout, done.returncode, done.stderr, census)
+        _check_rule_targets(census, forward_rules, reverse_rules, inactive, inactive_globals)
         # Enzyme's own globals (markers, registrations) must stay defined in
         # every library: Enzyme reads their initializers.
         user = [v for v in variables.values()
                 if not v.name.startswith(("enzyme_", "__enzyme_"))]
+        custom_rules = bool(forward_rules or reverse_rules) or any(
+            name.startswith(("__enzyme_register_", "__enzyme_function_like"))
+            for name in census.get("variables", {}))
         return build.ModuleFacts(
             extra={"signatures": [s.to_json() for s in signatures.values()],
-                   "globals": [v.to_json() for v in user]},
+                   "globals": [v.to_json() for v in user], "custom_rules": custom_rules},
             shared_globals=tuple(v.name for v in user),
             shadowed_globals=tuple((v.name, v.size) for v in user
                                    if v.active and v.name not in inactive_globals))
@@ -1218,6 +1232,75 @@ def _check_rules(forward_rules: dict, reverse_rules: dict, inactive: Sequence[st
     for name in inactive_globals:
         identifier(name, "inactive_globals")
     return rules
+
+
+def _check_rule_targets(census: dict, forward_rules: dict, reverse_rules: dict,
+                        inactive: Sequence[str], inactive_globals: Sequence[str]) -> None:
+    """Check the names given to compile() against what the sources declare,
+    before Enzyme runs: a misspelt or static function is otherwise silently
+    ignored, and a rule of the wrong shape crashes Enzyme."""
+    functions, variables = census.get("functions", {}), census.get("variables", {})
+
+    def unknown(name: str, what: str, pool: Mapping) -> OptionError:
+        close = difflib.get_close_matches(name, list(pool), n=3)
+        return OptionError(f"{what} names '{name}', which the sources do not declare"
+                           + (f" (did you mean {', '.join(close)}?)" if close else "")
+                           + ". Check the spelling, or declare it in the sources.")
+
+    def function(name: str, what: str) -> dict:
+        found = functions.get(name)
+        if found is None:
+            if name in variables:
+                raise OptionError(f"{what}: '{name}' is a global variable, not a function"
+                                  + (" (list it in inactive_globals=)" if what == "inactive" else "")
+                                  + ".")
+            raise unknown(name, what, functions)
+        if found["static"]:
+            raise OptionError(f"{what}: '{name}' is a static function, which Enzyme's registration "
+                              "cannot reach from another file; remove `static` (or write the "
+                              "registration in the same file with the header's macros).")
+        return found
+
+    for fn, fwd in forward_rules.items():
+        target, rule = function(fn, "forward_rules"), function(fwd, f"forward_rules['{fn}']")
+        n, m = target["nparams"], rule["nparams"]
+        least = n + target.get("nfloating", 0)  # a floating scalar always has its tangent
+        if n >= 0 and m >= 0 and not least <= m <= 2 * n:
+            raise OptionError(
+                f"forward_rules['{fn}']: '{fwd}' takes {m} parameter(s), but a forward rule of "
+                f"'{fn}' ({n} parameter(s)) takes each of them followed by its tangent "
+                f"({least if least == 2 * n else f'{least} to {2 * n}'}).")
+        if target["ret"] == "void" and rule["ret"] != "void":
+            raise OptionError(f"forward_rules['{fn}']: '{fn}' returns nothing, so '{fwd}' must "
+                              "return void (it writes the output tangents through pointers).")
+        if target["ret"] == "floating" and (rule["ret"] != "struct" or rule["ret_fields"] != 2):
+            raise OptionError(
+                f"forward_rules['{fn}']: '{fn}' returns a floating value, so '{fwd}' must return a "
+                "struct of two of them, { primal, tangent } (see the README's custom derivatives).")
+    for fn, (aug, rev) in reverse_rules.items():
+        target = function(fn, "reverse_rules")
+        aug_info = function(aug, f"reverse_rules['{fn}'][0]")
+        rev_info = function(rev, f"reverse_rules['{fn}'][1]")
+        if aug_info["ret"] != "pointer":
+            raise OptionError(
+                f"reverse_rules['{fn}']: the augmented forward pass '{aug}' must return a tape "
+                f"pointer (void *, may be NULL); it returns {aug_info['ret']}"
+                + (" (are the augmented and reverse passes swapped?)" if rev_info["ret"] == "pointer"
+                   else "") + ".")
+        n = target["nparams"]
+        if n >= 0 and rev_info["nparams"] >= 0 and rev_info["nparams"] < n + 1:
+            raise OptionError(
+                f"reverse_rules['{fn}']: the reverse pass '{rev}' takes {rev_info['nparams']} "
+                f"parameter(s); it takes '{fn}''s {n} (each pointer followed by its shadow) and the "
+                "tape last.")
+    for name in inactive:
+        function(name, "inactive")
+    for name in inactive_globals:
+        if name not in variables:
+            if name in functions:
+                raise OptionError(f"inactive_globals: '{name}' is a function, not a global "
+                                  "variable (list it in inactive=).")
+            raise unknown(name, "inactive_globals", variables)
 
 
 def _as_kernel(kernel: Any) -> Kernel:

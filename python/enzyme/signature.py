@@ -30,7 +30,7 @@ __all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthC
 # Bump when what the parse records changes (layout keys, Signature or
 # GlobalVar fields): parse results are stored with cached module builds, so
 # the build's cache key must include it, or a stale entry keeps old facts.
-PARSE_VERSION = "2"
+PARSE_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -749,8 +749,8 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
     return parse_module(sources, args, resource_dir)[0]
 
 
-def parse_module(sources: Sequence[str], args: Sequence[str],
-                 resource_dir: str) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
+def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
+                 census: dict | None = None) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
     """Parse every C source and return the external functions it defines.
 
     Parameters
@@ -771,6 +771,9 @@ def parse_module(sources: Sequence[str], args: Sequence[str],
     -------
     (signatures, globals)
         The external functions and the external global variables defined.
+        ``census``, when given, receives every function and global variable
+        the sources declare (see :func:`_take_census`), for checking the
+        names given to ``compile()``.
     """
     from clang.cindex import CursorKind, LinkageKind, StorageClass, TranslationUnitLoadError, TypeKind
 
@@ -847,7 +850,50 @@ def parse_module(sources: Sequence[str], args: Sequence[str],
             why = _reached_hazard(name, calls, hazards, handled)
             if why:
                 found[name] = replace(signature, abi_hazard=why)
+    if census is not None:
+        _take_census(units, census)
     return found, variables
+
+
+REGISTRATIONS_MARK = "/* enzyme-ffi generated: registrations given to enzyme.compile */"
+
+
+def _take_census(units: Sequence[tuple], census: dict) -> None:
+    """Every function and global variable the user's sources declare (not the
+    generated registrations, which declare whatever names they were given):
+    ``functions[name] = {"static", "defined", "nparams" (-1 without a
+    prototype), "nfloating" (floating scalar parameters), "ret" ("void", "floating", "struct", "pointer", "other"),
+    "ret_fields" (a struct return's field count)}``, ``variables[name] =
+    {"static"}``."""
+    from clang.cindex import CursorKind, LinkageKind, TypeKind
+
+    functions: dict[str, dict] = census.setdefault("functions", {})
+    variables: dict[str, dict] = census.setdefault("variables", {})
+    for source, _, top in units:
+        with open(source, encoding="utf-8", errors="replace") as handle:
+            if handle.readline().strip() == REGISTRATIONS_MARK:
+                continue
+        for cursor in top:
+            static = cursor.linkage != LinkageKind.EXTERNAL
+            if cursor.kind == CursorKind.VAR_DECL:
+                variables.setdefault(cursor.spelling, {"static": static})
+            elif cursor.kind == CursorKind.FUNCTION_DECL:
+                entry = functions.get(cursor.spelling)
+                if entry is None:
+                    ret = cursor.result_type.get_canonical()
+                    kind = ("void" if ret.kind == TypeKind.VOID else
+                            "floating" if ret.kind in (TypeKind.FLOAT, TypeKind.DOUBLE) else
+                            "struct" if ret.kind == TypeKind.RECORD else
+                            "pointer" if ret.kind == TypeKind.POINTER else "other")
+                    prototyped = cursor.type.kind == TypeKind.FUNCTIONPROTO
+                    params = list(cursor.get_arguments())
+                    entry = functions[cursor.spelling] = {
+                        "static": static, "defined": False, "ret": kind,
+                        "nparams": len(params) if prototyped else -1,
+                        "nfloating": sum(a.type.get_canonical().kind in (TypeKind.FLOAT, TypeKind.DOUBLE)
+                                         for a in params),
+                        "ret_fields": len(list(ret.get_fields())) if kind == "struct" else 0}
+                entry["defined"] = entry["defined"] or cursor.is_definition()
 
 
 _RULE_PREFIXES = ("__enzyme_register_derivative_", "__enzyme_register_gradient_",
@@ -1015,10 +1061,11 @@ def parse_request(sources: Sequence[str], args: Sequence[str], resource_dir: str
                        "libclang": libclang, "sys_path": [p for p in sys.path if p]})
 
 
-def read_worker_reply(stdout: str, returncode: int,
-                      stderr: str) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
+def read_worker_reply(stdout: str, returncode: int, stderr: str, census: dict | None = None
+                      ) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
     """The signatures and globals from a worker's output, or the
-    :class:`CompileError` it reported (or that its death amounts to)."""
+    :class:`CompileError` it reported (or that its death amounts to);
+    ``census`` receives the names the sources declare (see parse_module)."""
     reply = None
     for line in stdout.splitlines():
         if line.startswith("ENZYME-PARSE "):
@@ -1029,6 +1076,8 @@ def read_worker_reply(stdout: str, returncode: int,
                            f"crash: try simplifying the declarations it stopped at):\n{stderr[-3000:]}")
     if "error" in reply:
         raise CompileError(reply["error"], tuple(reply.get("diagnostics", ())))
+    if census is not None:
+        census.update(reply.get("census", {}))
     return ({s["name"]: Signature.from_json(s) for s in reply["signatures"]},
             {v["name"]: GlobalVar.from_json(v) for v in reply["globals"]})
 
@@ -1043,10 +1092,11 @@ def _worker_main() -> None:
             clang.cindex.Config.set_library_file(request["libclang"])
             # the bindings may be newer than the library: skip functions it lacks
             clang.cindex.Config.set_compatibility_check(False)
+        census: dict = {}
         signatures, variables = parse_module(request["sources"], request["args"],
-                                             request["resource_dir"])
+                                             request["resource_dir"], census)
         reply = {"signatures": [s.to_json() for s in signatures.values()],
-                 "globals": [v.to_json() for v in variables.values()]}
+                 "globals": [v.to_json() for v in variables.values()], "census": census}
     except CompileError as exc:
         reply = {"error": str(exc), "diagnostics": list(exc.diagnostics)}
     except Exception as exc:  # anything else libclang's bindings raise
