@@ -45,7 +45,7 @@ def own_cache(tmp_path, monkeypatch):
     """A cache dir of the test's own, and a cache not abandoned by an earlier test."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("ENZYME_CACHE_DIR", str(cache))
-    monkeypatch.setattr(build, "_cache_abandoned", False)
+    monkeypatch.setattr(paths, "_cache_abandoned", False)
     return cache
 
 
@@ -164,11 +164,11 @@ def test_including_dev_stdin_does_not_break_the_cache(tc, tmp_path):
     not recorded, not hashed, and the cache dir stays in use."""
     code = """
     import warnings, enzyme
-    from enzyme import build
+    from enzyme import paths
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m = enzyme.compile("#include </dev/stdin>\\ndouble stdin_k(double x) { return 3 * x; }")
-    print(m.stdin_k(2.0), build._cache_abandoned)
+    print(m.stdin_k(2.0), paths._cache_abandoned)
     """
     done = _child(code, tmp_path / "cache", stdin_text="")
     assert done.stdout.split() == ["6.0", "False"], done.stderr

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import enzyme
-from enzyme import Active, Const, Duplicated, Reverse, autodiff, build, call
+from enzyme import Active, Const, Duplicated, Reverse, autodiff, call, paths
 
 
 def _rss_kib() -> int:
@@ -124,7 +124,7 @@ def test_cache_failing_mid_build_falls_back(tc, monkeypatch):
         return real_replace(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", disk_full)
-    monkeypatch.setattr(build, "_cache_abandoned", False)
+    monkeypatch.setattr(paths, "_cache_abandoned", False)
     with pytest.warns(UserWarning, match="No space left"):
         mod = enzyme.compile("double disk_full_kernel(double x) { return 4.0 * x; }", toolchain=tc)
     assert autodiff(Reverse, mod.disk_full_kernel, Active(1.0)).derivs[0] == 4.0

@@ -100,10 +100,12 @@ from .errors import (
 )
 from .paths import (
     NotRegularFileError,
+    abandon_cache,
     atomic_write_bytes,
-    cache_dir,
-    claim_cache_root,
+    cache_root,
+    fallback_root,
     file_identity,
+    private_dir,
     sha256_file,
     stamped_json,
 )
@@ -211,65 +213,7 @@ def _header_digest() -> str:
     return digest.hexdigest()
 
 
-def _private_dir(path: Path) -> Path:
-    """Create ``path`` (0700) if needed and check that only this user can
-    write it: shared libraries in it are loaded into the process."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by you")
-    if st.st_mode & 0o022:
-        raise PermissionError(f"{path} is writable by other users (mode {st.st_mode & 0o777:o})")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise PermissionError(f"{path} is not writable")
-    return path
-
-
-_fallback_root: Path | None = None
-_refused_roots: set[str] = set()  # warn once per refused directory, not per compile
-_cache_abandoned = False  # the cache failed mid-build: use the fallback from now on
 T = TypeVar("T")
-# The cache's subdirectories hold libraries that get loaded too: each one is
-# checked as the root is (a world-writable modules/ is as bad as a root).
-CACHE_SUBDIRS = ("modules", "derivatives", "locks")
-
-
-def cache_root() -> Path:
-    """The cache directory, created private (0700) and marked as enzyme-ffi's
-    (see ``paths.claim_cache_root``). When it cannot be located, created or
-    written, when others could plant files in it or in its subdirectories,
-    or when it is someone's directory rather than a cache, a private
-    temporary directory is used instead, with a warning: cache trouble never
-    breaks a compile."""
-    if _cache_abandoned:
-        return _fallback()
-    shown = os.environ.get("ENZYME_CACHE_DIR", "")
-    try:
-        root = cache_dir()
-        shown = str(root)
-        _private_dir(root)
-        claim_cache_root(root)
-        for sub in CACHE_SUBDIRS:
-            _private_dir(root / sub)
-        return root
-    except (OSError, CacheError) as exc:
-        fallback = _fallback()
-        if shown not in _refused_roots:
-            _refused_roots.add(shown)
-            warnings.warn(f"enzyme-ffi: cache dir {shown} refused ({exc}); using the private "
-                          f"temporary dir {fallback} for this process. Set "
-                          "ENZYME_CACHE_DIR to a directory only you can write.", stacklevel=3)
-        return fallback
-
-
-def _fallback() -> Path:
-    global _fallback_root
-    if _fallback_root is None:
-        # realpath: $TMPDIR may be a symlink, and build paths are compared as real paths
-        _fallback_root = Path(os.path.realpath(tempfile.mkdtemp(prefix="enzyme-ffi-cache-")))
-        with suppress(OSError, CacheError):
-            claim_cache_root(_fallback_root)
-    return _fallback_root
 
 
 def _with_cache(work: Callable[[Path], T]) -> T:
@@ -277,19 +221,17 @@ def _with_cache(work: Callable[[Path], T]) -> T:
     made read-only, removed), warn once and redo it in a private temporary
     directory for the rest of the process: cache trouble never breaks a
     compile."""
-    global _cache_abandoned
     root = cache_root()
     try:
         return work(root)
     except EnzymeError:
         raise  # a build failure (e.g. BuildTimeoutError, a TimeoutError) is not cache trouble
     except OSError as exc:
-        if root == _fallback_root:
+        if root == fallback_root():
             raise CacheError(f"enzyme-ffi could not write its build files, even in the private "
                              f"temporary directory {root}: {exc}. Free some disk space or set "
                              "ENZYME_CACHE_DIR (and TMPDIR) to a writable place.") from exc
-        _cache_abandoned = True
-        fallback = _fallback()
+        fallback = abandon_cache()
         warnings.warn(f"enzyme-ffi: the cache dir {root} failed ({exc}); using the private "
                       f"temporary dir {fallback} for the rest of this process.", stacklevel=4)
         return work(fallback)
@@ -436,7 +378,7 @@ def differentiation_error(stderr: str, kernel: str, pattern: str, headline: str)
 
 @contextmanager
 def _key_lock(root: Path, key: str):
-    locks = _private_dir(root / "locks")
+    locks = private_dir(root / "locks")
     with open(locks / f"{key}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -786,7 +728,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
             pass
 
     def at(root: Path) -> ModuleArtifact:
-        entries = _private_dir(root / "modules")
+        entries = private_dir(root / "modules")
         manifest_path = entries / f"{key}.json"
 
         def load() -> ModuleArtifact | None:
@@ -1003,7 +945,7 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
             pass
 
     def at(root: Path) -> Path:
-        entries = _private_dir(root / "derivatives")
+        entries = private_dir(root / "derivatives")
         manifest_path = entries / f"{key}.json"
 
         def intact() -> bool:

@@ -1,5 +1,7 @@
-"""Where enzyme-ffi keeps its files (no policy beyond the XDG conventions),
-and what makes a directory the compile cache."""
+"""Where enzyme-ffi keeps its files (the XDG conventions), what makes a
+directory the compile cache, and which cache directory this process uses
+(a private temporary one when the configured one is unusable or unsafe).
+Every stage that keeps files (the toolchain's probes, the builds) asks here."""
 
 from __future__ import annotations
 
@@ -9,15 +11,19 @@ import json
 import os
 import shutil
 import stat
+import tempfile
 import threading
+import warnings
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from .errors import CacheError
 
 __all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json",
            "file_identity", "NotRegularFileError", "CACHE_MARKER", "CACHE_LAYOUT", "is_marked_cache",
-           "foreign_entries", "claim_cache_root", "clear_cache"]
+           "foreign_entries", "claim_cache_root", "clear_cache", "cache_root", "private_dir",
+           "fallback_root", "abandon_cache", "CACHE_SUBDIRS"]
 
 # The Cache Directory Tagging convention (backup tools skip such a directory),
 # with a line of our own: only a tag naming enzyme-ffi makes a directory ours.
@@ -245,3 +251,72 @@ def clear_cache(root: Path) -> tuple[list[str], list[str]]:
         except OSError:
             pass
     return deleted, foreign
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) if needed and check that only this user can
+    write it: shared libraries in it are loaded into the process."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} is owned by uid {st.st_uid}, not by you")
+    if st.st_mode & 0o022:
+        raise PermissionError(f"{path} is writable by other users (mode {st.st_mode & 0o777:o})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path} is not writable")
+    return path
+
+
+_fallback_root: Path | None = None
+_refused_roots: set[str] = set()  # warn once per refused directory, not per compile
+_cache_abandoned = False  # the cache failed mid-build: use the fallback from now on
+# The cache's subdirectories hold libraries that get loaded too: each one is
+# checked as the root is (a world-writable modules/ is as bad as a root).
+CACHE_SUBDIRS = ("modules", "derivatives", "locks")
+
+
+def cache_root() -> Path:
+    """The cache directory, created private (0700) and marked as enzyme-ffi's
+    (see ``paths.claim_cache_root``). When it cannot be located, created or
+    written, when others could plant files in it or in its subdirectories,
+    or when it is someone's directory rather than a cache, a private
+    temporary directory is used instead, with a warning: cache trouble never
+    breaks a compile."""
+    if _cache_abandoned:
+        return fallback_root()
+    shown = os.environ.get("ENZYME_CACHE_DIR", "")
+    try:
+        root = cache_dir()
+        shown = str(root)
+        private_dir(root)
+        claim_cache_root(root)
+        for sub in CACHE_SUBDIRS:
+            private_dir(root / sub)
+        return root
+    except (OSError, CacheError) as exc:
+        fallback = fallback_root()
+        if shown not in _refused_roots:
+            _refused_roots.add(shown)
+            warnings.warn(f"enzyme-ffi: cache dir {shown} refused ({exc}); using the private "
+                          f"temporary dir {fallback} for this process. Set "
+                          "ENZYME_CACHE_DIR to a directory only you can write.", stacklevel=3)
+        return fallback
+
+
+def fallback_root() -> Path:
+    """The private temporary cache of this process (made on first use)."""
+    global _fallback_root
+    if _fallback_root is None:
+        # realpath: $TMPDIR may be a symlink, and build paths are compared as real paths
+        _fallback_root = Path(os.path.realpath(tempfile.mkdtemp(prefix="enzyme-ffi-cache-")))
+        with suppress(OSError, CacheError):
+            claim_cache_root(_fallback_root)
+    return _fallback_root
+
+
+def abandon_cache() -> Path:
+    """The cache failed under a build: use the private temporary cache for the
+    rest of the process; returns it."""
+    global _cache_abandoned
+    _cache_abandoned = True
+    return fallback_root()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ToolchainError
-from .paths import atomic_write_bytes, data_dir, sha256_file, stamped_json
+from .paths import atomic_write_bytes, cache_root, data_dir, sha256_file, stamped_json
 
 __all__ = [
     "Toolchain",
@@ -170,8 +170,6 @@ def probe_store() -> Path:
     in the cache directory the build uses, which falls back to a private
     temporary one when the configured directory is unusable or unsafe (a
     planted probe file could misstate the plugin's hash)."""
-    from .build import cache_root  # the build stage decides which cache dir is usable
-
     return cache_root() / "toolchain-probe.json"
 
 
