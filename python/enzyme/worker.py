@@ -85,9 +85,10 @@ class _Worker:
             if self.fd < 0:
                 self.fd = os.memfd_create("enzyme-ffi-isolated", os.MFD_CLOEXEC)
             os.ftruncate(self.fd, size)
-            if self.region is not None:
-                self.base = None  # release the buffer export before closing the map
-                self.region.close()
+            # The old map is dropped, not closed: a pointer into it may still
+            # be alive (in a traceback's frame), and closing an exported map
+            # raises; it is unmapped when the last reference goes.
+            self.base = None
             self.region = mmap.mmap(self.fd, size)
             self.base = self.ffi.from_buffer("char[]", self.region)
             self.size = size
