@@ -27,27 +27,8 @@ from .activity import (
     ReverseSplitWithPrimal,
     ReverseWithPrimal,
 )
-from .api import (
-    GlobalNotFoundError,
-    Kernel,
-    KernelNotFoundError,
-    Module,
-    aligned_like,
-    aligned_zeros,
-    autodiff,
-    autodiff_thunk,
-    compile,
-    derivative,
-    get_include,
-    grad,
-    hessian,
-    hvp,
-    jacobian,
-    jvp,
-    value_and_grad,
-    vjp,
-)
-from .call import ForwardResult, ReverseResult, Tape
+from .autodiff import autodiff, autodiff_thunk, derivative
+from .call import ForwardResult, ReverseResult, Tape, aligned_like, aligned_zeros
 from .errors import (
     ActivityError,
     ArgumentError,
@@ -75,6 +56,8 @@ from .errors import (
     ToolchainError,
     UnsupportedSignatureError,
 )
+from .module import GlobalNotFoundError, Kernel, KernelNotFoundError, Module, compile, get_include
+from .transforms import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .verify import CheckReport, check, check_functions
 
 __all__ = [

@@ -13,7 +13,7 @@ contents of the non-const arrays with a shadow). Every evaluation starts from
 copies of the arguments and from the globals as they were, so the user's
 arrays and globals end as the checked call leaves them.
 
-This module is called by the orchestrator (``api``) with a kernel and the
+This module is called by the orchestrator (``module``, ``firstuse``) with a kernel and the
 derivative entry points to compare; it never imports cffi.
 """
 

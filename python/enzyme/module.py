@@ -1,8 +1,7 @@
-"""The orchestrator: the public API, wiring the stages together.
-
-toolchain -> signature -> activity -> codegen -> build -> call. This is the
-only module that imports several stages.
-"""
+"""compile() and what it returns: the options, the module handles, their
+kernels and globals, and the in-process caches of compiled modules. The
+orchestrator: it imports the stages (toolchain -> signature -> activity
+-> codegen -> build -> call) and wires them together."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +24,16 @@ from . import build
 from . import toolchain as _toolchain_stage
 from . import verify as _verify
 from .activity import (
-    MAX_WIDTH,
-    Active,
-    BatchDuplicated,
-    Const,
-    Duplicated,
-    DuplicatedNoNeed,
-    Forward,
-    ForwardWithPrimal,
     Mode,
-    Reverse,
-    ReverseWithPrimal,
-    activity_class_of,
     resolve_activities,
     resolve_hvp,
 )
-from .activity import Annotation as _Annotation
 from .call import (
     DerivativeFunction,
     HvpFunction,
     OwnedLock,
     PrimalFunction,
     SplitFunctions,
-    aligned_like,
-    aligned_zeros,
     global_view,
     numpy_dtype,
     release_owner,
@@ -72,6 +58,7 @@ from .errors import (
     OptionError,
     OptionTypeError,
 )
+from .firstuse import FirstUseChecks
 from .signature import (
     GlobalVar,
     Signature,
@@ -81,10 +68,7 @@ from .signature import (
     worker_command,
 )
 
-__all__ = ["compile", "Module", "Kernel", "autodiff", "autodiff_thunk", "derivative", "grad",
-           "aligned_zeros", "aligned_like",
-           "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "KernelNotFoundError",
-           "get_include", "GlobalNotFoundError", "GlobalsView"]
+__all__ = ["compile", "Module", "Kernel", "GlobalsView", "KernelNotFoundError", "GlobalNotFoundError", "get_include"]
 
 
 def get_include() -> str:
@@ -111,6 +95,8 @@ class GlobalNotFoundError(EnzymeError, KeyError):
 
 
 _toolchain_lock = threading.Lock()
+
+
 # The default toolchain, and the environment it was resolved under: changing
 # ENZYME_PLUGIN/ENZYME_CLANG/ENZYME_OPT mid-process resolves it again.
 _default_toolchain: tuple[tuple, _toolchain_stage.Toolchain] | None = None
@@ -127,7 +113,7 @@ def _resolve_toolchain(tc: _toolchain_stage.Toolchain | None) -> _toolchain_stag
         return _default_toolchain[1]
 
 
-class Kernel:
+class Kernel(FirstUseChecks):
     """One external C function of a compiled :class:`Module`.
 
     Call it like the C function, with numpy arrays for pointers and Python
@@ -362,240 +348,6 @@ class Kernel:
                 self._derivatives[key] = found
         return found
 
-    def _arm_check(self, fn: DerivativeFunction) -> None:
-        fn.first_call = self._first_use_check
-
-    def _before_fork(self) -> None:
-        """Load in this process what a check's child process will call. The
-        child has one thread: a lock another thread held at the fork stays
-        held there forever, so the child must not load libraries or take
-        locks (the globals' shadows are zeroed by the check's restore, not
-        under the module's lock)."""
-        self._primal_function()
-
-    def _arm_hvp_check(self, fn: HvpFunction) -> None:
-        fn.first_call = self._first_use_hvp_check
-
-    def _first_use_hvp_check(self, fn: HvpFunction, args: Sequence[Any], directions: Sequence[Any]) -> None:
-        """The first-use check of a Hessian-vector product (see
-        :func:`enzyme.verify.hvp_test`), in a forked child, like
-        :meth:`_first_use_check`."""
-        if _verify.verifying():
-            fn.first_call = self._first_use_hvp_check
-            return
-        wrt, sig = fn.spec.wrt, self.signature
-        if len(args) != len(sig.params) or not isinstance(args[wrt], np.ndarray):
-            fn.first_call = self._first_use_hvp_check  # the call says what is wrong
-            return
-        primals = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-        try:
-            annotations = _inactive(self, primals)
-            annotations[wrt] = Duplicated(primals[wrt], None)
-            kinds = tuple(type(a) for a in annotations)
-            reverse = self.derivative_function(Reverse, kinds, None, 1)
-        except EnzymeError as err:
-            _verify.count_unchecked()
-            warnings.warn(EnzymeWarning(f"the Hessian-vector product of '{self.name}' could not be "
-                                        f"checked on its first call: its gradient does not build "
-                                        f"({type(err).__name__}). It is used unchecked."), stacklevel=4)
-            return
-
-        def fresh() -> list:
-            return [a.copy() if isinstance(a, np.ndarray) else a for a in primals]
-
-        def gradient(x: np.ndarray) -> np.ndarray:
-            values = fresh()
-            values[wrt] = x.astype(primals[wrt].dtype)
-            flat: list = []
-            dx = np.zeros_like(values[wrt])
-            for i, (a, value) in enumerate(zip(annotations, values)):
-                flat.append(value)
-                if isinstance(a, Duplicated):
-                    flat.append(dx if i == wrt else np.zeros_like(value))
-            reverse(*flat)
-            return dx.astype(np.float64)
-
-        def products(dirs: list) -> list:
-            return fn(fresh(), [d.astype(primals[wrt].dtype) for d in dirs])[1]
-
-        dtype = "float32" if primals[wrt].dtype == np.float32 else "float64"
-
-        def test() -> Any:
-            reverse.first_call = None  # in the child only: no lock taken there (see _before_fork)
-            reverse.failed = None
-            return _verify.hvp_test(primals[wrt].astype(np.float64), products, gradient,
-                                    fn.spec.width, dtype, _CHECK_SEED, self.name, sig.params[wrt].name)
-
-        self._before_fork()
-
-        done = _verify.run_isolated(test, _verify.timeout())
-        if done.status != "ok":
-            if done.status == "error" and done.value[2]:
-                fn.first_call = self._first_use_hvp_check
-                return
-            why = done.status if done.value is None else \
-                f"{done.status}: {done.value[:2] if done.status == 'error' else done.value}"
-            _verify.count_unchecked()
-            warnings.warn(EnzymeWarning(f"the Hessian-vector product of '{self.name}' could not be "
-                                        f"checked on its first call ({why}). It is used unchecked."),
-                          stacklevel=4)
-            return
-        report = done.value
-        if report.ok:
-            _verify.stats["passed"] += 1
-            return
-        verdict = report.arguments[0].verdict
-        if verdict in _verify.UNDECIDED:
-            _verify.count_unchecked()
-            warnings.warn(EnzymeWarning(f"the Hessian-vector product of '{self.name}' could not be "
-                                        f"checked at this point ({verdict}); it is used unchecked.\n"
-                                        f"{report}"), stacklevel=4)
-            return
-        raise _verify.mismatch_error(report, None)
-
-    def _prebuild_counterpart(self, mode: Mode, kinds: tuple, ret: Any,
-                              width: int) -> threading.Thread | None:
-        """Start building, in another thread, the derivative the first-use
-        check will compare this one with, so that both build at once (a
-        cold first call then costs about one build, not two). The caller
-        joins the thread once its own build is done."""
-        try:
-            spec = resolve_activities(self.signature, mode, kinds, ret, width)
-        except EnzymeError:
-            return None  # the request itself is wrong: the caller will say so
-        if mode.split:
-            return None
-
-        def build_it() -> None:
-            try:
-                with _verify.inside_check():  # no counterpart of the counterpart
-                    self._counterpart(spec)
-            except Exception:  # the check builds it again and reports what is wrong
-                pass
-        thread = threading.Thread(target=build_it, name=f"enzyme-counterpart-{self.name}", daemon=True)
-        thread.start()
-        return thread
-
-    def _counterpart(self, spec: Any) -> DerivativeFunction:
-        """The unbatched entry point of the other mode with the same
-        activities: what a derivative is checked against."""
-        reverse = not spec.reverse
-        kinds = tuple(Const if a.activity == "const" else
-                      (Active if reverse and not a.ctype.is_pointer else Duplicated) for a in spec.args)
-        ret = {"void": None, "const": Const}.get(spec.ret, Active if reverse else Duplicated)
-        if self.signature.ret.kind == "struct":
-            ret = Const  # reverse mode keeps a struct return Const: it is not checked
-        return self.derivative_function(Reverse if reverse else Forward, kinds, ret, 1)
-
-    def _check_point(self, spec: Any, primals: Sequence[Any]) -> _verify.Point:
-        differentiated = [a.activity != "const" for a in spec.args]
-        return _verify.Point(self, primals, differentiated, spec.ret in ("active", "dup", "dupnoneed"),
-                             self.module._global_state())
-
-    def _first_use_check(self, fn: DerivativeFunction | SplitFunctions, args: tuple, seed: Any) -> None:
-        """The dot-product test of a derivative entry point against the other
-        mode, at the arguments of its first call (on copies). Raises
-        DerivativeMismatchError when they disagree and central differences do
-        not side with ``fn``; warns when it cannot decide."""
-        if _verify.verifying():
-            fn.first_call = self._first_use_check  # called by another check: check it on its own later
-            return
-        spec = fn.spec
-        primals, pos = [], 0
-        for a in spec.args:
-            if pos >= len(args):
-                return  # a malformed call: the call itself says what is wrong
-            primals.append(args[pos])
-            pos += 2 if a.has_shadow else 1
-        if pos != len(args):
-            return
-        point = self._check_point(spec, primals)
-        if not point.slots or not point.n_in or not point.n_out:
-            return  # nothing differentiated reaches an output: every derivative is zero
-        other: DerivativeFunction | None
-        try:
-            other = self._counterpart(spec)
-        except EnzymeError:
-            # The other mode does not build (an Enzyme limitation in that
-            # mode): central differences are then the only reference. Only
-            # warning here let a reverse derivative that was 0 through.
-            other = None
-        entry = _verify.SplitAsReverse(fn) if spec.split else fn
-        under_test = "reverse" if spec.reverse else "forward"
-
-        def test() -> tuple:
-            if other is None:
-                return _verify.finite_difference_test(point, entry, under_test, _CHECK_SEED), None
-            # in the child only: no lock taken there (see _before_fork); and a
-            # counterpart refused on its own is still what this one is checked
-            # against (the numbers decide)
-            other.first_call = None
-            other.failed = None
-            fwd, rev = (other, entry) if spec.reverse else (entry, other)
-            return _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
-
-        def unchecked(why: str) -> None:
-            _verify.count_unchecked()
-            warnings.warn(EnzymeWarning(f"the derivative {spec.pattern} of '{self.name}' could not be "
-                                        f"checked on its first call: {why}. It is used unchecked; "
-                                        "enzyme.check(...) tests it on demand."), stacklevel=5)
-
-        self._before_fork()
-        done = _verify.run_isolated(test, _verify.timeout())
-        if done.status == "crashed":
-            def call() -> None:
-                _verify.call_only(point, entry, _CHECK_SEED)
-            alone = _verify.run_isolated(call, _verify.timeout())
-            if alone.status == "crashed":
-                raise DifferentiationError(
-                    f"the derivative {spec.pattern} of '{self.name}' crashed ({alone.value}) when its "
-                    "first-use check called it on copies of these arguments: the call itself would "
-                    "have ended the interpreter. Enzyme's code for this kernel is broken for these "
-                    "arguments (or the kernel reads or writes past an array: give its length "
-                    "contract with ENZYME_LEN or sizes=).", kernel=self.name, pattern=spec.pattern,
-                    code="derivative-crashed", hint="check the arrays' lengths, try the other mode")
-            unchecked(f"the other mode, which it is checked against, crashed ({done.value})")
-            return
-        if done.status == "timeout":
-            unchecked(f"the check took longer than {_verify.timeout():g} s (ENZYME_VERIFY_TIMEOUT)")
-            return
-        if done.status == "error":
-            name, message, about_arguments = done.value
-            fn_rearmed = getattr(fn, "_check_rearmed", 0)
-            if about_arguments and fn_rearmed < 3:
-                # the call itself says what is wrong; check the next one (a few
-                # times: not a fork per call should the check's own inputs be at fault)
-                fn._check_rearmed = fn_rearmed + 1
-                fn.first_call = self._first_use_check
-            else:
-                unchecked(f"{name}: {message.splitlines()[0] if message else ''}")
-            return
-        report, detail = done.value
-        if report.ok:
-            _verify.stats["passed"] += 1
-            if other is not None and other.first_call is not None and other.spec.width == 1:
-                other.first_call = None  # the same test checked it
-            return
-        if other is None and self.module._artifact.extra.get("custom_rules", True):
-            # A custom rule may differ from the primal's differences by design
-            # (an exact derivative of an approximation such as a fast inverse
-            # square root, a straight-through estimator): without the other
-            # mode there is no second opinion on the rule.
-            unchecked("it differs from central differences, and the module has custom derivative "
-                      f"rules, which may differ from them by design\n{report}")
-            return
-        unsure = [a.verdict for a in report.arguments if a.verdict in _verify.UNDECIDED]
-        if detail is not None and not detail.repeatable:
-            report = detail
-        if not report.repeatable or unsure:
-            unchecked(("its outputs change between identical calls (hidden state, I/O or randomness)"
-                       if not report.repeatable else unsure[0]) + f"\n{report}")
-            return
-        raise _verify.mismatch_error(report, detail)
-
-
-_CHECK_SEED = 20261129  # random directions of the checks: the same in every run
-
 
 class Module:
     """A compiled C module: a :class:`Kernel` per external function.
@@ -795,7 +547,7 @@ class GlobalsView(Mapping):
     >>> mod.globals["scale"][...] = 3.0
     >>> mod.f(1.0)
     3.0
-    >>> from enzyme import Active, Reverse
+    >>> from enzyme import Active, Reverse, autodiff
     >>> _ = autodiff(Reverse, mod.f, Active(2.0))
     >>> float(mod.shadows["scale"])
     4.0
@@ -851,6 +603,8 @@ class GlobalsView(Mapping):
 
 
 _modules: dict[tuple[str, str, bool, bool, bool], tuple[build.ModuleArtifact, Module]] = {}
+
+
 _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
 
 
@@ -947,6 +701,71 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
                                "utf-8`).") from None
         inputs.append(build.SourceInput(text, str(file), os.path.abspath(file)))
     return inputs
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """compile()'s options, checked and normalised once (tuples, sorted
+    mappings): what the code generation and the build read, and, being
+    hashable, part of the key of the in-process memo of modules."""
+
+    include_dirs: tuple[str, ...] = ()
+    defines: tuple[str, ...] = ()  # as -D arguments: "NAME" or "NAME=value"
+    flags: tuple[str, ...] = ()
+    libraries: tuple[str, ...] = ()
+    library_dirs: tuple[str, ...] = ()
+    forward_rules: tuple[tuple[str, str], ...] = ()
+    reverse_rules: tuple[tuple[str, tuple[str, str]], ...] = ()
+    inactive: tuple[str, ...] = ()
+    inactive_globals: tuple[str, ...] = ()
+    sizes: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    loose_types: bool = False
+    runtime_activity: bool = False
+    enzyme_flags: tuple[str, ...] = ()
+    native_cpu: bool = True
+    split_long_blocks: bool = True
+    verify: bool = True
+    isolate: bool = False
+
+    @classmethod
+    def from_arguments(cls, *, include_dirs: Any = (), defines: Any = None, flags: Any = (),
+                       libraries: Any = (), library_dirs: Any = (), forward_rules: Any = None,
+                       reverse_rules: Any = None, inactive: Any = (), inactive_globals: Any = (),
+                       sizes: Any = None, loose_types: Any = False, runtime_activity: Any = False,
+                       enzyme_flags: Any = (), native_cpu: Any = True, split_long_blocks: Any = True,
+                       verify: Any = None, isolate: Any = False) -> CompileOptions:
+        """Check and normalise compile()'s keyword arguments (OptionError /
+        OptionTypeError for what cannot be used)."""
+        if verify is None:
+            verify = os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in (
+                "0", "false", "no", "off")
+        forward_rules = dict(forward_rules or {})
+        reverse_rules = dict(reverse_rules or {})
+        # (a name listed twice made two registrations clang rejected)
+        inactive = tuple(dict.fromkeys(_text_list(inactive, "inactive")))
+        inactive_globals = tuple(dict.fromkeys(_text_list(inactive_globals, "inactive_globals")))
+        _check_rules(forward_rules, reverse_rules, inactive, inactive_globals)
+        if sizes is not None and not isinstance(sizes, Mapping):
+            raise OptionTypeError(f"sizes= takes a mapping {{kernel: {{parameter: expression}}}}, "
+                                  f"got {type(sizes).__name__}.")
+        checked_sizes = []
+        for kernel, lengths in (sizes or {}).items():
+            if not isinstance(lengths, Mapping):
+                raise OptionTypeError(f"sizes['{kernel}'] takes a mapping {{parameter: "
+                                      f"expression}}, got {type(lengths).__name__}.")
+            checked_sizes.append((str(kernel), tuple(sorted((str(k), str(v))
+                                                             for k, v in lengths.items()))))
+        return cls(
+            include_dirs=_text_list(include_dirs, "include_dirs"), defines=_define_list(defines),
+            flags=_text_list(flags, "flags"), libraries=_text_list(libraries, "libraries"),
+            library_dirs=_text_list(library_dirs, "library_dirs"),
+            forward_rules=tuple(sorted(forward_rules.items())),
+            reverse_rules=tuple(sorted((fn, tuple(pair)) for fn, pair in reverse_rules.items())),
+            inactive=inactive, inactive_globals=inactive_globals,
+            sizes=tuple(sorted(checked_sizes)), loose_types=bool(loose_types),
+            runtime_activity=bool(runtime_activity),
+            enzyme_flags=_text_list(enzyme_flags, "enzyme_flags"), native_cpu=bool(native_cpu),
+            split_long_blocks=bool(split_long_blocks), verify=bool(verify), isolate=bool(isolate))
 
 
 def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
@@ -1060,28 +879,20 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     # A repeated call with the same arguments, unchanged files and the same
     # environment returns a new handle of the same module after a few stat()
     # calls: closing one handle never closes another's.
-    if verify is None:
-        verify = os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
-    include_dirs = _text_list(include_dirs, "include_dirs")
-    defines = _define_list(defines)
-    flags = _text_list(flags, "flags")
-    libraries = _text_list(libraries, "libraries")
-    library_dirs = _text_list(library_dirs, "library_dirs")
-    enzyme_flags = _text_list(enzyme_flags, "enzyme_flags")
-    # (a name listed twice made two registrations clang rejected)
-    inactive = tuple(dict.fromkeys(_text_list(inactive, "inactive")))
-    inactive_globals = tuple(dict.fromkeys(_text_list(inactive_globals, "inactive_globals")))
-    call_key = _call_key(locals())
+    options = CompileOptions.from_arguments(
+        include_dirs=include_dirs, defines=defines, flags=flags, libraries=libraries,
+        library_dirs=library_dirs, forward_rules=forward_rules, reverse_rules=reverse_rules,
+        inactive=inactive, inactive_globals=inactive_globals, sizes=sizes, loose_types=loose_types,
+        runtime_activity=runtime_activity, enzyme_flags=enzyme_flags, native_cpu=native_cpu,
+        split_long_blocks=split_long_blocks, verify=verify, isolate=isolate)
+    call_key = _call_key(source, path, sources, options, toolchain)
     known = _compile_memo.get(call_key) if call_key is not None else None
     if known is not None and build.headers_unchanged(known._artifact):
         handle = known._new_handle()
         if handle is not None:
             return handle
     while True:
-        module = _compile(source, path, sources, include_dirs, defines, flags, libraries,
-                          library_dirs, forward_rules, reverse_rules, inactive, inactive_globals,
-                          sizes, loose_types, runtime_activity, enzyme_flags, native_cpu,
-                          split_long_blocks, bool(verify), bool(isolate), toolchain)
+        module = _compile(_source_inputs(source, path, sources), options, toolchain)
         if call_key is not None:
             _compile_memo[call_key] = module
         handle = module._new_handle()
@@ -1090,72 +901,59 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
 
 
 _compile_memo: dict[tuple, Module] = {}
+
+
 _ENV = ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT", "ENZYME_CACHE_DIR", "XDG_CACHE_HOME")
 
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable image of compile()'s arguments (mappings and sequences)."""
-    kind = type(value)
-    if kind in _PLAIN:
-        return value
-    if kind is tuple or kind is list:
-        return tuple(_frozen(v) for v in value) if value else ()
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def _call_key(arguments: dict) -> tuple | None:
-    arguments = dict(arguments)
-    source, path, sources = arguments.pop("source"), arguments.pop("path"), arguments.pop("sources")
-    toolchain = arguments.pop("toolchain")
+def _call_key(source: Any, path: Any, sources: Any, options: CompileOptions,
+              toolchain: Any) -> tuple | None:
+    """What makes an identical compile() call: the options, the source text
+    or the files' identities (path, size, mtime, inode), the toolchain, the
+    working directory (relative paths depend on it) and the environment
+    variables that choose tools and the cache."""
     files = []
     if isinstance(source, str) and _names_a_file(source):
         files.append(source.strip())
     if path is not None:
         files.append(path)
-    files += list(sources or ())
+    if sources is not None and not isinstance(sources, (str, bytes, os.PathLike)):
+        files += list(sources)
     try:
         stamps = []
         for file in files:
             st = os.stat(file)
             stamps.append((os.path.abspath(file), st.st_size, st.st_mtime_ns, st.st_ino))
-        stamps = tuple(stamps)
-        # the working directory: relative include_dirs and paths depend on it
-        key = (source if not files else None, stamps, tuple(map(_frozen, arguments.values())),
-               toolchain, os.getcwd(), tuple(os.environ.get(v) for v in _ENV))
+        key = (source if not files else None, tuple(stamps), options, toolchain, os.getcwd(),
+               tuple(os.environ.get(v) for v in _ENV))
         hash(key)
     except (OSError, TypeError):
         return None  # unreadable file or unhashable argument: no shortcut
     return key
 
 
-def _compile(source, path, sources, include_dirs, defines, flags, libraries, library_dirs,
-             forward_rules, reverse_rules, inactive, inactive_globals, sizes, loose_types,
-             runtime_activity, enzyme_flags, native_cpu, split_long_blocks, verify, isolate,
-             toolchain) -> Module:
+def _compile(inputs: list[build.SourceInput], options: CompileOptions,
+             toolchain: _toolchain_stage.Toolchain | None) -> Module:
+    """Build (or load from the disk cache) the module of ``inputs``: the
+    shared state that compile() hands out handles of."""
     tc = _resolve_toolchain(toolchain)
-    inputs = _source_inputs(source, path, sources)
-    args = [f"-I{os.path.abspath(d)}" for d in include_dirs]
-    args += [f"-D{d}" for d in defines]
-    args += [*flags, f"-I{get_include()}"]
-    forward_rules, reverse_rules = dict(forward_rules or {}), dict(reverse_rules or {})
-    rule_functions = _check_rules(forward_rules, reverse_rules, inactive, inactive_globals)
+    args = [f"-I{os.path.abspath(d)}" for d in options.include_dirs]
+    args += [f"-D{d}" for d in options.defines]
+    args += [*options.flags, f"-I{get_include()}"]
+    forward_rules, reverse_rules = dict(options.forward_rules), dict(options.reverse_rules)
+    inactive, inactive_globals = options.inactive, options.inactive_globals
+    rule_functions = {fwd for fwd in forward_rules.values()} | {
+        name for pair in reverse_rules.values() for name in pair}
     if rule_functions or inactive or inactive_globals:
         inputs.append(build.SourceInput(
-            generate_registrations(forward_rules, reverse_rules, tuple(inactive),
-                                   tuple(inactive_globals)), "<enzyme-ffi registrations>"))
+            generate_registrations(forward_rules, reverse_rules, inactive, inactive_globals),
+            "<enzyme-ffi registrations>"))
     link_args = []
-    for directory in library_dirs:
+    for directory in options.library_dirs:
         directory = os.path.abspath(directory)
         link_args += [f"-L{directory}", f"-Wl,-rpath,{directory}"]
-    link_args += [f"-l{lib}" for lib in libraries]
-    if "-fopenmp" in flags:
+    link_args += [f"-l{lib}" for lib in options.libraries]
+    if "-fopenmp" in options.flags:
         link_args.append("-fopenmp")  # clang links its own OpenMP runtime
 
     def describe(paths: list[str]) -> build.ModuleFacts:
@@ -1178,19 +976,19 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
             shadowed_globals=tuple((v.name, v.size) for v in user
                                    if v.active and v.name not in inactive_globals))
 
-    opt_flags = (("-enzyme-loose-types",) if loose_types else ()) + tuple(enzyme_flags)
+    opt_flags = (("-enzyme-loose-types",) if options.loose_types else ()) + options.enzyme_flags
     artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags,
-                                  bool(native_cpu), bool(split_long_blocks))
+                                  options.native_cpu, options.split_long_blocks)
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
-    memo_key = (artifact.key, repr(sorted((k, sorted(v.items())) for k, v in (sizes or {}).items())),
-                bool(runtime_activity), verify, isolate)
+    memo_key = (artifact.key, options.sizes, options.runtime_activity, options.verify,
+                options.isolate)
     known = _modules.get(memo_key)
     if known is not None and known[0] is artifact and not known[1]._closed:
         return known[1]
     signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
     variables = {v["name"]: GlobalVar.from_json(v) for v in artifact.extra.get("globals", ())}
-    for kernel_name, lengths in (sizes or {}).items():
+    for kernel_name, lengths in options.sizes:
         if kernel_name not in signatures:
             raise ContractError(f"sizes: the module defines no function '{kernel_name}'.")
         signatures[kernel_name] = with_lengths(signatures[kernel_name], dict(lengths))
@@ -1199,8 +997,8 @@ def _compile(source, path, sources, include_dirs, defines, flags, libraries, lib
         raise CompileError(f"the derivative rule function(s) {', '.join(missing)} named in "
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
-    module = Module(artifact, tc, signatures, variables, runtime_activity=bool(runtime_activity),
-                    verify=verify, isolate=isolate)
+    module = Module(artifact, tc, signatures, variables, runtime_activity=options.runtime_activity,
+                    verify=options.verify, isolate=options.isolate)
     _modules[memo_key] = (artifact, module)
     return module
 
@@ -1303,233 +1101,6 @@ def _check_rule_targets(census: dict, forward_rules: dict, reverse_rules: dict,
             raise unknown(name, "inactive_globals", variables)
 
 
-def _as_kernel(kernel: Any) -> Kernel:
-    if not isinstance(kernel, Kernel):
-        raise ActivityError(f"expected a kernel such as mod.f, got {type(kernel).__name__}; "
-                            "compile the C code with enzyme.compile and pass mod.<function>.")
-    return kernel
-
-
-def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any = None):
-    """Differentiate a kernel call with Enzyme, with call-site activities.
-
-    Parameters
-    ----------
-    mode : Mode
-        ``Reverse``, ``ReverseWithPrimal``, ``Forward`` or ``ForwardWithPrimal``.
-    kernel : Kernel
-    *args
-        One per C parameter: ``Const(x)``, ``Active(x)`` (reverse, floating
-        scalars), ``Duplicated(x, dx)`` or ``DuplicatedNoNeed(x, dx)``. A bare
-        value means ``Const``. In reverse mode shadows *accumulate* (``+=``);
-        an output array's shadow is its seed and is zeroed by the call.
-    ret : annotation class, optional
-        The return value's activity (default Active in reverse, Duplicated in
-        forward, for floating returns).
-    seed : float, optional
-        The adjoint of an Active return (default 1.0); only for an Active return.
-
-    Returns
-    -------
-    ReverseResult(derivs, primal) or ForwardResult(tangent, primal)
-
-    Examples
-    --------
-    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
-    >>> autodiff(Reverse, mod.f, Active(3.0), Active(5.0)).derivs
-    (6.0, 3.0)
-    """
-    if type(kernel) is not Kernel:
-        kernel = _as_kernel(kernel)
-    # One pass over the annotations: their classes (the derivative's key) and
-    # the flat argument list (each primal followed by its shadow).
-    kinds, flat, width = [], [], 0
-    for a in args:
-        cls = type(a)
-        if cls is Const or cls is Active:
-            flat.append(a.val)
-        elif cls is Duplicated or cls is DuplicatedNoNeed:
-            flat += (a.val, a.dval)
-        elif isinstance(a, BatchDuplicated):
-            if width and a.width != width:
-                raise ActivityError("every BatchDuplicated argument needs the same number of "
-                                    f"shadows; got {width} and {a.width}.")
-            width = a.width
-            flat += (a.val, a.dval)
-        elif isinstance(a, _Annotation):  # a user subclass: treat as its base annotation
-            flat += (a.val, a.dval) if hasattr(a, "dval") else (a.val,)
-        else:
-            cls = Const  # a bare value
-            flat.append(a)
-        kinds.append(cls)
-    if ret is not None:
-        activity_class_of(ret)
-    return kernel.derivative_function(mode, tuple(kinds), ret, width or 1)(*flat, seed=seed)
-
-
-def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
-               width: int = 1) -> DerivativeFunction:
-    """Build one derivative with fixed activities (like Rust's ``#[autodiff]``).
-
-    The result is called with each primal followed by its shadow (for
-    ``Duplicated``/``DuplicatedNoNeed``; a sequence of ``width`` shadows for
-    ``BatchDuplicated``), plus ``seed=`` for an Active return, and returns
-    what :func:`autodiff` returns.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mod = compile("double dot(const double *x, const double *y, int n) {"
-    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s; }")
-    >>> df = derivative(mod.dot, Reverse, Duplicated, Const, Const)
-    >>> x, dx, y = np.ones(3), np.zeros(3), np.arange(3.0)
-    >>> _ = df(x, dx, y, 3)
-    >>> dx
-    array([0., 1., 2.])
-    """
-    kernel = _as_kernel(kernel)
-    kinds = tuple(activity_class_of(a) for a in activities)
-    if ret is not None:
-        activity_class_of(ret)
-    return kernel._bind(kernel.derivative_function(mode, kinds, ret, width))
-
-
-def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
-                   ret: Any = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Split reverse mode: the augmented forward pass and the reverse pass as
-    two functions, with the tape held by Python in between (Enzyme.jl's
-    ``autodiff_thunk``).
-
-    ``forward(*args)`` takes each primal followed by its shadow and returns a
-    :class:`~enzyme.call.Tape` (``tape.primal`` holds the return value with
-    ``ReverseSplitWithPrimal``); ``reverse(tape, seed=1.0)`` runs the reverse
-    pass once, with the seed chosen then, accumulating into the shadows given
-    to ``forward``, and returns a ``ReverseResult``. The arrays given to
-    ``forward`` must stay unchanged until ``reverse`` has run.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mod = compile("double dot(const double *x, const double *y, int n) {"
-    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s; }")
-    >>> from enzyme import ReverseSplitWithPrimal
-    >>> fwd, rev = autodiff_thunk(ReverseSplitWithPrimal, mod.dot, Duplicated, Const, Const)
-    >>> x, dx, y = np.ones(3), np.zeros(3), np.arange(3.0)
-    >>> tape = fwd(x, dx, y, 3)
-    >>> tape.primal
-    3.0
-    >>> _ = rev(tape, seed=2.0)
-    >>> dx
-    array([0., 2., 4.])
-    """
-    kernel = _as_kernel(kernel)
-    if not isinstance(mode, Mode) or not mode.split:
-        raise ActivityError(f"autodiff_thunk takes ReverseSplit or ReverseSplitWithPrimal, not "
-                            f"{mode!r}.")
-    kinds = tuple(activity_class_of(a) for a in activities)
-    if ret is not None:
-        activity_class_of(ret)
-    functions = kernel._bind(kernel.split_functions(mode, kinds, ret))
-    return functions.forward, functions.reverse
-
-
-def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[int, ...], bool]:
-    single = isinstance(argnums, (int, np.integer))
-    nums = (int(argnums),) if single else tuple(int(a) for a in argnums)
-    if not nums:
-        raise ActivityError("argnums is empty")
-    for num in nums:
-        if not -nargs <= num < nargs:
-            raise ActivityError(f"argnums={num} is out of range for a kernel of {nargs} arguments")
-    return tuple(n % nargs for n in nums), single
-
-
-def _scratch(param: Any, value: Any) -> bool:
-    """Whether a helper must give a non-differentiated argument a zero shadow
-    instead of passing it Const: the kernel may write it (a non-const pointer
-    to floating data) and read back what it wrote. Enzyme drops derivatives
-    that flow through Const memory, so a scratch array passed Const made
-    ``grad`` silently zero."""
-    return (param.ctype.is_pointer and not param.ctype.const and param.ctype.carries_derivative
-            and isinstance(value, np.ndarray))
-
-
-def _inactive(kernel: Kernel, args: Sequence[Any]) -> list[Any]:
-    """The annotations of arguments no derivative is asked for: Const, or a
-    zero shadow for what the kernel may write (see :func:`_scratch`)."""
-    return [Duplicated(value, aligned_like(value)) if _scratch(param, value) else Const(value)
-            for param, value in zip(kernel.signature.params, args)]
-
-
-def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
-    sig = kernel.signature
-    if not sig.ret.is_float:
-        raise ActivityError(f"grad needs a kernel returning a floating scalar; '{sig.name}' "
-                            f"returns {sig.ret.spelling}. {_no_scalar_return_fix(sig)}")
-    nums, single = _normalize_argnums(argnums, len(sig.params))
-    if len(args) != len(sig.params):
-        raise ActivityError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} given. "
-                            f"Signature: {sig}")
-    annotations = _inactive(kernel, args)
-    for i in nums:
-        value = args[i]
-        if sig.params[i].ctype.is_pointer:
-            if not isinstance(value, np.ndarray):
-                raise ActivityError(f"argument {i} ('{sig.params[i].name}') is a pointer: pass "
-                                    "a numpy array to differentiate it.")
-            annotations[i] = Duplicated(value, aligned_like(value))
-        else:
-            annotations[i] = Active(value)
-    with kernel.module._wrt_arguments_only():
-        result = autodiff(mode, kernel, *annotations)
-    grads = tuple(result.derivs[i] if isinstance(annotations[i], Active) else annotations[i].dval
-                  for i in nums)
-    return (grads[0] if single else grads), result.primal
-
-
-def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
-    """The gradient of a scalar-returning kernel with respect to ``argnums``.
-
-    Arrays are differentiated with a fresh zero shadow (the result has the
-    array's shape); floating scalars give a float. Other arguments are Const,
-    except arrays the kernel may write (non-const floating pointers), which
-    get a zero shadow so that derivatives flowing through them (a scratch
-    buffer written and read back) are kept.
-
-    Examples
-    --------
-    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
-    >>> grad(mod.f, argnums=(0, 1))(3.0, 5.0)
-    (6.0, 3.0)
-    """
-    kernel = _as_kernel(kernel)
-
-    def gradient(*args: Any) -> Any:
-        return _grad_call(kernel, argnums, args, Reverse)[0]
-
-    gradient.__name__ = f"grad_{kernel.name}"
-    return gradient
-
-
-def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
-    """Like :func:`grad`, returning ``(value, gradient)`` from one reverse pass.
-
-    Examples
-    --------
-    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
-    >>> value_and_grad(mod.f)(3.0, 5.0)
-    (24.0, 6.0)
-    """
-    kernel = _as_kernel(kernel)
-
-    def value_and_gradient(*args: Any) -> tuple[Any, Any]:
-        grads, value = _grad_call(kernel, argnums, args, ReverseWithPrimal)
-        return value, grads
-
-    value_and_gradient.__name__ = f"value_and_grad_{kernel.name}"
-    return value_and_gradient
-
-
 def _param_index(kernel: Kernel, which: int | str, what: str) -> int:
     params = kernel.signature.params
     if isinstance(which, str):
@@ -1542,328 +1113,3 @@ def _param_index(kernel: Kernel, which: int | str, what: str) -> int:
         raise ActivityError(f"{what}={which!r} is not a parameter index of '{kernel.name}' "
                             f"({len(params)} parameters).")
     return int(which) % len(params)
-
-
-def _no_scalar_return_fix(sig: Signature) -> str:
-    if sig.ret.kind == "struct":
-        return ("A struct return has no single gradient: its forward-mode tangent comes from "
-                "autodiff(Forward, ...) (one field per member); for a Jacobian, write the "
-                "results into an array parameter and use jacobian(out=...).")
-    return "Use autodiff with a seeded output shadow, or jacobian(out=...) for an output array."
-
-
-def _returns_float(kernel: Kernel, helper: str) -> None:
-    if not kernel.signature.ret.is_float:
-        raise ActivityError(f"{helper} without out= needs a kernel returning a floating scalar; "
-                            f"'{kernel.name}' returns {kernel.signature.ret.spelling}. "
-                            f"{_no_scalar_return_fix(kernel.signature)}")
-
-
-def _output_array(kernel: Kernel, args: tuple, out: int) -> np.ndarray:
-    param = kernel.signature.params[out]
-    if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.const:
-        raise ActivityError(f"out= must name a non-const floating array parameter that the kernel "
-                            f"writes; '{param.name}' is `{param.ctype.spelling}`.")
-    if not isinstance(args[out], np.ndarray):
-        raise ActivityError(f"out: argument '{param.name}' must be a numpy array.")
-    return args[out]
-
-
-def _wrt_array(kernel: Kernel, args: tuple, wrt: int) -> np.ndarray:
-    param = kernel.signature.params[wrt]
-    if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.is_struct:
-        raise ActivityError(f"wrt must name a floating array parameter here; '{param.name}' is "
-                            f"`{param.ctype.spelling}`.")
-    if not isinstance(args[wrt], np.ndarray):
-        raise ActivityError(f"wrt: argument '{param.name}' must be a numpy array.")
-    return args[wrt]
-
-
-def _check_count(kernel: Kernel, args: tuple) -> None:
-    if len(args) != len(kernel.signature.params):
-        raise ActivityError(f"'{kernel.name}' takes {len(kernel.signature.params)} argument(s), "
-                            f"{len(args)} given. Signature: {kernel.signature}")
-
-
-def _wrt_and_out(kernel: Any, wrt: int | str, out: int | str | None,
-                 helper: str) -> tuple[Kernel, int, int | None]:
-    """The kernel and the parameter indices of ``wrt`` and ``out`` (None: the
-    kernel's scalar return, which must then be floating)."""
-    kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
-    out_index = None if out is None else _param_index(kernel, out, "out")
-    if out_index is None:
-        _returns_float(kernel, helper)
-    return kernel, x_index, out_index
-
-
-def _ret_const(kernel: Kernel) -> Any:
-    return Const if kernel.signature.ret.kind != "void" else None
-
-
-def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
-    """Jacobian-vector product (forward mode): ``f(*args, v) -> (value, tangent)``.
-
-    ``value`` and ``tangent`` are the kernel's return value and its directional
-    derivative along ``v`` (a float for a scalar ``wrt``, an array like it
-    otherwise); with ``out=``, the output array the kernel writes and its tangent.
-
-    Examples
-    --------
-    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
-    >>> jvp(mod.f, wrt=0)(3.0, 5.0, 1.0)
-    (24.0, 6.0)
-    """
-    kernel, x_index, out_index = _wrt_and_out(kernel, wrt, out, "jvp")
-
-    def jvp_call(*args_and_v: Any) -> tuple[Any, Any]:
-        *args, v = args_and_v
-        _check_count(kernel, tuple(args))
-        annotations = _inactive(kernel, args)
-        annotations[x_index] = Duplicated(args[x_index], v)
-        if out_index is None:
-            with kernel.module._wrt_arguments_only():
-                result = autodiff(ForwardWithPrimal, kernel, *annotations)
-            return result.primal, result.tangent
-        y = _output_array(kernel, tuple(args), out_index)
-        tangent = np.zeros_like(y)
-        annotations[out_index] = Duplicated(y, tangent)
-        with kernel.module._wrt_arguments_only():
-            autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
-        return y.copy(), tangent
-    return jvp_call
-
-
-def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
-    """Vector-Jacobian product (reverse mode): ``f(*args, u) -> (value, cotangent)``.
-
-    ``u`` weighs the kernel's return value (a float), or with ``out=`` the
-    output array the kernel writes (an array like it; it is copied, since
-    Enzyme consumes the seed). The cotangent has the shape of argument ``wrt``.
-
-    Examples
-    --------
-    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
-    >>> vjp(mod.f, wrt=1)(3.0, 5.0, 2.0)
-    (24.0, 6.0)
-    """
-    kernel, x_index, out_index = _wrt_and_out(kernel, wrt, out, "vjp")
-
-    def vjp_call(*args_and_u: Any) -> tuple[Any, Any]:
-        *args, u = args_and_u
-        _check_count(kernel, tuple(args))
-        annotations = _inactive(kernel, args)
-        if kernel.signature.params[x_index].ctype.is_pointer:
-            x = _wrt_array(kernel, tuple(args), x_index)
-            annotations[x_index] = Duplicated(x, np.zeros_like(x))
-        else:
-            annotations[x_index] = Active(args[x_index])
-        if out_index is None:
-            with kernel.module._wrt_arguments_only():
-                result = autodiff(ReverseWithPrimal, kernel, *annotations, seed=u)
-            value = result.primal
-        else:
-            y = _output_array(kernel, tuple(args), out_index)
-            seed = np.array(u, dtype=y.dtype, order="C", copy=True)
-            if seed.shape != y.shape:
-                raise ActivityError(f"u has shape {seed.shape}, but the output has shape {y.shape}.")
-            annotations[out_index] = Duplicated(y, seed)
-            with kernel.module._wrt_arguments_only():
-                result = autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel))
-            value = y.copy()
-        adjoint = annotations[x_index]
-        return value, (result.derivs[x_index] if isinstance(adjoint, Active) else adjoint.dval)
-    return vjp_call
-
-
-def _unit_lanes(template: np.ndarray, start: int, width: int) -> np.ndarray:
-    """``width`` arrays shaped like ``template`` holding unit vectors
-    ``e_start, e_start+1, ...`` (zeros past the end: padding lanes)."""
-    lanes = np.zeros((width, template.size), dtype=template.dtype)
-    for lane in range(width):
-        if start + lane < template.size:
-            lanes[lane, start + lane] = 1
-    return lanes.reshape((width, *template.shape))
-
-
-def _check_chunk(chunk: Any) -> None:
-    if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
-        raise ActivityError(f"chunk must be a positive integer, got {chunk!r}.")
-
-
-def _chunk_width(chunk: int, count: int) -> int:
-    """Directions per batched call: the chunk asked for, at most the number
-    of directions there are and at most MAX_WIDTH (Enzyme's batch width
-    here; a larger chunk is the same as MAX_WIDTH)."""
-    return max(1, min(int(chunk), count, MAX_WIDTH))
-
-
-def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
-             mode: Mode | None = None, chunk: int = 8) -> Callable[..., np.ndarray]:
-    """The Jacobian of an output array (``out=``) with respect to array ``wrt``.
-
-    Computed ``chunk`` columns at a time with batched forward mode, or
-    ``chunk`` rows at a time with batched reverse mode (at most 64 per call,
-    Enzyme's batch width here) when there are fewer
-    outputs than inputs; ``mode=Forward``/``Reverse`` forces the choice.
-    Without ``out=`` the kernel's scalar return is differentiated (the
-    gradient). The result has shape ``out.shape + x.shape``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mod = compile("void sq(const double *x, double *y, int n) {"
-    ...               " for (int i = 0; i < n; i++) y[i] = x[i] * x[i]; }")
-    >>> jacobian(mod.sq, wrt=0, out=1)(np.arange(3.0), np.zeros(3), 3)
-    array([[0., 0., 0.],
-           [0., 2., 0.],
-           [0., 0., 4.]])
-    """
-    kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
-    if out is None:
-        _returns_float(kernel, "jacobian")
-        return grad(kernel, argnums=x_index)
-    out_index = _param_index(kernel, out, "out")
-    if mode not in (None, Forward, Reverse):
-        raise ActivityError("jacobian's mode= is Forward, Reverse or None (automatic).")
-    _check_chunk(chunk)
-
-    def jacobian_call(*args: Any) -> np.ndarray:
-        _check_count(kernel, args)
-        x, y = _wrt_array(kernel, args, x_index), _output_array(kernel, args, out_index)
-        n, m = x.size, y.size
-        use_forward = mode is Forward or (mode is None and n <= m)
-        jac = np.zeros((m, n), dtype=y.dtype)
-        annotations = _inactive(kernel, args)
-        with kernel.module._wrt_arguments_only():
-            _jacobian_chunks(kernel, annotations, x_index, out_index, x, y, jac, use_forward, chunk)
-        return jac.reshape((*y.shape, *x.shape))
-    return jacobian_call
-
-
-def _writable_arrays(kernel: Kernel, args: Sequence[Any]) -> Callable[[], None]:
-    """A function that puts back what the arrays the kernel may write (its
-    non-const pointer arguments) hold now: a helper that calls a kernel
-    several times (a chunk at a time) must evaluate every chunk at the same
-    point, also when the kernel updates an array in place."""
-    saved = [(value, value.copy()) for param, value in zip(kernel.signature.params, args)
-             if param.ctype.is_pointer and not param.ctype.const and isinstance(value, np.ndarray)]
-
-    def restore() -> None:
-        for value, old in saved:
-            value[...] = old
-    return restore
-
-
-def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index: int,
-                     x: np.ndarray, y: np.ndarray, jac: np.ndarray, use_forward: bool,
-                     chunk: int) -> None:
-    """Fill ``jac`` (m x n) chunk by chunk: batched forward columns or
-    batched reverse rows."""
-    n, m = x.size, y.size
-    mode = Forward if use_forward else Reverse
-    width = _chunk_width(chunk, n if use_forward else m)
-    if width > 1 and kernel.module._shadowed:
-        # A derivative that involves a global's shadow cannot be batched (one
-        # shadow per global, not per lane): then one direction per call.
-        kinds = tuple(Duplicated if i in (x_index, out_index) else type(a) for i, a in enumerate(annotations))
-        single = kernel.derivative_function(mode, kinds, _ret_const(kernel), 1)
-        if kernel.module._shadows_used_by(single.so_path):
-            width = 1
-
-    def lanes(value: np.ndarray, shadows: np.ndarray) -> Any:
-        return Duplicated(value, shadows[0]) if width == 1 else BatchDuplicated(value, shadows)
-
-    restore = _writable_arrays(kernel, [a.val for a in annotations])
-    scratch = [i for i, a in enumerate(annotations)
-               if isinstance(a, Duplicated) and i not in (x_index, out_index)]
-    for start in range(0, n if use_forward else m, width):
-        if start:
-            restore()  # every chunk starts from the point the Jacobian is taken at
-        for i in scratch:
-            value = annotations[i].val
-            annotations[i] = lanes(value, np.zeros((width, *value.shape), dtype=value.dtype))
-        if x_index == out_index:
-            # An array updated in place: one shadow is the seed on entry
-            # and the result on exit (the output's tangent in forward mode,
-            # the input's adjoint in reverse mode).
-            tangents = adjoints = _unit_lanes(x, start, width)
-            annotations[x_index] = lanes(x, tangents)
-        elif use_forward:
-            tangents = np.zeros((width, *y.shape), dtype=y.dtype)
-            annotations[x_index] = lanes(x, _unit_lanes(x, start, width))
-            annotations[out_index] = lanes(y, tangents)
-        else:
-            adjoints = np.zeros((width, *x.shape), dtype=x.dtype)
-            annotations[x_index] = lanes(x, adjoints)
-            annotations[out_index] = lanes(y, _unit_lanes(y, start, width))
-        autodiff(mode, kernel, *annotations, ret=_ret_const(kernel))
-        if use_forward:
-            cols = min(width, n - start)
-            jac[:, start:start + cols] = tangents.reshape(width, m)[:cols].T
-        else:
-            rows = min(width, m - start)
-            jac[start:start + rows, :] = adjoints.reshape(width, n)[:rows]
-
-
-def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:
-    """Hessian-vector product ``f(*args, v) -> H v`` by forward-over-reverse.
-
-    One call costs a small multiple of one gradient (Enzyme differentiates a
-    generated C gradient function in forward mode), never ``n`` gradients.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mod = compile("double cube(const double *x, int n) {"
-    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i]*x[i]*x[i]; return s; }")
-    >>> hvp(mod.cube)(np.array([1.0, 2.0]), 2, np.array([1.0, 1.0]))
-    array([ 6., 12.])
-    """
-    kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
-
-    def hvp_call(*args_and_v: Any) -> np.ndarray:
-        *args, v = args_and_v
-        _check_count(kernel, tuple(args))
-        return kernel.hvp_function(x_index, 1)(args, (v,))[1][0]
-    return hvp_call
-
-
-def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[..., np.ndarray]:
-    """The Hessian of a scalar-returning kernel with respect to an array argument.
-
-    Built ``chunk`` columns at a time from batched Hessian-vector products
-    (forward over reverse; at most 64 per call, Enzyme's batch width here).
-    The result has shape ``x.shape + x.shape``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mod = compile("double cube(const double *x, int n) {"
-    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i]*x[i]*x[i]; return s; }")
-    >>> hessian(mod.cube)(np.array([1.0, 2.0]), 2)
-    array([[ 6.,  0.],
-           [ 0., 12.]])
-    """
-    kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
-    _check_chunk(chunk)
-
-    def hessian_call(*args: Any) -> np.ndarray:
-        _check_count(kernel, args)
-        x = _wrt_array(kernel, args, x_index)
-        n = x.size
-        width = _chunk_width(chunk, n)
-        fn = kernel.hvp_function(x_index, width)
-        hess = np.zeros((n, n), dtype=x.dtype)
-        restore = _writable_arrays(kernel, args)
-        for start in range(0, n, width):
-            if start:
-                restore()
-            _, products = fn(args, _unit_lanes(x, start, width))
-            for lane in range(min(width, n - start)):
-                hess[:, start + lane] = products[lane].ravel()
-        return hess.reshape((*x.shape, *x.shape))
-    return hessian_call

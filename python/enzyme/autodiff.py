@@ -1,0 +1,161 @@
+"""The core of differentiation: autodiff with call-site activities, and
+derivative / autodiff_thunk with fixed ones (built once, called many
+times)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .activity import (
+    Active,
+    BatchDuplicated,
+    Const,
+    Duplicated,
+    DuplicatedNoNeed,
+    Mode,
+    activity_class_of,
+)
+from .activity import Annotation as _Annotation
+from .call import (
+    DerivativeFunction,
+)
+from .errors import (
+    ActivityError,
+)
+from .module import Kernel
+
+__all__ = ["autodiff", "derivative", "autodiff_thunk"]
+
+
+def _as_kernel(kernel: Any) -> Kernel:
+    if not isinstance(kernel, Kernel):
+        raise ActivityError(f"expected a kernel such as mod.f, got {type(kernel).__name__}; "
+                            "compile the C code with enzyme.compile and pass mod.<function>.")
+    return kernel
+
+
+def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any = None):
+    """Differentiate a kernel call with Enzyme, with call-site activities.
+
+    Parameters
+    ----------
+    mode : Mode
+        ``Reverse``, ``ReverseWithPrimal``, ``Forward`` or ``ForwardWithPrimal``.
+    kernel : Kernel
+    *args
+        One per C parameter: ``Const(x)``, ``Active(x)`` (reverse, floating
+        scalars), ``Duplicated(x, dx)`` or ``DuplicatedNoNeed(x, dx)``. A bare
+        value means ``Const``. In reverse mode shadows *accumulate* (``+=``);
+        an output array's shadow is its seed and is zeroed by the call.
+    ret : annotation class, optional
+        The return value's activity (default Active in reverse, Duplicated in
+        forward, for floating returns).
+    seed : float, optional
+        The adjoint of an Active return (default 1.0); only for an Active return.
+
+    Returns
+    -------
+    ReverseResult(derivs, primal) or ForwardResult(tangent, primal)
+
+    Examples
+    --------
+    >>> from enzyme import *
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> autodiff(Reverse, mod.f, Active(3.0), Active(5.0)).derivs
+    (6.0, 3.0)
+    """
+    if type(kernel) is not Kernel:
+        kernel = _as_kernel(kernel)
+    # One pass over the annotations: their classes (the derivative's key) and
+    # the flat argument list (each primal followed by its shadow).
+    kinds, flat, width = [], [], 0
+    for a in args:
+        cls = type(a)
+        if cls is Const or cls is Active:
+            flat.append(a.val)
+        elif cls is Duplicated or cls is DuplicatedNoNeed:
+            flat += (a.val, a.dval)
+        elif isinstance(a, BatchDuplicated):
+            if width and a.width != width:
+                raise ActivityError("every BatchDuplicated argument needs the same number of "
+                                    f"shadows; got {width} and {a.width}.")
+            width = a.width
+            flat += (a.val, a.dval)
+        elif isinstance(a, _Annotation):  # a user subclass: treat as its base annotation
+            flat += (a.val, a.dval) if hasattr(a, "dval") else (a.val,)
+        else:
+            cls = Const  # a bare value
+            flat.append(a)
+        kinds.append(cls)
+    if ret is not None:
+        activity_class_of(ret)
+    return kernel.derivative_function(mode, tuple(kinds), ret, width or 1)(*flat, seed=seed)
+
+
+def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
+               width: int = 1) -> DerivativeFunction:
+    """Build one derivative with fixed activities (like Rust's ``#[autodiff]``).
+
+    The result is called with each primal followed by its shadow (for
+    ``Duplicated``/``DuplicatedNoNeed``; a sequence of ``width`` shadows for
+    ``BatchDuplicated``), plus ``seed=`` for an Active return, and returns
+    what :func:`autodiff` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from enzyme import *
+    >>> mod = compile("double dot(const double *x, const double *y, int n) {"
+    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s; }")
+    >>> df = derivative(mod.dot, Reverse, Duplicated, Const, Const)
+    >>> x, dx, y = np.ones(3), np.zeros(3), np.arange(3.0)
+    >>> _ = df(x, dx, y, 3)
+    >>> dx
+    array([0., 1., 2.])
+    """
+    kernel = _as_kernel(kernel)
+    kinds = tuple(activity_class_of(a) for a in activities)
+    if ret is not None:
+        activity_class_of(ret)
+    return kernel._bind(kernel.derivative_function(mode, kinds, ret, width))
+
+
+def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
+                   ret: Any = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Split reverse mode: the augmented forward pass and the reverse pass as
+    two functions, with the tape held by Python in between (Enzyme.jl's
+    ``autodiff_thunk``).
+
+    ``forward(*args)`` takes each primal followed by its shadow and returns a
+    :class:`~enzyme.call.Tape` (``tape.primal`` holds the return value with
+    ``ReverseSplitWithPrimal``); ``reverse(tape, seed=1.0)`` runs the reverse
+    pass once, with the seed chosen then, accumulating into the shadows given
+    to ``forward``, and returns a ``ReverseResult``. The arrays given to
+    ``forward`` must stay unchanged until ``reverse`` has run.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from enzyme import *
+    >>> mod = compile("double dot(const double *x, const double *y, int n) {"
+    ...               " double s = 0; for (int i = 0; i < n; i++) s += x[i] * y[i]; return s; }")
+    >>> from enzyme import ReverseSplitWithPrimal
+    >>> fwd, rev = autodiff_thunk(ReverseSplitWithPrimal, mod.dot, Duplicated, Const, Const)
+    >>> x, dx, y = np.ones(3), np.zeros(3), np.arange(3.0)
+    >>> tape = fwd(x, dx, y, 3)
+    >>> tape.primal
+    3.0
+    >>> _ = rev(tape, seed=2.0)
+    >>> dx
+    array([0., 2., 4.])
+    """
+    kernel = _as_kernel(kernel)
+    if not isinstance(mode, Mode) or not mode.split:
+        raise ActivityError(f"autodiff_thunk takes ReverseSplit or ReverseSplitWithPrimal, not "
+                            f"{mode!r}.")
+    kinds = tuple(activity_class_of(a) for a in activities)
+    if ret is not None:
+        activity_class_of(ret)
+    functions = kernel._bind(kernel.split_functions(mode, kinds, ret))
+    return functions.forward, functions.reverse
