@@ -255,15 +255,21 @@ def release_owner(owner: int) -> int:
     return closed
 
 
+def _target(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
+            c_decls: Sequence[str], what: str, isolate: bool) -> Any:
+    """What a call runs: the entry point itself, or (isolate) its stand-in
+    that runs it in the worker process."""
+    if not isolate:
+        return fn
+    return IsolatedEntry(so_path, cdef, name, writable_params(c_decls), what, library.ffi, fn)
+
+
 def _invoker(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
              c_decls: Sequence[str], what: str, isolate: bool) -> Callable[..., Any]:
     """How a callable calls its entry point: in this process, or (isolate)
     in the worker process; either way through the library's gate."""
-    direct = functools.partial(library.call, fn)
-    if not isolate:
-        return direct
-    entry = IsolatedEntry(so_path, cdef, name, writable_params(c_decls), what, library.ffi, fn)
-    return functools.partial(library.call, entry)
+    return functools.partial(library.call,
+                             _target(library, fn, so_path, cdef, name, c_decls, what, isolate))
 
 
 def _closed(library: LoadedLibrary) -> EnzymeError:
@@ -388,7 +394,7 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
     def convert(value: Any) -> Any:
         if type(value) is not np.ndarray:
             if isinstance(value, np.ndarray):
-                value = value.view(np.ndarray)
+                value = np.ndarray.view(value, np.ndarray)  # (not an overridable method)
             else:
                 raise type_error(f"{what} must be a numpy array of dtype {dtype} (C "
                                  f"`{ctype.spelling}`), got {_describe(value)}. Convert it with "
@@ -504,10 +510,12 @@ class PrimalFunction:
                  owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
         self.signature = signature
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
-        self._invoke = _invoker(self._library, self._fn, so_path, cdef, entry or signature.name,
-                                [p.ctype.c_decl for p in signature.params] + (["void *out"] if entry
-                                                                              else []),
-                                f"the kernel '{signature.name}'", isolate)
+        # (the gate is entered inline below: the primal call is the hot one)
+        self._gate = self._library.gate
+        self._target = _target(self._library, self._fn, so_path, cdef, entry or signature.name,
+                               [p.ctype.c_decl for p in signature.params] + (["void *out"] if entry
+                                                                             else []),
+                               f"the kernel '{signature.name}'", isolate)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
         self._convert = _primal_converters(self._ffi, signature)
         self._nargs = len(self._convert)
@@ -517,16 +525,22 @@ class PrimalFunction:
         if len(args) != self._nargs:
             raise ArgumentTypeError(f"{self.signature.name} takes {self._nargs} argument(s), "
                                     f"{len(args)} given. Signature: {self.signature}")
-        args = _plain_all(args)
         converted = [conv(a) for conv, a in zip(self._convert, args)]
-        if self._lengths:
+        if self._lengths:  # (the converters already see a subclass's real buffer)
+            args = _plain_all(args)
             _check_lengths(self._lengths, args, converted, self.signature.name)
-        if self._out is None:
-            return self._invoke(*converted)
-        allocate, read = self._out
-        cell = allocate()
-        self._invoke(*converted, cell)
-        return read(cell)
+        out = self._out
+        if out is not None:
+            cell = out[0]()
+            converted.append(cell)
+        gate = self._gate
+        if not gate.enter():
+            raise _closed(self._library)
+        try:
+            result = self._target(*converted)
+        finally:
+            gate.leave()
+        return result if out is None else out[1](cell)
 
 
 def _primal_converters(ffi: cffi.FFI, signature: Signature) -> list[Callable[[Any], Any]]:
