@@ -489,12 +489,7 @@ class Module:
             if home._open_handles:
                 return  # another compile() of the same code still uses it
             home._closed = True
-        for key, (_, module) in list(_modules.items()):
-            if module is home:
-                del _modules[key]
-        for key, module in list(_compile_memo.items()):
-            if module is home:
-                del _compile_memo[key]
+        _known.forget(home)
         release_owner(home._owner)
 
     def __enter__(self) -> Module:
@@ -602,7 +597,44 @@ class GlobalsView(Mapping):
         return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
 
 
-_modules: dict[tuple[str, str, bool, bool, bool], tuple[build.ModuleArtifact, Module]] = {}
+class _KnownModules:
+    """The in-process memo of modules (their shared state), found by an
+    identical compile() call (a few stat() calls) or, after the build stage
+    found the artifact, by the artifact and the options that change checks
+    but not code. :meth:`forget` is the one place a module is dropped; the
+    loaded libraries and built derivatives live with the module itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_call: dict[tuple, Module] = {}
+        self._by_artifact: dict[tuple, tuple[build.ModuleArtifact, Module]] = {}
+
+    def for_call(self, key: tuple | None) -> Module | None:
+        return self._by_call.get(key) if key is not None else None
+
+    def for_artifact(self, key: tuple, artifact: build.ModuleArtifact) -> Module | None:
+        known = self._by_artifact.get(key)
+        if known is not None and known[0] is artifact and not known[1]._closed:
+            return known[1]
+        return None
+
+    def remember(self, module: Module, call_key: tuple | None = None,
+                 artifact_key: tuple | None = None) -> None:
+        with self._lock:
+            if call_key is not None:
+                self._by_call[call_key] = module
+            if artifact_key is not None:
+                self._by_artifact[artifact_key] = (module._artifact, module)
+
+    def forget(self, module: Module) -> None:
+        with self._lock:
+            for key in [k for k, m in self._by_call.items() if m is module]:
+                del self._by_call[key]
+            for key in [k for k, (_, m) in self._by_artifact.items() if m is module]:
+                del self._by_artifact[key]
+
+
+_known = _KnownModules()
 
 
 _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
@@ -886,21 +918,19 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         runtime_activity=runtime_activity, enzyme_flags=enzyme_flags, native_cpu=native_cpu,
         split_long_blocks=split_long_blocks, verify=verify, isolate=isolate)
     call_key = _call_key(source, path, sources, options, toolchain)
-    known = _compile_memo.get(call_key) if call_key is not None else None
+    known = _known.for_call(call_key)
     if known is not None and build.headers_unchanged(known._artifact):
         handle = known._new_handle()
         if handle is not None:
             return handle
     while True:
         module = _compile(_source_inputs(source, path, sources), options, toolchain)
-        if call_key is not None:
-            _compile_memo[call_key] = module
+        _known.remember(module, call_key=call_key)
         handle = module._new_handle()
         if handle is not None:  # else its last handle was closed meanwhile: load it again
             return handle
 
 
-_compile_memo: dict[tuple, Module] = {}
 
 
 _ENV = ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT", "ENZYME_CACHE_DIR", "XDG_CACHE_HOME")
@@ -983,9 +1013,9 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
     # is another Module.
     memo_key = (artifact.key, options.sizes, options.runtime_activity, options.verify,
                 options.isolate)
-    known = _modules.get(memo_key)
-    if known is not None and known[0] is artifact and not known[1]._closed:
-        return known[1]
+    known = _known.for_artifact(memo_key, artifact)
+    if known is not None:
+        return known
     signatures = {s["name"]: Signature.from_json(s) for s in artifact.extra["signatures"]}
     variables = {v["name"]: GlobalVar.from_json(v) for v in artifact.extra.get("globals", ())}
     for kernel_name, lengths in options.sizes:
@@ -999,7 +1029,7 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
                            "in the sources.")
     module = Module(artifact, tc, signatures, variables, runtime_activity=options.runtime_activity,
                     verify=options.verify, isolate=options.isolate)
-    _modules[memo_key] = (artifact, module)
+    _known.remember(module, artifact_key=memo_key)
     return module
 
 
