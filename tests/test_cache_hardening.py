@@ -390,6 +390,21 @@ def test_cleared_cache_with_shared_globals(tc, own_cache, tmp_path):
 
 # ---- 10. the signature parser: memory bound and its own timeout message ------
 
+def test_a_hard_memory_limit_below_the_parsers_bound(tc, tmp_path):
+    """Under `ulimit -v` (a hard limit) below the parser's 4 GiB bound, every
+    compile failed: the worker tried to raise the hard limit."""
+    code = """
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3900 << 20, 3900 << 20))
+    import enzyme
+    mod = enzyme.compile("double hard_limit_k(double x) { return x * x; }")
+    print(mod.hard_limit_k(3.0), enzyme.grad(mod.hard_limit_k)(3.0))
+    """
+    done = _child(code, tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["9.0", "6.0"]
+
+
 def test_parser_memory_is_bounded(tc, tmp_path):
     """`#include </dev/zero>` made libclang grow until the timeout. The
     child's own limit (2 GiB) only keeps a regression from eating the

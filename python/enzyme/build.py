@@ -311,7 +311,13 @@ def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.Complet
         # The bound is set by the worker itself, first thing: preexec_fn is
         # unsafe here (the parse runs in a thread while clang is started).
         memory = _parse_memory_limit()
-        cmd[-1] = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n"
+        # Only the soft limit, and never above a hard limit the user set
+        # (ulimit -v): raising it is not allowed and failed every parse.
+        cmd[-1] = ("import resource\n"
+                   "_soft, _hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+                   f"_want = {memory} if _hard == resource.RLIM_INFINITY else min({memory}, _hard)\n"
+                   "if _soft == resource.RLIM_INFINITY or _soft > _want:\n"
+                   "    resource.setrlimit(resource.RLIMIT_AS, (_want, _hard))\n"
                    + cmd[-1])
     with _runs_lock:
         subprocess_runs += 1

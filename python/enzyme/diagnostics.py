@@ -44,8 +44,10 @@ CATALOGUE: tuple[Failure, ...] = (
     _entry("openmp-forward", r"visitOMPCall.*found_ow",
            "forward mode of an OpenMP parallel region, which this Enzyme version cannot "
            "differentiate (it asserts; reverse mode of the same `parallel for` works)",
-           "use reverse mode for this kernel (grad, vjp, jacobian(mode=Reverse)), or compile a "
-           "copy of the source without -fopenmp for forward-mode derivatives"),
+           "use reverse mode for this kernel (grad, vjp, jacobian(mode=Reverse)), with "
+           "`#pragma clang loop unroll(disable)` right after the `omp parallel for` (without it "
+           "reverse mode asserts too), or compile a copy of the source without -fopenmp for "
+           "forward-mode derivatives"),
     _entry("openmp-reduction", r"unhandled openmp function:.*__kmpc_(reduce|end_reduce)",
            "an OpenMP reduction clause, which this Enzyme version cannot differentiate",
            "write the loop as `#pragma omp parallel for` into an array of partial results, with "
