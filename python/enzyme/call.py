@@ -35,8 +35,9 @@ from .errors import (
     ShadowValueError,
     UnsupportedSignatureError,
 )
+from .params import Role, declares_writable, fast_plan_specs, slots_of
 from .signature import ContractValueError, CType, Signature, length_contracts
-from .worker import IsolatedEntry, writable_params
+from .worker import IsolatedEntry
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
     from .activity import DerivativeSpec, HvpSpec
@@ -261,7 +262,8 @@ def _target(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
     that runs it in the worker process."""
     if not isolate:
         return fn
-    return IsolatedEntry(so_path, cdef, name, writable_params(c_decls), what, library.ffi, fn)
+    return IsolatedEntry(so_path, cdef, name, tuple(map(declares_writable, c_decls)), what,
+                         library.ffi, fn)
 
 
 def _invoker(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
@@ -601,11 +603,6 @@ def _check_no_overlap(ffi: cffi.FFI, entries: Sequence[tuple[Any, bool, str]]) -
                             "or rows of np.zeros((W, *x.shape)) for batched shadows).")
 
 
-# Buffer-protocol format characters numpy uses for each element type.
-_FORMATS = {"float64": "d", "float32": "f", "int8": "b", "uint8": "B", "int16": "h",
-            "uint16": "H", "int32": "i", "uint32": "I", "int64": "lq", "uint64": "LQ"}
-_VALUES = {"float64": 0, "float32": 1, "int8": 2, "int16": 3, "int32": 4, "int64": 5,
-           "uint8": 3, "uint16": 4, "uint32": 5}
 
 
 if _fastcall is not None and os.environ.get("ENZYME_NO_MALLOC_TUNING", "") != "1":
@@ -623,37 +620,17 @@ def fast_path_enabled() -> bool:
 def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
     """A C Plan doing this derivative's checks and call, or None when the
     call plan has something only the Python path handles (batches, length
-    contracts, structs, bools, unsigned 64-bit scalars, non-float results)."""
+    contracts, and what :func:`params.fast_plan_specs` refuses)."""
     if not fast_path_enabled() or fn._batched or fn._lengths:
         return None
-    specs = []
-    for param in wrapper.params:
-        ctype = param.ctype
-        if param.role in ("primal", "shadow"):
-            if ctype.is_pointer:
-                if ctype.dtype not in _FORMATS:
-                    return None
-                writable = (not ctype.const) if param.role == "primal" else (
-                    fn.spec.reverse or not ctype.const)
-                specs.append((0, 0, _FORMATS[ctype.dtype], np.dtype(ctype.dtype).itemsize,
-                              int(writable), 0, 0))
-            elif ctype.is_float:
-                specs.append((1, _VALUES[ctype.dtype], "", 0, 0, 0, 0))
-            elif ctype.dtype in _VALUES:
-                info = np.iinfo(ctype.dtype)
-                specs.append((2, _VALUES[ctype.dtype], "", 0, 0, int(info.min), int(info.max)))
-            else:
-                return None
-    seeds = [p for p in wrapper.params if p.role == "seed"]
-    outs = [p for p in wrapper.params if p.role.endswith("_out")]
-    if any(p.ctype.dtype not in ("float64", "float32") for p in seeds + outs):
+    planned = fast_plan_specs(fn._slots)
+    if planned is None:
         return None
+    specs, nseeds, seed_value, outs = planned
     address = int(fn._ffi.cast("uintptr_t", getattr(fn._library.lib, wrapper.packed_entry)))
     try:
-        return _fastcall.Plan(address, fn._library.gate, np.ndarray, tuple(specs),
-                              tuple((p, s) for p, s, _ in fn._pairs), len(seeds),
-                              _VALUES[seeds[0].ctype.dtype] if seeds else 0,
-                              tuple(_VALUES[p.ctype.dtype] for p in outs))
+        return _fastcall.Plan(address, fn._library.gate, np.ndarray, specs,
+                              tuple((p, s) for p, s, _ in fn._pairs), nseeds, seed_value, outs)
     except ValueError:  # more arguments than the fast path has slots for
         return None
 
@@ -733,34 +710,36 @@ class DerivativeFunction(_CheckedOnce):
         self._has_seed = False
         self._seed_convert = None
         position: dict[int, int] = {}
-        for param in wrapper.params:
-            name = sig.params[param.arg].name if param.arg >= 0 else "return"
-            if param.role == "primal":
-                position[param.arg] = len(self._convert)
-                writable = param.ctype.is_pointer and not param.ctype.const
-                if param.ctype.is_pointer:
-                    self._buffers.append((len(self._convert), writable, f"argument '{name}'"))
+        # Every check below reads what a slot may be from the one model
+        # (params.Slot), as the C fast path's plan does.
+        self._slots = slots_of(wrapper.params)
+        for slot in self._slots:
+            name = sig.params[slot.arg].name if slot.arg >= 0 else "return"
+            if slot.role is Role.PRIMAL:
+                position[slot.arg] = len(self._convert)
+                if slot.pointer:
+                    self._buffers.append((len(self._convert), slot.writable, f"argument '{name}'"))
                 self._convert.append(_param_converter(
-                    ffi, param.ctype, f"argument '{name}' of {sig.name}", writable, shadow=False))
+                    ffi, slot.ctype, f"argument '{name}' of {sig.name}", slot.writable,
+                    shadow=False))
                 self._group.append("")
-            elif param.role == "shadow":
-                if param.lane:
+            elif slot.role is Role.SHADOW:
+                if slot.lane:
                     continue  # one flat argument holds all lanes
-                if param.ctype.is_pointer:
-                    writable = spec.reverse or not param.ctype.const
-                    self._pairs.append((position[param.arg], len(self._convert), name))
-                    self._buffers.append((len(self._convert), writable, f"the shadow of '{name}'"))
-                else:
-                    writable = False
+                if slot.pointer:
+                    self._pairs.append((position[slot.arg], len(self._convert), name))
+                    self._buffers.append((len(self._convert), slot.writable,
+                                          f"the shadow of '{name}'"))
                 self._convert.append(_param_converter(
-                    ffi, param.ctype, f"the shadow of '{name}' in {sig.name}", writable, shadow=True))
+                    ffi, slot.ctype, f"the shadow of '{name}' in {sig.name}", slot.writable,
+                    shadow=True))
                 self._group.append(f"the shadows of '{name}'" if self._batched else "")
-            elif param.role == "seed":
-                if not param.lane:
+            elif slot.role is Role.SEED:
+                if not slot.lane:
                     self._has_seed = True
-                    self._seed_convert = _scalar_converter(param.ctype, "seed", ArgumentTypeError)
+                    self._seed_convert = _scalar_converter(slot.ctype, "seed", ArgumentTypeError)
             else:
-                self._outputs.append((*_out_cell(ffi, param.ctype), param.role, param.arg))
+                self._outputs.append((*_out_cell(ffi, slot.ctype), slot.role.value, slot.arg))
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._lengths = _length_plan(sig, position)

@@ -32,15 +32,9 @@ import cffi
 
 from .errors import EnzymeError, KernelCrashError
 
-__all__ = ["IsolatedEntry", "writable_params"]
+__all__ = ["IsolatedEntry"]
 
 _ALIGN = 64  # each buffer starts on a cache line (and any vector alignment)
-
-
-def writable_params(c_decls: Sequence[str]) -> tuple[bool, ...]:
-    """Which parameters of a C declaration an entry point may write: its
-    non-const pointers."""
-    return tuple("*" in decl and not decl.lstrip().startswith("const") for decl in c_decls)
 
 
 def _send(sock: socket.socket, obj: Any) -> None:
