@@ -143,3 +143,25 @@ def test_fast_plan_equals_the_model_for_every_generated_pattern():
 def test_writability_is_read_from_the_declaration(decl, writable):
     from enzyme.params import declares_writable
     assert declares_writable(decl) is writable
+
+
+def test_split_mode_slots_follow_the_same_rules():
+    from enzyme.activity import ReverseSplit
+    from enzyme.codegen import generate_split
+    checked = 0
+    for sig, mode, kinds, width in CASES:
+        if mode is not Reverse or width != 1:
+            continue
+        try:
+            spec = resolve_activities(sig, ReverseSplit, kinds, None, 1)
+        except EnzymeError:
+            continue
+        split = generate_split(spec, 64)
+        for slot in slots_of(split.params):
+            if slot.role is Role.PRIMAL:
+                assert slot.writable == (slot.ctype.is_pointer and not slot.ctype.const)
+            elif slot.role is Role.SHADOW:
+                assert slot.writable  # reverse mode accumulates into every shadow
+            assert slot.decl in split.cdef
+        checked += 1
+    assert checked > 100

@@ -1006,29 +1006,28 @@ class SplitFunctions(_CheckedOnce):
         # for an Active scalar's value, or ("zero", None) for a zeroed cell.
         self._plan: list[tuple[str, Any, str, str, int]] = []
         position: dict[int, int] = {}
-        for param in split.params:
-            name = sig.params[param.arg].name if param.arg >= 0 else "return"
-            base = param.ctype.base
-            if param.role in ("primal", "shadow"):
-                shadow = param.role == "shadow"
+        for slot in slots_of(split.params):  # (writability from the one model, see params)
+            name = sig.params[slot.arg].name if slot.arg >= 0 else "return"
+            base, role = slot.ctype.base, slot.role.value
+            if slot.role in (Role.PRIMAL, Role.SHADOW):
+                shadow = slot.role is Role.SHADOW
                 if shadow:
-                    self._pairs.append((position[param.arg], len(self._convert), name))
+                    self._pairs.append((position[slot.arg], len(self._convert), name))
                 else:
-                    position[param.arg] = len(self._convert)
+                    position[slot.arg] = len(self._convert)
                 what = f"the shadow of '{name}'" if shadow else f"argument '{name}'"
-                writable = shadow or (param.ctype.is_pointer and not param.ctype.const)
-                if param.ctype.is_pointer:
-                    self._buffers.append((len(self._convert), writable, what))
-                self._plan.append(("arg", len(self._convert), base, param.role, param.arg))
-                self._convert.append(_param_converter(ffi, param.ctype, f"{what} of {sig.name}",
-                                                      writable, shadow))
-            elif param.role == "slot":
-                self._plan.append(("cell", len(self._convert), base, param.role, param.arg))
-                self._convert.append(_scalar_converter(_scalar_of(param.ctype),
+                if slot.pointer:
+                    self._buffers.append((len(self._convert), slot.writable, what))
+                self._plan.append(("arg", len(self._convert), base, role, slot.arg))
+                self._convert.append(_param_converter(ffi, slot.ctype, f"{what} of {sig.name}",
+                                                      slot.writable, shadow))
+            elif slot.role is Role.SLOT:
+                self._plan.append(("cell", len(self._convert), base, role, slot.arg))
+                self._convert.append(_scalar_converter(_scalar_of(slot.ctype),
                                                        f"argument '{name}' of {sig.name}",
                                                        ArgumentTypeError))
             else:  # slot_shadow, ret_slot, ret_shadow
-                self._plan.append(("zero", None, base, param.role, param.arg))
+                self._plan.append(("zero", None, base, role, slot.arg))
         self._nflat = len(self._convert)
         self._lengths = _length_plan(sig, position)
         self._seed_convert = (_scalar_converter(_scalar_of(sig.ret), "seed", ArgumentTypeError)
