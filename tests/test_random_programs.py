@@ -118,3 +118,19 @@ def test_mutable_global_helpers(tc, tmp_path):
                 if any(d.get("clean_shadow") != "also disagrees" for d in o.disagreements)]
     assert not problems, (f"{len(problems)} of {report.programs} mutable-global programs disagree:\n\n"
                           + "\n\n".join(problems))
+
+
+def test_a_derivative_whose_other_mode_crashes_is_checked_by_differences(tc, tmp_path):
+    """Random program 2167 (seed 1, with the mutable-global family): its
+    reverse derivatives crash inside Enzyme's code, and the forward
+    derivative behind jvp is wrong. With the other mode crashing, the
+    first-use check used to give up with a warning, and jvp returned the
+    wrong number; now central differences are the reference and refuse it.
+    Every disagreement must be a refusal (an error), none a number."""
+    report = randprog.run_isolated([2167], 1, workers=1, families=("general", "stride", "mglobal"),
+                                   reference=False, env=_child_env(tmp_path))
+    assert report.programs == 1 and report.disagreeing, "program 2167 no longer crashes in Enzyme"
+    silent = [d for o in report.disagreeing for d in o.disagreements if "error" not in d]
+    assert not silent, json.dumps(silent, default=str)[:3000]
+    refused = [d["error"] for o in report.disagreeing for d in o.disagreements]
+    assert any("DerivativeMismatchError" in e and "central differences" in e for e in refused), refused

@@ -797,7 +797,7 @@ def finite_difference_test(point: Point, fn: Any, under_test: str, seed: int) ->
                     verdict = NOT_SMOOTH
                 else:
                     verdict = (f"{under_test} mode disagrees with central differences (the other "
-                               "mode, its usual reference, does not build)")
+                               "mode, its usual reference, does not build or crashes)")
                 results.append(ArgumentCheck(
                     -1, "all arguments" if width == 1 else f"all arguments [lane {lane}]",
                     mine if forward else float("nan"), float("nan") if forward else mine, fd,
