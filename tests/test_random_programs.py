@@ -134,3 +134,17 @@ def test_a_derivative_whose_other_mode_crashes_is_checked_by_differences(tc, tmp
     assert not silent, json.dumps(silent, default=str)[:3000]
     refused = [d["error"] for o in report.disagreeing for d in o.disagreements]
     assert any("DerivativeMismatchError" in e and "central differences" in e for e in refused), refused
+
+
+def test_hvp_writing_into_a_const_argument_is_refused(tc, tmp_path):
+    """Random program 1630 (seed 1): Enzyme's Hessian-vector product adds
+    adjoints into a const struct the kernel only reads (the reference chain
+    writes there too); the first-use check of hvp did not look, and the
+    caller's read-only data changed silently."""
+    report = randprog.run_isolated([1630], 1, workers=1, families=("general", "stride", "mglobal"),
+                                   reference=False, env=_child_env(tmp_path))
+    second = [d for o in report.disagreeing for d in o.disagreements if d["check"] in ("hvp", "hessian")]
+    assert second and all("hvp writes into 'p', a const" in d.get("error", "") for d in second), \
+        json.dumps(second, default=str)[:3000]
+    silent = [d for o in report.disagreeing for d in o.disagreements if "error" not in d]
+    assert not silent, json.dumps(silent, default=str)[:3000]

@@ -4,6 +4,7 @@ mixin of :class:`enzyme.module.Kernel` (the checks themselves are in
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Sequence
@@ -112,16 +113,31 @@ class FirstUseChecks:
             reverse(*flat)
             return dx.astype(np.float64)
 
+        # const arrays the products change: Enzyme's nested derivative wrote
+        # adjoints into read-only memory (random programs 1630 and 2960)
+        written: set[str] = set()
+        const_arrays = [i for i, p in enumerate(sig.params)
+                        if p.ctype.is_pointer and p.ctype.const and isinstance(primals[i], np.ndarray)]
+
         def products(dirs: list) -> list:
-            return fn(fresh(), [d.astype(primals[wrt].dtype) for d in dirs])[1]
+            values = fresh()
+            out = fn(values, [d.astype(primals[wrt].dtype) for d in dirs])[1]
+            written.update(sig.params[i].name for i in const_arrays
+                           if values[i].tobytes() != primals[i].tobytes())
+            return out
 
         dtype = "float32" if primals[wrt].dtype == np.float32 else "float64"
 
         def test() -> Any:
             reverse.first_call = None  # in the child only: no lock taken there (see _before_fork)
             reverse.failed = None
-            return _verify.hvp_test(primals[wrt].astype(np.float64), products, gradient,
-                                    fn.spec.width, dtype, _CHECK_SEED, self.name, sig.params[wrt].name)
+            report = _verify.hvp_test(primals[wrt].astype(np.float64), products, gradient,
+                                      fn.spec.width, dtype, _CHECK_SEED, self.name,
+                                      sig.params[wrt].name)
+            return dataclasses.replace(report, arguments=report.arguments + tuple(
+                _verify.ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
+                                      f"hvp writes into '{name}', a const (read-only) argument")
+                for name in sorted(written)))
 
         self._before_fork()
 
