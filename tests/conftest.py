@@ -25,6 +25,18 @@ def tc(private_cache):
 
 
 @pytest.fixture(scope="session")
+def fast_path():
+    """The C fast path must be there: skipped locally without it, a failure in CI."""
+    from enzyme import call
+
+    if not call.fast_path_enabled():
+        message = "the C fast path (enzyme._fastcall) is not built in this environment"
+        if IN_CI:
+            pytest.fail(message + " (CI installs the package, which must build it)")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
 def cc(tc):
     """enzyme.compile with the checked toolchain."""
 

@@ -71,16 +71,21 @@ def test_a_child_forked_during_a_build_can_build(cc, monkeypatch):
     assert parent_result["derivs"] == (12.0,)
 
 
-def test_a_signal_handler_asking_for_the_derivative_being_built(cc, monkeypatch):
-    mod = cc(_source("signal"), verify=False)
-    real = build.build_derivative
-    seen: dict = {}
-
+def _differentiating_handler(mod, seen: dict):
+    """A signal handler that asks for d cube at 2 and records what it got."""
     def handler(signum, frame):
         try:
             seen["handler"] = enzyme.autodiff(Reverse, mod.cube, Active(2.0)).derivs
         except enzyme.ReentrantCallError as exc:
             seen["handler"] = exc
+    return handler
+
+
+def test_a_signal_handler_asking_for_the_derivative_being_built(cc, monkeypatch):
+    mod = cc(_source("signal"), verify=False)
+    real = build.build_derivative
+    seen: dict = {}
+    handler = _differentiating_handler(mod, seen)
 
     def interrupted_build(*args, **kwargs):
         signal.raise_signal(signal.SIGUSR1)  # the handler runs now, inside the build
@@ -101,12 +106,7 @@ def test_a_signal_handler_asking_for_the_derivative_being_built(cc, monkeypatch)
 def test_a_signal_handler_during_the_first_use_check(cc, monkeypatch):
     mod = cc(_source("check"), verify=True)
     seen: dict = {}
-
-    def handler(signum, frame):
-        try:
-            seen["handler"] = enzyme.autodiff(Reverse, mod.cube, Active(2.0)).derivs
-        except enzyme.ReentrantCallError as exc:
-            seen["handler"] = exc
+    handler = _differentiating_handler(mod, seen)
     df = mod.cube.derivative_function(Reverse, (Active,))
     check = df.first_call
     assert check is not None
