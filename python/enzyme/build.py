@@ -105,6 +105,7 @@ from .paths import (
     cache_root,
     fallback_root,
     file_identity,
+    get_include,
     private_dir,
     sha256_file,
     stamped_json,
@@ -205,8 +206,6 @@ def _package_version() -> str:
 @functools.lru_cache(maxsize=1)
 def _header_digest() -> str:
     # the shipped header cannot change under a running process
-    from . import get_include
-
     digest = hashlib.sha256()
     for header in sorted(Path(get_include()).rglob("*.h")):
         digest.update(header.read_bytes())

@@ -59,6 +59,7 @@ from .errors import (
     OptionTypeError,
 )
 from .firstuse import FirstUseChecks
+from .paths import get_include
 from .signature import (
     GlobalVar,
     Signature,
@@ -69,21 +70,6 @@ from .signature import (
 )
 
 __all__ = ["compile", "Module", "Kernel", "GlobalsView", "KernelNotFoundError", "GlobalNotFoundError", "get_include"]
-
-
-def get_include() -> str:
-    """Directory of the shipped C header, for ``#include <enzyme/enzyme.h>``.
-
-    Examples
-    --------
-    >>> import os, enzyme
-    >>> os.path.exists(os.path.join(enzyme.get_include(), "enzyme", "enzyme.h"))
-    True
-    """
-    return _INCLUDE_DIR
-
-
-_INCLUDE_DIR = str(Path(__file__).resolve().parent / "include")
 
 
 class KernelNotFoundError(EnzymeError, AttributeError):

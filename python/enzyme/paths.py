@@ -23,7 +23,7 @@ from .errors import CacheError
 __all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json",
            "file_identity", "NotRegularFileError", "CACHE_MARKER", "CACHE_LAYOUT", "is_marked_cache",
            "foreign_entries", "claim_cache_root", "clear_cache", "cache_root", "private_dir",
-           "fallback_root", "abandon_cache", "CACHE_SUBDIRS"]
+           "fallback_root", "abandon_cache", "CACHE_SUBDIRS", "get_include"]
 
 # The Cache Directory Tagging convention (backup tools skip such a directory),
 # with a line of our own: only a tag naming enzyme-ffi makes a directory ours.
@@ -320,3 +320,18 @@ def abandon_cache() -> Path:
     global _cache_abandoned
     _cache_abandoned = True
     return fallback_root()
+
+
+def get_include() -> str:
+    """Directory of the shipped C header, for ``#include <enzyme/enzyme.h>``.
+
+    Examples
+    --------
+    >>> import os, enzyme
+    >>> os.path.exists(os.path.join(enzyme.get_include(), "enzyme", "enzyme.h"))
+    True
+    """
+    return _INCLUDE_DIR
+
+
+_INCLUDE_DIR = str(Path(__file__).resolve().parent / "include")
