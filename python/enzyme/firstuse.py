@@ -122,10 +122,8 @@ class FirstUseChecks:
         def products(dirs: list) -> list:
             values = fresh()
             out = fn(values, [d.astype(primals[wrt].dtype) for d in dirs])[1]
-            # (field by field: a struct's padding bytes are not data)
             written.update(sig.params[i].name for i in const_arrays
-                           if not np.array_equal(values[i], primals[i],
-                                                 equal_nan=values[i].dtype.kind == "f"))
+                           if _verify.changed(values[i], primals[i]))
             return out
 
         dtype = "float32" if primals[wrt].dtype == np.float32 else "float64"
@@ -137,9 +135,7 @@ class FirstUseChecks:
                                       fn.spec.width, dtype, _CHECK_SEED, self.name,
                                       sig.params[wrt].name)
             return dataclasses.replace(report, arguments=report.arguments + tuple(
-                _verify.ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
-                                      f"hvp writes into '{name}', a const (read-only) argument")
-                for name in sorted(written)))
+                _verify.const_write(name, "hvp") for name in sorted(written)))
 
         self._before_fork()
 

@@ -99,6 +99,18 @@ def tolerances(dtype: str) -> tuple[float, float]:
     return _RTOL.get(dtype, _RTOL["float32"]), _FD_RTOL.get(dtype, _FD_RTOL["float32"])
 
 
+def changed(after: np.ndarray, before: np.ndarray) -> bool:
+    """Whether a read-only array changed, value by value (field by field for
+    a struct: its padding bytes are not data; NaN equals NaN)."""
+    return not np.array_equal(after, before, equal_nan=after.dtype.kind == "f")
+
+
+def const_write(name: str, what: str) -> ArgumentCheck:
+    """The failed verdict of a derivative that wrote into a const argument."""
+    return ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
+                         f"{what} writes into '{name}', a const (read-only) argument")
+
+
 def _float_views(a: np.ndarray) -> list[np.ndarray]:
     """Views of the floating parts of an array (every floating field of a
     record array, nested records and sub-arrays included)."""
@@ -245,7 +257,7 @@ class Point:
     def note_writes(self, mode: str, args: Sequence[Any]) -> None:
         """Record the read-only arrays a derivative call changed."""
         for i in self.read_only:
-            if not np.array_equal(args[i], self.primals[i], equal_nan=args[i].dtype.kind == "f"):
+            if changed(args[i], self.primals[i]):
                 self.written[mode].add(self.kernel.signature.params[i].name)
 
     def primal_writes(self) -> set[str]:
@@ -254,7 +266,7 @@ class Point:
         args = self.fresh()
         self.kernel(*args)
         return {self.kernel.signature.params[i].name for i in self.read_only
-                if not np.array_equal(args[i], self.primals[i], equal_nan=args[i].dtype.kind == "f")}
+                if changed(args[i], self.primals[i])}
 
     def fresh(self) -> list[Any]:
         """Copies of the arguments, with the globals put back as they were."""
@@ -471,10 +483,8 @@ def compare(point: Point, forward: Any, reverse: Any, *, under_test: str, rng: n
                     label = name if width == 1 else f"{name} [lane {lane}]"
                     results.append(ArgumentCheck(index, label, fwd, rev, fd,
                                                  abs(fwd - rev) / scale if scale else 0.0, verdict))
-            for name in sorted(point.written[under_test] - point.primal_writes()):
-                results.append(ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
-                                             f"{under_test} mode writes into '{name}', a const "
-                                             "(read-only) argument"))
+            results += [const_write(name, f"{under_test} mode")
+                        for name in sorted(point.written[under_test] - point.primal_writes())]
         finally:
             point.finish()
         spec = (forward if under_test == "forward" else reverse).spec
@@ -802,10 +812,8 @@ def finite_difference_test(point: Point, fn: Any, under_test: str, seed: int) ->
                     -1, "all arguments" if width == 1 else f"all arguments [lane {lane}]",
                     mine if forward else float("nan"), float("nan") if forward else mine, fd,
                     abs(mine - fd) / scale if scale else 0.0, verdict))
-            for name in sorted(point.written[under_test] - point.primal_writes()):
-                results.append(ArgumentCheck(-1, name, float("nan"), float("nan"), None, float("inf"),
-                                             f"{under_test} mode writes into '{name}', a const "
-                                             "(read-only) argument"))
+            results += [const_write(name, f"{under_test} mode")
+                        for name in sorted(point.written[under_test] - point.primal_writes())]
             # differences of a kernel with hidden state say nothing
             repeatable = all(r.verdict == "ok" for r in results) or point_repeatable(point)
         finally:
