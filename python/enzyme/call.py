@@ -747,7 +747,7 @@ class DerivativeFunction(_CheckedOnce):
                     self._has_seed = True
                     self._seed_convert = _scalar_converter(slot.ctype, "seed", ArgumentTypeError)
             else:
-                self._outputs.append((*_out_cell(ffi, slot.ctype), slot.role.value, slot.arg))
+                self._outputs.append((*_out_cell(ffi, slot.ctype), slot.role, slot.arg))
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._lengths = _length_plan(sig, position)
@@ -755,8 +755,8 @@ class DerivativeFunction(_CheckedOnce):
         # With no scalar results the result never changes: build it once.
         self._fixed_result = (self._result(()) if not self._outputs else None)
         self._flat_names = [
-            f"d{sig.params[p.arg].name}" if p.role == "shadow" else sig.params[p.arg].name
-            for p in wrapper.params if p.role == "primal" or (p.role == "shadow" and not p.lane)
+            f"d{sig.params[s.arg].name}" if s.role is Role.SHADOW else sig.params[s.arg].name
+            for s in self._slots if s.role is Role.PRIMAL or (s.role is Role.SHADOW and not s.lane)
         ]
 
     def _seeds(self, seed: Any) -> list:
@@ -842,9 +842,9 @@ class DerivativeFunction(_CheckedOnce):
         tangents: list = []
         derivs: list = [None] * self._nargs
         for value, (_, _, role, arg) in zip(values, self._outputs):
-            if role == "primal_out":
+            if role is Role.PRIMAL_OUT:
                 primal = value
-            elif role == "tangent_out":
+            elif role is Role.TANGENT_OUT:
                 tangents.append(value)
             elif self._batched:
                 derivs[arg] = (derivs[arg] or ()) + (value,)
@@ -881,12 +881,12 @@ class HvpFunction(_CheckedOnce):
         self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
                                            writable=False, shadow=True)
         self._out = _param_converter(self._ffi, x.ctype, "an output", writable=True, shadow=True)
-        self._params = wrapper.params
+        self._slots = slots_of(wrapper.params)
         # zero buffers for the arrays the kernel may write (their shadows in
         # both passes); fresh for every call
-        self._scratch = {p.arg: _param_converter(self._ffi, p.ctype, "a scratch shadow",
+        self._scratch = {s.arg: _param_converter(self._ffi, s.ctype, "a scratch shadow",
                                                  writable=True, shadow=True)
-                         for p in wrapper.params if p.role == "scratch"}
+                         for s in self._slots if s.role is Role.SCRATCH}
         self._lengths = _length_plan(sig, {i: i for i in range(len(sig.params))})
         self._buffers = [(i, not p.ctype.const, f"argument '{p.name}'")
                          for i, p in enumerate(sig.params) if p.ctype.is_pointer]
@@ -921,17 +921,17 @@ class HvpFunction(_CheckedOnce):
         gradient = np.zeros_like(x)
         products = [np.zeros_like(x) for _ in lanes]
         call_args = []
-        for param in self._params:
-            if param.role == "primal":
-                call_args.append(converted[param.arg])
-            elif param.role == "direction":
-                call_args.append(converted_lanes[param.lane])
-            elif param.role == "gradient_out":
+        for slot in self._slots:
+            if slot.role is Role.PRIMAL:
+                call_args.append(converted[slot.arg])
+            elif slot.role is Role.DIRECTION:
+                call_args.append(converted_lanes[slot.lane])
+            elif slot.role is Role.GRADIENT_OUT:
                 call_args.append(self._out(gradient))
-            elif param.role == "hvp_out":
-                call_args.append(self._out(products[param.lane]))
+            elif slot.role is Role.HVP_OUT:
+                call_args.append(self._out(products[slot.lane]))
             else:
-                call_args.append(self._scratch[param.arg](np.zeros_like(args[param.arg])))
+                call_args.append(self._scratch[slot.arg](np.zeros_like(args[slot.arg])))
         self._invoke(*call_args)
         return gradient, products
 
@@ -1012,11 +1012,11 @@ class SplitFunctions(_CheckedOnce):
         self._buffers: list[tuple[int, bool, str]] = []  # as DerivativeFunction's
         # One step per entry parameter: ("arg", flat index), ("cell", flat index)
         # for an Active scalar's value, or ("zero", None) for a zeroed cell.
-        self._plan: list[tuple[str, Any, str, str, int]] = []
+        self._plan: list[tuple[str, Any, str, Role, int]] = []
         position: dict[int, int] = {}
         for slot in slots_of(split.params):  # (writability from the one model, see params)
             name = sig.params[slot.arg].name if slot.arg >= 0 else "return"
-            base, role = slot.ctype.base, slot.role.value
+            base, role = slot.ctype.base, slot.role
             if slot.role in (Role.PRIMAL, Role.SHADOW):
                 shadow = slot.role is Role.SHADOW
                 if shadow:
@@ -1068,7 +1068,7 @@ class SplitFunctions(_CheckedOnce):
             call_args.append(cell)
         buffer = new("char[]", max(self.tape_bytes, 1))
         self._invoke_forward(*call_args, buffer)
-        primal = cells[("ret_slot", -1)][0] if self.spec.with_primal and ("ret_slot", -1) in cells \
+        primal = cells[(Role.RET_SLOT, -1)][0] if self.spec.with_primal and (Role.RET_SLOT, -1) in cells \
             else None
         return Tape(self, call_args, cells, buffer, primal)
 
@@ -1077,10 +1077,10 @@ class SplitFunctions(_CheckedOnce):
         if not self._library.alive:
             return
         new, typeof = self._ffi.new, self._ffi.typeof
-        call_args = [new(typeof(value), max(len(value), 1)) if role == "shadow" else value
+        call_args = [new(typeof(value), max(len(value), 1)) if role is Role.SHADOW else value
                      for value, (_, _, _, role, _) in zip(tape.call_args, self._plan)]
         for (role, _), cell in tape.cells.items():
-            if role == "ret_shadow":
+            if role is Role.RET_SHADOW:
                 cell[0] = 0
         self._invoke_reverse(*call_args, tape.buffer)
 
@@ -1103,11 +1103,11 @@ class SplitFunctions(_CheckedOnce):
                                     "holds in the reverse pass. Run the forward pass again.")
             tape.used = True
         if self._seed_convert is not None:
-            tape.cells[("ret_shadow", -1)][0] = seed_value
+            tape.cells[(Role.RET_SHADOW, -1)][0] = seed_value
         self._invoke_reverse(*tape.call_args, tape.buffer)
         derivs: list = [None] * len(self.spec.signature.params)
         for (role, arg), cell in tape.cells.items():
-            if role == "slot_shadow":
+            if role is Role.SLOT_SHADOW:
                 derivs[arg] = cell[0]
         return ReverseResult(tuple(derivs), tape.primal)
 
