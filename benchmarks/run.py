@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import string
 import subprocess
@@ -32,6 +31,7 @@ import numpy as np
 import enzyme
 from enzyme import Const, Duplicated, Reverse
 from enzyme.codegen import generate_derivative
+from enzyme.params import Role
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -172,13 +172,13 @@ def raw_cffi_gradient(df, args: list, shadows: dict[int, np.ndarray]) -> Callabl
     ffi, fn = df._ffi, df._fn
     call_args: list = []
     for param in generate_derivative(df.spec).params:
-        if param.role == "primal":
+        if param.role is Role.PRIMAL:
             value = args[param.arg]
             call_args.append(ffi.cast("double *", value.ctypes.data) if isinstance(value, np.ndarray)
                              else value)
-        elif param.role == "shadow":
+        elif param.role is Role.SHADOW:
             call_args.append(ffi.cast("double *", shadows[param.arg].ctypes.data))
-        elif param.role == "seed":
+        elif param.role is Role.SEED:
             call_args.append(1.0)
         else:
             call_args.append(ffi.new("double *"))
@@ -206,16 +206,16 @@ def native_driver(case: Case, mod: enzyme.Module, df, args: list, offsets: dict[
             primal_args.append(repr(float(value)) if param.ctype.is_float else f"{int(value)}L")
     entry_args = []
     for param in wrapper.params:
-        if param.role == "primal":
+        if param.role is Role.PRIMAL:
             entry_args.append(primal_args[param.arg])
-        elif param.role == "shadow":
+        elif param.role is Role.SHADOW:
             entry_args.append(f"d{param.arg}")
-        elif param.role == "seed":
+        elif param.role is Role.SEED:
             entry_args.append("1.0")
         else:
             setup.append(f"    double out_{len(entry_args)} = 0.0;")
             entry_args.append(f"&out_{len(entry_args)}")
-    entry_types = [re.sub(r"\w+$", "", p.c_decl).strip() for p in wrapper.params]
+    entry_types = [p.c_type for p in wrapper.params]
     primal_types = [p.ctype.c_decl for p in kernel.signature.params]
     source = DRIVER.substitute({
         "primal_types": ", ".join(primal_types), "entry_types": ", ".join(entry_types),

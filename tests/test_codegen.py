@@ -23,6 +23,7 @@ from enzyme.activity import (
     resolve_activities,
 )
 from enzyme.codegen import generate_derivative
+from enzyme.params import Role
 from enzyme.signature import CType, Param, Signature
 
 DBL = CType("scalar", "double", "double", "float64")
@@ -66,11 +67,10 @@ def test_cdef_matches_c_definition(mode, kinds, ret):
     assert packed.count("s[") == len(wrapper.params)
     # every out-pointer is written after the Enzyme call
     for param in wrapper.params:
-        if param.role.endswith("_out"):
-            name = param.c_decl.split("*")[-1].strip()
-            assert f"*{name} = " in wrapper.c_source
+        if param.role.is_output:
+            assert f"*{param.name} = " in wrapper.c_source
     # only pointers and Duplicated scalars carry shadows
-    shadows = [p for p in wrapper.params if p.role == "shadow"]
+    shadows = [p for p in wrapper.params if p.role is Role.SHADOW]
     assert len(shadows) == sum(a.has_shadow for a in spec.args)
 
 

@@ -10,6 +10,7 @@ from. Nothing here touches values; value checks happen in the calling layer.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ __all__ = [
     "ReverseSplit", "ReverseSplitWithPrimal",
     "Annotation", "Const", "Active", "Duplicated", "DuplicatedNoNeed",
     "BatchDuplicated", "BatchDuplicatedNoNeed",
-    "ArgSpec", "DerivativeSpec", "HvpSpec", "resolve_activities", "resolve_hvp",
+    "Activity", "ArgSpec", "DerivativeSpec", "HvpSpec", "resolve_activities", "resolve_hvp",
     "activity_class_of", "MAX_WIDTH",
 ]
 
@@ -56,10 +57,28 @@ ReverseSplit = Mode("ReverseSplit", reverse=True, with_primal=False, split=True)
 ReverseSplitWithPrimal = Mode("ReverseSplitWithPrimal", reverse=True, with_primal=True, split=True)
 
 
+class Activity(enum.Enum):
+    """What an annotation asks of one parameter (or of the return value);
+    the value is the annotation's name, as patterns and messages print it."""
+
+    CONST = "Const"
+    ACTIVE = "Active"
+    DUPLICATED = "Duplicated"
+    DUPLICATED_NONEED = "DuplicatedNoNeed"
+
+    @property
+    def has_shadow(self) -> bool:
+        return self in (Activity.DUPLICATED, Activity.DUPLICATED_NONEED)
+
+    @property
+    def differentiated(self) -> bool:
+        return self is not Activity.CONST
+
+
 class Annotation:
     """Base of the activity annotations. ``val`` is the primal value."""
 
-    kind = ""
+    kind: Activity
     __slots__ = ("val",)
 
     def __init__(self, val: Any) -> None:
@@ -78,7 +97,7 @@ class Const(Annotation):
     Const(3)
     """
 
-    kind = "const"
+    kind = Activity.CONST
     __slots__ = ()
 
 
@@ -91,7 +110,7 @@ class Active(Annotation):
     Active(3.0)
     """
 
-    kind = "active"
+    kind = Activity.ACTIVE
     __slots__ = ()
 
 
@@ -112,7 +131,7 @@ class Duplicated(Annotation):
     Duplicated(array([1., 1., 1.]), array([0., 0., 0.]))
     """
 
-    kind = "dup"
+    kind = Activity.DUPLICATED
     __slots__ = ("dval",)
 
     def __init__(self, val: Any, dval: Any) -> None:
@@ -127,7 +146,7 @@ class DuplicatedNoNeed(Duplicated):
     """Like :class:`Duplicated`, but the primal result is not needed: the
     kernel may leave the primal output array unwritten."""
 
-    kind = "dupnoneed"
+    kind = Activity.DUPLICATED_NONEED
     __slots__ = ()
 
 
@@ -148,7 +167,7 @@ class BatchDuplicated(Annotation):
     3
     """
 
-    kind = "dup"
+    kind = Activity.DUPLICATED
     __slots__ = ("dval",)
 
     def __init__(self, val: Any, dvals: Any) -> None:
@@ -172,7 +191,7 @@ class BatchDuplicated(Annotation):
 class BatchDuplicatedNoNeed(BatchDuplicated):
     """Like :class:`BatchDuplicated`, but the primal output may be left unwritten."""
 
-    kind = "dupnoneed"
+    kind = Activity.DUPLICATED_NONEED
     __slots__ = ()
 
 
@@ -192,17 +211,16 @@ def activity_class_of(obj: Any) -> type[Annotation]:
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """One parameter with its resolved activity (``const``, ``active``, ``dup``,
-    ``dupnoneed``)."""
+    """One parameter with its resolved activity."""
 
     index: int
     name: str
     ctype: CType
-    activity: str
+    activity: Activity
 
     @property
     def has_shadow(self) -> bool:
-        return self.activity in ("dup", "dupnoneed")
+        return self.activity.has_shadow
 
 
 @dataclass(frozen=True)
@@ -213,7 +231,7 @@ class DerivativeSpec:
     reverse: bool
     with_primal: bool
     args: tuple[ArgSpec, ...]
-    ret: str  # "void", "const", "active" (reverse), "dup", "dupnoneed" (forward)
+    ret: Activity | None  # None for a void kernel; ACTIVE in reverse mode only
     width: int = 1  # shadows per Duplicated argument (enzyme_width)
     batched: bool = False  # shadows given as groups (BatchDuplicated), even when width is 1
     split: bool = False  # augmented forward and reverse passes as separate calls
@@ -224,15 +242,20 @@ class DerivativeSpec:
 
     @property
     def pattern(self) -> str:
-        names = {"const": "Const", "active": "Active", "dup": "Duplicated",
-                 "dupnoneed": "DuplicatedNoNeed", "void": "void"}
         mode = (("ReverseSplit" if self.split else "Reverse") if self.reverse else "Forward") \
             + ("WithPrimal" if self.with_primal else "")
+        batch = "Batch" if self.batched else ""
         if self.batched:
             mode += f"[width={self.width}]"
-            names.update(dup="BatchDuplicated", dupnoneed="BatchDuplicatedNoNeed")
-        inner = ", ".join(names[a.activity] for a in self.args)
-        return f"{mode}({inner}; ret={names[self.ret]})"
+        inner = ", ".join(batch + a.activity.value if a.activity.has_shadow else a.activity.value
+                          for a in self.args)
+        return f"{mode}({inner}; ret={self.ret.value if self.ret else 'void'})"
+
+    @property
+    def returns_derivative(self) -> bool:
+        """Whether the return value is differentiated (seeded in reverse
+        mode, given a tangent in forward mode)."""
+        return self.ret is not None and self.ret.differentiated
 
 
 def _fix_for(arg_name: str, ctype: CType) -> str:
@@ -243,17 +266,17 @@ def _fix_for(arg_name: str, ctype: CType) -> str:
     return f"Const(n) for '{arg_name}'"
 
 
-def _resolve_arg(index: int, param, kind: str, reverse: bool) -> ArgSpec:
+def _resolve_arg(index: int, param, kind: Activity, reverse: bool) -> ArgSpec:
     ctype = param.ctype
     where = f"argument {index} ('{param.name}', C type `{ctype.spelling}`)"
-    if kind == "const":
+    if kind is Activity.CONST:
         return ArgSpec(index, param.name, ctype, kind)
     if not ctype.carries_derivative:
         raise ActivityError(
             f"{where} is {'a pointer to ' if ctype.is_pointer else ''}{ctype.base}, which has "
-            f"no derivative, so it cannot be {kind_name(kind)}. Use {_fix_for(param.name, ctype)}."
+            f"no derivative, so it cannot be {kind.value}. Use {_fix_for(param.name, ctype)}."
         )
-    if kind == "active":
+    if kind is Activity.ACTIVE:
         if ctype.is_pointer:
             raise ActivityError(f"{where} is a pointer: Active is only for floating scalars. "
                                 f"Use {_fix_for(param.name, ctype)}.")
@@ -268,18 +291,13 @@ def _resolve_arg(index: int, param, kind: str, reverse: bool) -> ArgSpec:
     return ArgSpec(index, param.name, ctype, kind)
 
 
-def kind_name(kind: str) -> str:
-    return {"const": "Const", "active": "Active", "dup": "Duplicated",
-            "dupnoneed": "DuplicatedNoNeed"}[kind]
-
-
-def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
+def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> Activity | None:
     rtype = signature.ret
     if rtype.kind == "void":
         if ret not in (None, Const):
             raise ActivityError(f"'{signature.name}' returns void, so ret= must be omitted "
                                 "(or Const).")
-        return "void"
+        return None
     if rtype.kind == "struct":
         if mode.split:
             raise ActivityError(f"'{signature.name}' returns a struct by value, which split mode "
@@ -289,31 +307,31 @@ def _resolve_ret(signature: Signature, mode: Mode, ret: Any) -> str:
                                 "its return can only be Const (seed a struct written through a "
                                 "pointer instead), or use forward mode.")
         if mode.reverse or not rtype.carries_derivative:
-            return "const"
+            return Activity.CONST
     if ret is None:
         if not rtype.carries_derivative:
-            return "const"
-        return "active" if mode.reverse else "dup"
+            return Activity.CONST
+        return Activity.ACTIVE if mode.reverse else Activity.DUPLICATED
     cls = activity_class_of(ret)
     if isinstance(ret, Annotation):
         raise ActivityError("ret= takes an annotation class (ret=Const), not an instance.")
     if cls is Const:
-        return "const"
+        return Activity.CONST
     if not rtype.carries_derivative:
         raise ActivityError(f"'{signature.name}' returns {rtype.base}, which has no "
                             "derivative: use ret=Const (the default).")
     if mode.reverse:
         if cls is Active:
-            return "active"
+            return Activity.ACTIVE
         raise ActivityError(f"In reverse mode ret= is Active (seeded by seed=) or Const, "
                             f"not {cls.__name__}.")
     if cls is Duplicated:
-        return "dup"
+        return Activity.DUPLICATED
     if cls is DuplicatedNoNeed:
         if mode.with_primal:
             raise ActivityError("ret=DuplicatedNoNeed asks for the tangent without the primal, "
                                 "which contradicts ForwardWithPrimal: use ret=Duplicated.")
-        return "dupnoneed"
+        return Activity.DUPLICATED_NONEED
     raise ActivityError(f"In forward mode ret= is Duplicated, DuplicatedNoNeed or Const, "
                         f"not {cls.__name__}.")
 

@@ -35,7 +35,7 @@ from .errors import (
     ShadowValueError,
     UnsupportedSignatureError,
 )
-from .params import Role, declares_writable, fast_plan_specs, slots_of
+from .params import Role, Slot, fast_plan_specs, primal_slots
 from .signature import ContractValueError, CType, Signature, length_contracts
 from .worker import IsolatedEntry
 
@@ -257,21 +257,22 @@ def release_owner(owner: int) -> int:
 
 
 def _target(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
-            c_decls: Sequence[str], what: str, isolate: bool) -> Any:
+            slots: Sequence[Slot], what: str, isolate: bool) -> Any:
     """What a call runs: the entry point itself, or (isolate) its stand-in
-    that runs it in the worker process."""
+    that runs it in the worker process (which copies back what the slots
+    say the entry point may write)."""
     if not isolate:
         return fn
-    return IsolatedEntry(so_path, cdef, name, tuple(map(declares_writable, c_decls)), what,
+    return IsolatedEntry(so_path, cdef, name, tuple(s.writable for s in slots), what,
                          library.ffi, fn)
 
 
 def _invoker(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
-             c_decls: Sequence[str], what: str, isolate: bool) -> Callable[..., Any]:
+             slots: Sequence[Slot], what: str, isolate: bool) -> Callable[..., Any]:
     """How a callable calls its entry point: in this process, or (isolate)
     in the worker process; either way through the library's gate."""
     return functools.partial(library.call,
-                             _target(library, fn, so_path, cdef, name, c_decls, what, isolate))
+                             _target(library, fn, so_path, cdef, name, slots, what, isolate))
 
 
 def _closed(library: LoadedLibrary) -> EnzymeError:
@@ -514,12 +515,11 @@ class PrimalFunction:
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
         # (the gate is entered inline below: the primal call is the hot one)
         self._gate = self._library.gate
+        slots = primal_slots(signature, struct_out=bool(entry))
         self._target = _target(self._library, self._fn, so_path, cdef, entry or signature.name,
-                               [p.ctype.c_decl for p in signature.params] + (["void *out"] if entry
-                                                                             else []),
-                               f"the kernel '{signature.name}'", isolate)
+                               slots, f"the kernel '{signature.name}'", isolate)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
-        self._convert = _primal_converters(self._ffi, signature)
+        self._convert = _primal_converters(self._ffi, signature, slots)
         self._nargs = len(self._convert)
         self._lengths = _length_plan(signature, {i: i for i in range(self._nargs)})
 
@@ -545,11 +545,14 @@ class PrimalFunction:
         return result if out is None else out[1](cell)
 
 
-def _primal_converters(ffi: cffi.FFI, signature: Signature) -> list[Callable[[Any], Any]]:
-    """One converter per parameter for a call with primal arguments only."""
-    return [_param_converter(ffi, p.ctype, f"argument '{p.name}' of {signature.name}",
-                             writable=not p.ctype.const, shadow=False)
-            for p in signature.params]
+def _primal_converters(ffi: cffi.FFI, signature: Signature,
+                       slots: Sequence[Slot]) -> list[Callable[[Any], Any]]:
+    """One converter per parameter for a call with primal arguments only,
+    each as writable as its slot."""
+    primals = sorted((s for s in slots if s.role is Role.PRIMAL), key=lambda s: s.arg)
+    return [_param_converter(ffi, s.ctype, f"argument '{signature.params[s.arg].name}' of "
+                             f"{signature.name}", writable=s.writable, shadow=False)
+            for s in primals]
 
 
 def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool):
@@ -701,7 +704,7 @@ class DerivativeFunction(_CheckedOnce):
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         self._invoke = _invoker(self._library, self._fn, so_path, wrapper.cdef, wrapper.entry,
-                                [p.c_decl for p in wrapper.params],
+                                wrapper.params,
                                 f"the derivative {spec.pattern} of '{spec.kernel}'", isolate)
         self._init_checked_once()
         ffi = self._ffi
@@ -720,7 +723,7 @@ class DerivativeFunction(_CheckedOnce):
         position: dict[int, int] = {}
         # Every check below reads what a slot may be from the one model
         # (params.Slot), as the C fast path's plan does.
-        self._slots = slots_of(wrapper.params)
+        self._slots = wrapper.params
         for slot in self._slots:
             name = sig.params[slot.arg].name if slot.arg >= 0 else "return"
             if slot.role is Role.PRIMAL:
@@ -872,24 +875,24 @@ class HvpFunction(_CheckedOnce):
         self.so_path = so_path
         self._ffi, self._fn, self._library = load_symbol(so_path, wrapper.cdef, wrapper.entry, owner)
         self._invoke = _invoker(self._library, self._fn, so_path, wrapper.cdef, wrapper.entry,
-                                [p.c_decl for p in wrapper.params],
+                                wrapper.params,
                                 f"the Hessian-vector product of '{spec.signature.name}'", isolate)
         self._init_checked_once()
         sig = spec.signature
-        self._convert = _primal_converters(self._ffi, sig)
+        self._slots = wrapper.params
+        self._convert = _primal_converters(self._ffi, sig, self._slots)
         x = sig.params[spec.wrt]
         self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
                                            writable=False, shadow=True)
         self._out = _param_converter(self._ffi, x.ctype, "an output", writable=True, shadow=True)
-        self._slots = slots_of(wrapper.params)
         # zero buffers for the arrays the kernel may write (their shadows in
         # both passes); fresh for every call
         self._scratch = {s.arg: _param_converter(self._ffi, s.ctype, "a scratch shadow",
                                                  writable=True, shadow=True)
                          for s in self._slots if s.role is Role.SCRATCH}
         self._lengths = _length_plan(sig, {i: i for i in range(len(sig.params))})
-        self._buffers = [(i, not p.ctype.const, f"argument '{p.name}'")
-                         for i, p in enumerate(sig.params) if p.ctype.is_pointer]
+        self._buffers = [(s.arg, s.writable, f"argument '{sig.params[s.arg].name}'")
+                         for s in self._slots if s.role is Role.PRIMAL and s.pointer]
 
     def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
         if self.first_call is not None or self.failed is not None:
@@ -999,12 +1002,12 @@ class SplitFunctions(_CheckedOnce):
         self._ffi, self._forward, self._library = load_symbol(so_path, split.cdef,
                                                               split.forward_entry, owner)
         _, self._reverse, _ = load_symbol(so_path, split.cdef, split.reverse_entry, owner)
-        decls = [p.c_decl for p in split.params] + ["void *tape"]
+        slots = split.entry_params
         self._invoke_forward = _invoker(self._library, self._forward, so_path, split.cdef,
-                                        split.forward_entry, decls, f"the forward pass of "
+                                        split.forward_entry, slots, f"the forward pass of "
                                         f"{spec.pattern} of '{spec.kernel}'", isolate)
         self._invoke_reverse = _invoker(self._library, self._reverse, so_path, split.cdef,
-                                        split.reverse_entry, decls, f"the reverse pass of "
+                                        split.reverse_entry, slots, f"the reverse pass of "
                                         f"{spec.pattern} of '{spec.kernel}'", isolate)
         ffi, sig = self._ffi, spec.signature
         self._convert: list[Callable[[Any], Any]] = []
@@ -1014,7 +1017,7 @@ class SplitFunctions(_CheckedOnce):
         # for an Active scalar's value, or ("zero", None) for a zeroed cell.
         self._plan: list[tuple[str, Any, str, Role, int]] = []
         position: dict[int, int] = {}
-        for slot in slots_of(split.params):  # (writability from the one model, see params)
+        for slot in split.params:  # (writability from the one model, see params)
             name = sig.params[slot.arg].name if slot.arg >= 0 else "return"
             base, role = slot.ctype.base, slot.role
             if slot.role in (Role.PRIMAL, Role.SHADOW):
@@ -1039,7 +1042,7 @@ class SplitFunctions(_CheckedOnce):
         self._nflat = len(self._convert)
         self._lengths = _length_plan(sig, position)
         self._seed_convert = (_scalar_converter(_scalar_of(sig.ret), "seed", ArgumentTypeError)
-                              if spec.ret == "active" else None)
+                              if spec.returns_derivative else None)
 
     def forward(self, *args: Any) -> Tape:
         if self._handle is not None and self._handle._closed:

@@ -16,57 +16,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 
-from .activity import DerivativeSpec, HvpSpec
+from .activity import Activity, DerivativeSpec, HvpSpec
 from .errors import DifferentiationError
+from .params import Role, Slot, primal_slots
 from .signature import REGISTRATIONS_MARK, CType, Signature, integer_register_floats, layout_size
 
-__all__ = ["WrapperParam", "GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
+__all__ = ["GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
            "generate_registrations", "GeneratedSplit", "generate_split", "generate_primal_wrapper",
            "struct_definitions"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "6"
-
-
-@dataclass(frozen=True)
-class WrapperParam:
-    """One parameter of the generated entry point.
-
-    ``role`` is ``primal``, ``shadow`` (both for argument ``arg``), ``seed``,
-    or an output: ``primal_out``, ``adjoint_out`` (for argument ``arg``),
-    ``tangent_out``. ``lane`` numbers the shadows, seeds and outputs of a
-    batched (``enzyme_width``) call. ``ctype`` is the element type for outputs.
-    """
-
-    role: str
-    arg: int
-    ctype: CType
-    c_decl: str
-    lane: int = 0
+CODEGEN_VERSION = "7"
 
 
 @dataclass(frozen=True)
 class GeneratedWrapper:
+    """An entry point: its C, its cffi cdef, and the slots (params.Slot) both
+    were rendered from."""
+
     entry: str
     c_source: str
     cdef: str
-    params: tuple[WrapperParam, ...]
+    params: tuple[Slot, ...]
     # ``void packed(void **slots)``: the same call with every argument passed
     # through one array (pointers as themselves, scalars by address), for the
     # C fast path (native/fastcall.c), which cannot call arbitrary signatures.
     packed_entry: str = ""
 
 
-def _packed(entry: str, params: tuple[WrapperParam, ...]) -> tuple[str, str, str]:
+def _packed(entry: str, params: tuple[Slot, ...]) -> tuple[str, str, str]:
     """Definition, cdef and name of the packed twin of ``entry``."""
     name = entry.replace("__efi_d_", "__efi_pk_", 1)
-    args = []
-    for i, param in enumerate(params):
-        ctype = re.sub(r"\w+$", "", param.c_decl).strip()
-        args.append(f"({ctype})s[{i}]" if ctype.endswith("*") else f"*({ctype} *)s[{i}]")
+    args = [f"({p.c_type})s[{i}]" if p.pointer else f"*({p.c_type} *)s[{i}]"
+            for i, p in enumerate(params)]
     return (f"void {name}(void **s) {{ {entry}({', '.join(args)}); }}",
             f"void {name}(void **);", name)
 
@@ -164,9 +148,7 @@ def generate_primal_wrapper(sig: Signature) -> GeneratedWrapper:
     so that cffi never returns a struct."""
     uid = _uid(sig.c_prototype, "primal")
     entry = f"__efi_p_{sig.name}_{uid}"
-    params = [WrapperParam("primal", i, p.ctype, f"{p.ctype.c_decl} a{i}")
-              for i, p in enumerate(sig.params)]
-    params.append(WrapperParam("primal_out", -1, sig.ret, "void *out"))
+    params = primal_slots(sig, struct_out=True)
     entry_sig = ", ".join(p.c_decl for p in params)
     call = f"{sig.name}({', '.join(f'a{i}' for i in range(len(sig.params)))})"
     lines = [f"/* enzyme-ffi generated: primal wrapper of {sig} */",
@@ -177,7 +159,7 @@ def generate_primal_wrapper(sig: Signature) -> GeneratedWrapper:
              f"void {entry}({entry_sig}) {{ {sig.ret.c_decl} r = {call}; "
              "__builtin_memcpy(out, &r, sizeof r); }", ""]
     return GeneratedWrapper(entry=entry, c_source="\n".join(lines),
-                            cdef=f"void {entry}({entry_sig});", params=tuple(params))
+                            cdef=f"void {entry}({entry_sig});", params=params)
 
 
 def _uid(*parts: str) -> str:
@@ -193,8 +175,8 @@ class _Call:
         self.width = width
         self.helper_params: list[tuple[str, str]] = []  # (C type, name)
         self.call_in_helper: list[str] = []
-        self.entry_params: list[WrapperParam] = []
-        self.outputs: list[WrapperParam] = []
+        self.entry_params: list[Slot] = []
+        self.outputs: list[Slot] = []
         self.locals: list[str] = []
         self.enzyme_args: list[tuple[str, str]] = []  # (C type, expression)
         self.after: list[str] = []
@@ -211,21 +193,21 @@ class _Call:
         name = f"a{index}"
         self.helper_params.append((ctype.c_decl, name))
         self.call_in_helper.append(name)
-        self.entry_params.append(WrapperParam("primal", index, ctype, f"{ctype.c_decl} {name}"))
+        self.entry_params.append(Slot.primal(index, ctype, name))
         self.enzyme_args += [("int", "enzyme_const"), (ctype.c_decl, name)]
 
-    def pointer(self, index: int, ctype: CType, shadow_decl: str, noneed: bool,
-                shadow_role: str = "shadow") -> None:
+    def pointer(self, index: int, ctype: CType, shadow_writable: bool, noneed: bool,
+                shadow_role: Role = Role.SHADOW) -> None:
         name = f"a{index}"
         self.helper_params.append((ctype.c_decl, name))
         self.call_in_helper.append(name)
-        self.entry_params.append(WrapperParam("primal", index, ctype, f"{ctype.c_decl} {name}"))
-        for w in range(self.width):
-            self.entry_params.append(
-                WrapperParam(shadow_role, index, ctype, f"{shadow_decl} d{name}_{w}", lane=w))
+        self.entry_params.append(Slot.primal(index, ctype, name))
+        shadows = [Slot(shadow_role, index, ctype, f"d{name}_{w}", ctype.base, True, shadow_writable,
+                        lane=w) for w in range(self.width)]
+        self.entry_params += shadows
         self.enzyme_args += [("int", "enzyme_dupnoneed" if noneed else "enzyme_dup"),
                              (ctype.c_decl, name)]
-        self.enzyme_args += [(shadow_decl, d) for d in self.lanes(f"d{name}_{{w}}")]
+        self.enzyme_args += [(d.c_type, d.name) for d in shadows]
 
     def scalar(self, index: int, ctype: CType, active: bool) -> None:
         """A floating scalar, handed to the helper by pointer so that its
@@ -233,27 +215,28 @@ class _Call:
         name, base = f"a{index}", ctype.base
         self.helper_params.append((f"const {base} *", name))
         self.call_in_helper.append(f"*{name}")
-        self.entry_params.append(WrapperParam("primal", index, ctype, f"{base} {name}"))
+        self.entry_params.append(Slot(Role.PRIMAL, index, ctype, name, base, False))
         if active:
             self.locals.append(f"{base} v{name} = {name}, " + ", ".join(self.lanes(f"s{name}_{{w}} = 0")) + ";")
             for w in range(self.width):
-                self.outputs.append(WrapperParam("adjoint_out", index, ctype,
-                                                 f"{base} *out_d{name}_{w}", lane=w))
+                self.outputs.append(Slot(Role.ADJOINT_OUT, index, ctype, f"out_d{name}_{w}", base,
+                                         True, True, lane=w))
                 self.after.append(f"*out_d{name}_{w} = s{name}_{w};")
         else:
             for w in range(self.width):
-                self.entry_params.append(WrapperParam("shadow", index, ctype,
-                                                      f"{base} d{name}_{w}", lane=w))
+                self.entry_params.append(Slot(Role.SHADOW, index, ctype, f"d{name}_{w}", base,
+                                              False, lane=w))
             self.locals.append(f"{base} v{name} = {name}, "
                                + ", ".join(self.lanes(f"s{name}_{{w}} = d{name}_{{w}}")) + ";")
         self.enzyme_args += [("int", "enzyme_dup"), (f"const {base} *", f"&v{name}")]
         self.enzyme_args += [(f"{base} *", s) for s in self.lanes(f"&s{name}_{{w}}")]
 
-    def returns(self, ret: str, reverse: bool, with_primal: bool, seed_param: bool = True) -> str:
+    def returns(self, ret: Activity | None, reverse: bool, with_primal: bool,
+                seed_param: bool = True) -> str:
         """Add the return slot; give the helper's body. An Active return is
         seeded by ``seed_*`` parameters, or by 1 when ``seed_param`` is false."""
         call = f"{self.sig.name}({', '.join(self.call_in_helper)})"
-        if ret == "void":
+        if ret is None:
             return f"{call};"
         struct = self.sig.ret.kind == "struct"
         rtype = self.sig.ret if struct else _value(self.sig.ret)
@@ -261,11 +244,11 @@ class _Call:
         # A struct result leaves through an untyped pointer to caller memory
         # laid out like it (cffi has no declaration of the struct), copied
         # bytewise since that memory may lack the struct's alignment.
-        out_decl = "void *" if struct else f"{rbase} *"
+        out_base = "void" if struct else rbase
 
         def store(out: str, value: str) -> str:
             return f"__builtin_memcpy({out}, &{value}, sizeof {value});" if struct else f"*{out} = {value};"
-        if reverse and ret == "active" and not with_primal and self.width == 1 and not struct:
+        if reverse and ret is Activity.ACTIVE and not with_primal and self.width == 1 and not struct:
             # The helper returns the (seeded) value, Enzyme seeds it with 1:
             # d(seed * f) = seed * df. Storing the result through a pointer
             # instead (the form below) made Enzyme v0.0.289 compute wrong
@@ -275,34 +258,34 @@ class _Call:
             self.helper_ret = rbase
             if not seed_param:
                 return f"return {call};"
-            self.entry_params.append(WrapperParam("seed", -1, rtype, f"{rbase} seed_0"))
+            self.entry_params.append(Slot(Role.SEED, -1, rtype, "seed_0", rbase, False))
             self.helper_params.append((rbase, "seed"))
             self.enzyme_args += [("int", "enzyme_const"), (rbase, "seed_0")]
             return f"return seed * {call};"
         self.helper_params.append((f"{rbase} *", "ret"))
-        if ret == "active" and not seed_param:
+        if ret is Activity.ACTIVE and not seed_param:
             seeds = self.lanes("dr_{w} = 1")
-        elif ret == "active":
+        elif ret is Activity.ACTIVE:
             for w in range(self.width):
-                self.entry_params.append(WrapperParam("seed", -1, rtype, f"{rbase} seed_{w}", lane=w))
+                self.entry_params.append(Slot(Role.SEED, -1, rtype, f"seed_{w}", rbase, False, lane=w))
             seeds = self.lanes("dr_{w} = seed_{w}")
         else:
             seeds = self.lanes("dr_{w} = {{0}}" if struct else "dr_{w} = 0")
         self.locals.append(f"{rbase} r = {'{0}' if struct else '0'}, {', '.join(seeds)};")
-        if ret == "const":
+        if ret is Activity.CONST:
             self.enzyme_args += [("int", "enzyme_const"), (f"{rbase} *", "&r")]
         else:
-            keep = with_primal and ret != "dupnoneed"
+            keep = with_primal and ret is not Activity.DUPLICATED_NONEED
             self.enzyme_args += [("int", "enzyme_dup" if keep else "enzyme_dupnoneed"),
                                  (f"{rbase} *", "&r")]
             self.enzyme_args += [(f"{rbase} *", d) for d in self.lanes("&dr_{w}")]
         if with_primal:
-            self.outputs.insert(0, WrapperParam("primal_out", -1, rtype, f"{out_decl}out_primal"))
+            self.outputs.insert(0, Slot(Role.PRIMAL_OUT, -1, rtype, "out_primal", out_base, True, True))
             self.after.append(store("out_primal", "r"))
-        if not reverse and ret in ("dup", "dupnoneed"):
+        if not reverse and ret is not None and ret.has_shadow:
             for w in range(self.width):
-                self.outputs.append(WrapperParam("tangent_out", -1, rtype,
-                                                 f"{out_decl}out_tangent_{w}", lane=w))
+                self.outputs.append(Slot(Role.TANGENT_OUT, -1, rtype, f"out_tangent_{w}", out_base,
+                                         True, True, lane=w))
                 self.after.append(store(f"out_tangent_{w}", f"dr_{w}"))
         return f"*ret = {call};"
 
@@ -325,11 +308,10 @@ _PRELUDE = ("extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_width
             "enzyme_runtime_activity;")
 
 
-def _shadow_decl(ctype: CType, reverse: bool) -> str:
+def _shadow_writable(ctype: CType, reverse: bool) -> bool:
     # Reverse accumulates into every shadow, so even a const primal's shadow
     # is written; in forward mode an input's tangent is only read.
-    const = ctype.const and not reverse
-    return f"{'const ' if const else ''}{ctype.base} *"
+    return reverse or not ctype.const
 
 
 def _check_abi_hazard(sig: Signature, pattern: str) -> None:
@@ -385,12 +367,12 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
     >>> dbl = CType("scalar", "double", "double", "float64")
     >>> sig = Signature("f", (Param("x", dbl), Param("y", dbl)), dbl, "f.c:1")
     >>> w = generate_derivative(resolve_activities(sig, Reverse, [Active, Active]))
-    >>> [p.role for p in w.params]
+    >>> [p.role.value for p in w.params]
     ['primal', 'primal', 'seed', 'adjoint_out', 'adjoint_out']
     """
     sig = spec.signature
     _check_abi_hazard(sig, spec.pattern)
-    if not spec.reverse and spec.ret in ("dup", "dupnoneed"):
+    if not spec.reverse and spec.returns_derivative:
         _check_forward_struct_return(spec)
     uid = _uid(sig.c_prototype, spec.pattern, str(runtime_activity))
     entry = f"__efi_d_{sig.name}_{uid}"
@@ -398,13 +380,13 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
     enzyme_fn = f"__enzyme_{'autodiff' if spec.reverse else 'fwddiff'}_efi_{uid}"
     call = _Call(sig, spec.width, runtime_activity)
     for arg in spec.args:
-        if arg.activity == "const":
+        if arg.activity is Activity.CONST:
             call.const(arg.index, arg.ctype)
         elif arg.ctype.is_pointer:
-            call.pointer(arg.index, arg.ctype, _shadow_decl(arg.ctype, spec.reverse),
-                         noneed=arg.activity == "dupnoneed")
+            call.pointer(arg.index, arg.ctype, _shadow_writable(arg.ctype, spec.reverse),
+                         noneed=arg.activity is Activity.DUPLICATED_NONEED)
         else:
-            call.scalar(arg.index, arg.ctype, active=arg.activity == "active")
+            call.scalar(arg.index, arg.ctype, active=arg.activity is Activity.ACTIVE)
     body = call.returns(spec.ret, spec.reverse, spec.with_primal)
     params = tuple(call.entry_params + call.outputs)
     entry_sig = ", ".join(p.c_decl for p in params) or "void"
@@ -464,42 +446,42 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     inner = _Call(sig, 1, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
-            inner.pointer(index, param.ctype, f"{base} *", noneed=False)
+            inner.pointer(index, param.ctype, True, noneed=False)
         elif index in scratch:
-            inner.pointer(index, param.ctype, _shadow_decl(param.ctype, True), noneed=False)
+            inner.pointer(index, param.ctype, True, noneed=False)
         else:
             inner.const(index, param.ctype)
-    body = inner.returns("active", reverse=True, with_primal=False, seed_param=False)
+    body = inner.returns(Activity.ACTIVE, reverse=True, with_primal=False, seed_param=False)
     # The gradient function: the kernel's parameters plus the gradient buffer
     # and the scratch arrays' adjoints; the return seed is fixed at 1.
     grad_params = [(p.ctype.c_decl, f"a{i}") for i, p in enumerate(sig.params)]
     grad_params.append((f"{base} *", f"da{spec.wrt}_0"))
-    grad_params += [(_shadow_decl(sig.params[i].ctype, True), f"da{i}_0") for i in scratch]
+    grad_params += [(f"{sig.params[i].ctype.base} *", f"da{i}_0") for i in scratch]
 
     outer = _Call(sig, spec.width, runtime_activity)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
-            outer.pointer(index, param.ctype, f"const {base} *", noneed=False,
-                          shadow_role="direction")
+            outer.pointer(index, param.ctype, False, noneed=False, shadow_role=Role.DIRECTION)
         elif index in scratch:
-            outer.pointer(index, param.ctype, _shadow_decl(param.ctype, True), noneed=False,
-                          shadow_role="scratch")
+            outer.pointer(index, param.ctype, True, noneed=False, shadow_role=Role.SCRATCH)
         else:
             outer.const(index, param.ctype)
     gradient = CType("pointer", f"{base} *", base, x.dtype)
-    outer.entry_params.append(WrapperParam("gradient_out", spec.wrt, gradient, f"{base} *grad"))
+    outer.entry_params.append(Slot(Role.GRADIENT_OUT, spec.wrt, gradient, "grad", base, True, True))
     outer.enzyme_args += [("int", "enzyme_dup"), (f"{base} *", "grad")]
     for w in range(spec.width):
-        outer.entry_params.append(WrapperParam("hvp_out", spec.wrt, gradient, f"{base} *hv_{w}",
-                                               lane=w))
+        outer.entry_params.append(Slot(Role.HVP_OUT, spec.wrt, gradient, f"hv_{w}", base, True, True,
+                                       lane=w))
         outer.enzyme_args.append((f"{base} *", f"hv_{w}"))
     for i in scratch:  # the gradient function's adjoint of each scratch array, and its tangents
-        ctype, decl = sig.params[i].ctype, _shadow_decl(sig.params[i].ctype, True)
-        outer.entry_params.append(WrapperParam("scratch", i, ctype, f"{decl}ga{i}"))
-        outer.enzyme_args += [("int", "enzyme_dup"), (decl, f"ga{i}")]
+        ctype = sig.params[i].ctype
+        adjoint = Slot(Role.SCRATCH, i, ctype, f"ga{i}", ctype.base, True, True)
+        outer.entry_params.append(adjoint)
+        outer.enzyme_args += [("int", "enzyme_dup"), (adjoint.c_type, adjoint.name)]
         for w in range(spec.width):
-            outer.entry_params.append(WrapperParam("scratch", i, ctype, f"{decl}gt{i}_{w}", lane=w))
-            outer.enzyme_args.append((decl, f"gt{i}_{w}"))
+            tangent = Slot(Role.SCRATCH, i, ctype, f"gt{i}_{w}", ctype.base, True, True, lane=w)
+            outer.entry_params.append(tangent)
+            outer.enzyme_args.append((tangent.c_type, tangent.name))
     outer.helper_params = grad_params  # what is differentiated is the gradient function
     params = tuple(outer.entry_params)
     entry_sig = ", ".join(p.c_decl for p in params)
@@ -580,7 +562,16 @@ class GeneratedSplit:
     size_entry: str
     forward_entry: str
     reverse_entry: str
-    params: tuple[WrapperParam, ...]
+    params: tuple[Slot, ...]
+
+    @property
+    def entry_params(self) -> tuple[Slot, ...]:
+        """The parameters of both passes: ``params``, then the tape."""
+        return (*self.params, _TAPE)
+
+
+# The caller-allocated tape both split passes take last.
+_TAPE = Slot(Role.TAPE, -1, CType("void", "void"), "tape", "void", True, True)
 
 
 def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
@@ -602,33 +593,34 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
     markers: list[str] = ["enzyme_runtime_activity"] if runtime_activity else []
     for arg in spec.args:
         ctype, name = arg.ctype, f"a{arg.index}"
-        if arg.activity == "const":
+        noneed = arg.activity is Activity.DUPLICATED_NONEED
+        if arg.activity is Activity.CONST:
             call.const(arg.index, ctype)
             markers.append("enzyme_const")
         elif ctype.is_pointer:
-            call.pointer(arg.index, ctype, _shadow_decl(ctype, True), noneed=arg.activity == "dupnoneed")
-            markers.append("enzyme_dupnoneed" if arg.activity == "dupnoneed" else "enzyme_dup")
+            call.pointer(arg.index, ctype, True, noneed=noneed)
+            markers.append("enzyme_dupnoneed" if noneed else "enzyme_dup")
         else:
             base = ctype.base
             call.helper_params.append((f"const {base} *", name))
             call.call_in_helper.append(f"*{name}")
-            call.entry_params += [WrapperParam("slot", arg.index, ctype, f"{base} *v{name}"),
-                                  WrapperParam("slot_shadow", arg.index, ctype, f"{base} *s{name}")]
+            call.entry_params += [Slot(Role.SLOT, arg.index, ctype, f"v{name}", base, True, True),
+                                  Slot(Role.SLOT_SHADOW, arg.index, ctype, f"s{name}", base, True, True)]
             call.enzyme_args += [("int", "enzyme_dup"), (f"const {base} *", f"v{name}"),
                                  (f"{base} *", f"s{name}")]
             markers.append("enzyme_dup")
     body = f"{sig.name}({', '.join(call.call_in_helper)});"
-    if spec.ret != "void":
+    if spec.ret is not None:
         rtype = _value(sig.ret)
         rbase = rtype.base
         call.helper_params.append((f"{rbase} *", "ret"))
         body = f"*ret = {body}"
-        call.entry_params.append(WrapperParam("ret_slot", -1, rtype, f"{rbase} *r"))
-        if spec.ret == "const":
+        call.entry_params.append(Slot(Role.RET_SLOT, -1, rtype, "r", rbase, True, True))
+        if spec.ret is Activity.CONST:
             call.enzyme_args += [("int", "enzyme_const"), (f"{rbase} *", "r")]
             markers.append("enzyme_const")
         else:
-            call.entry_params.append(WrapperParam("ret_shadow", -1, rtype, f"{rbase} *dr"))
+            call.entry_params.append(Slot(Role.RET_SHADOW, -1, rtype, "dr", rbase, True, True))
             call.enzyme_args += [("int", "enzyme_dup"), (f"{rbase} *", "r"), (f"{rbase} *", "dr")]
             markers.append("enzyme_dup")
     size_entry = f"__efi_size_{sig.name}_{uid}"
@@ -650,7 +642,7 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
     if tape_bytes is not None:
         allocated = [("int", "enzyme_allocated"), ("long", str(tape_bytes)),
                      ("int", "enzyme_tape"), ("void *", "tape")]
-        entry_sig = ", ".join([p.c_decl for p in params] + ["void *tape"])
+        entry_sig = ", ".join(p.c_decl for p in (*params, _TAPE))
         types = ", ".join([call.helper_pointer_type()] + [t for t, _ in allocated + call.enzyme_args])
         args = ", ".join([helper] + [e for _, e in allocated + call.enzyme_args])
         for entry, enzyme_fn in ((forward_entry, f"__enzyme_augmentfwd_efi_{uid}"),

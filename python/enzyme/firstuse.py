@@ -191,16 +191,17 @@ class FirstUseChecks:
         """The unbatched entry point of the other mode with the same
         activities: what a derivative is checked against."""
         reverse = not spec.reverse
-        kinds = tuple(Const if a.activity == "const" else
+        kinds = tuple(Const if not a.activity.differentiated else
                       (Active if reverse and not a.ctype.is_pointer else Duplicated) for a in spec.args)
-        ret = {"void": None, "const": Const}.get(spec.ret, Active if reverse else Duplicated)
+        ret = (Active if reverse else Duplicated) if spec.returns_derivative else \
+            (None if spec.ret is None else Const)
         if self.signature.ret.kind == "struct":
             ret = Const  # reverse mode keeps a struct return Const: it is not checked
         return self.derivative_function(Reverse if reverse else Forward, kinds, ret, 1)
 
     def _check_point(self, spec: Any, primals: Sequence[Any]) -> _verify.Point:
-        differentiated = [a.activity != "const" for a in spec.args]
-        return _verify.Point(self, primals, differentiated, spec.ret in ("active", "dup", "dupnoneed"),
+        differentiated = [a.activity.differentiated for a in spec.args]
+        return _verify.Point(self, primals, differentiated, spec.returns_derivative,
                              self.module._global_state())
 
     def _first_use_check(self, fn: DerivativeFunction | SplitFunctions, args: tuple, seed: Any) -> None:

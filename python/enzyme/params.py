@@ -1,13 +1,14 @@
 """The parameter model of a generated entry point: one typed slot per C-level
-parameter, made once from the code generator's own declarations.
+parameter.
 
-What each argument of a call may be is decided here and only read
-elsewhere: the Python converters and checks (``call``), the C fast path's
-plan (``native/fastcall.c``, through :func:`fast_plan_specs`) and the
-isolated worker's copy-back (``worker``) all take a slot's ``writable`` from
-the declaration the C wrapper was generated with, so the C and the checks
-cannot disagree (cffi's recompiler works the same way: one parsed model
-emits both the C and the type table).
+The code generator decides each entry point's slots (role, C type, dtype,
+writable, lane) and renders the C wrapper's parameter list and its cffi
+cdef from them; the Python converters and checks (``call``), the C fast
+path's plan (``native/fastcall.c``, through :func:`fast_plan_specs`) and the
+isolated worker's copy-back (``worker``) read the same slots. A slot's
+``writable`` is what makes its C declaration ``const`` or not, so the C and
+the checks cannot disagree (cffi's recompiler works the same way: one parsed
+model emits both the C and the type table).
 """
 
 from __future__ import annotations
@@ -15,17 +16,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .signature import CType
+from .signature import CType, Signature
 
-if TYPE_CHECKING:  # only the type: the model reads what the generator emitted
-    from .codegen import WrapperParam
-
-__all__ = ["Role", "Slot", "slots_of", "declares_writable", "fast_plan_specs", "FAST_FORMATS",
-           "FAST_VALUES"]
+__all__ = ["Role", "Slot", "primal_slots", "fast_plan_specs", "FAST_FORMATS", "FAST_VALUES"]
 
 
 class Role(enum.Enum):
@@ -45,6 +41,7 @@ class Role(enum.Enum):
     SLOT_SHADOW = "slot_shadow"
     RET_SLOT = "ret_slot"
     RET_SHADOW = "ret_shadow"
+    TAPE = "tape"  # split mode: the caller-allocated tape
 
     @property
     def is_output(self) -> bool:
@@ -53,52 +50,67 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True)
 class Slot:
-    """One C-level parameter of an entry point.
+    """One C-level parameter of an entry point: the model the generated C
+    declaration is rendered from (:attr:`c_decl`) and every check reads.
 
-    ``writable`` is whether the entry point may write through it: a
-    non-const pointer in the generated declaration (an array the kernel
-    writes, a reverse-mode shadow, an output cell). ``lane`` numbers the
-    shadows of a batched call; ``arg`` is the kernel's parameter (-1 for
-    the return value).
+    ``ctype`` is the kernel's type of argument ``arg`` (-1 for the return
+    value; the element type for scalar outputs). ``base`` is the C type
+    passed, or pointed at when ``pointer``; ``writable`` is whether the entry
+    point may write through the pointer (an array the kernel writes, a
+    reverse-mode shadow, an output cell), and is what makes the declaration
+    ``const`` or not. ``lane`` numbers the shadows, seeds and outputs of a
+    batched call.
     """
 
     role: Role
     arg: int
-    lane: int
     ctype: CType
-    decl: str
-    writable: bool
+    name: str
+    base: str
+    pointer: bool
+    writable: bool = False
+    lane: int = 0
+
+    @classmethod
+    def primal(cls, arg: int, ctype: CType, name: str) -> Slot:
+        """The kernel's own argument, passed as the kernel declares it."""
+        if ctype.is_pointer:
+            return cls(Role.PRIMAL, arg, ctype, name, ctype.base, True, not ctype.const)
+        return cls(Role.PRIMAL, arg, ctype, name, ctype.c_decl, False)
 
     @property
-    def pointer(self) -> bool:
-        return "*" in self.decl
+    def c_type(self) -> str:
+        if not self.pointer:
+            return self.base
+        return f"{'' if self.writable else 'const '}{self.base} *"
+
+    @property
+    def c_decl(self) -> str:
+        """The parameter as the generated C and its cffi cdef declare it."""
+        return f"{self.c_type} {self.name}"
 
     @property
     def dtype(self) -> str:
         return self.ctype.dtype
 
 
-def declares_writable(decl: str) -> bool:
-    """Whether a C parameter declaration lets the callee write through it: a
-    non-const pointer."""
-    return "*" in decl and not decl.lstrip().startswith("const")
-
-
-def slots_of(params: Sequence[WrapperParam]) -> tuple[Slot, ...]:
-    """The slots of an entry point, from its generated parameters.
+def primal_slots(signature: Signature, struct_out: bool = False) -> tuple[Slot, ...]:
+    """The kernel's own parameters as slots (``a0``, ``a1``, ...), and with
+    ``struct_out`` the untyped out-pointer a struct result is copied to.
 
     Examples
     --------
-    >>> from enzyme.codegen import WrapperParam
-    >>> from enzyme.signature import CType
+    >>> from enzyme.signature import CType, Param, Signature
     >>> x = CType("pointer", "const double *", "double", "float64", const=True)
-    >>> [(s.role.name, s.writable) for s in slots_of([
-    ...     WrapperParam("primal", 0, x, "const double * a0"),
-    ...     WrapperParam("shadow", 0, x, "double * da0_0")])]
-    [('PRIMAL', False), ('SHADOW', True)]
+    >>> y = CType("pointer", "double *", "double", "float64")
+    >>> sig = Signature("f", (Param("x", x), Param("y", y)), CType("void", "void"), "f.c:1")
+    >>> [(s.c_decl, s.writable) for s in primal_slots(sig)]
+    [('const double * a0', False), ('double * a1', True)]
     """
-    return tuple(Slot(Role(p.role), p.arg, p.lane, p.ctype, p.c_decl, declares_writable(p.c_decl))
-                 for p in params)
+    slots = tuple(Slot.primal(i, p.ctype, f"a{i}") for i, p in enumerate(signature.params))
+    if struct_out:
+        slots += (Slot(Role.PRIMAL_OUT, -1, signature.ret, "out", "void", True, True),)
+    return slots
 
 
 # Buffer-protocol format characters numpy uses for each element type, and the

@@ -362,7 +362,7 @@ def reverse_lanes(point: Point, fn: Any, seeds: Sequence[np.ndarray]) -> list[np
         shadows[a.index] = lanes
         flat.append(lanes if spec.batched else lanes[0])
     seed = None
-    if spec.ret == "active":
+    if spec.returns_derivative and spec.reverse:
         seed = [float(w[0]) for w in seeds] if spec.batched else float(seeds[0][0])
     result = fn(*flat, seed=seed)
     point.note_writes("reverse", args)
