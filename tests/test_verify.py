@@ -171,6 +171,29 @@ def test_first_use_raises_on_a_wrong_custom_rule(cc):
     assert autodiff(Forward, off.square, Duplicated(1.5, 1.0)).tangent == pytest.approx(4.5)
 
 
+@pytest.mark.parametrize("bad_call", ["string", "shadow shape", "arity"])
+def test_a_refused_first_call_leaves_the_check_armed(cc, bad_call):
+    """A first call whose arguments the call itself refuses raises that
+    error, and the next good call is still checked: the fuzz suite's first
+    calls left derivatives unchecked for good ("could not be checked on its
+    first call: ValueError: operands could not be broadcast")."""
+    # (a module of its own per case: a refused derivative stays refused)
+    mod = cc(WRONG_RULE + "\nvoid sq_all(const double *x, double *y, int n) "
+             f"{{ for (int i = 0; i < n; i++) y[i] = square(x[i]); }} /* {bad_call} */\n")
+    x, y = np.array([1.5, 2.0]), np.zeros(2)
+    bad = {"string": (Duplicated(x, np.ones(2)), Duplicated(y, np.zeros(2)), Const("z")),
+           "shadow shape": (Duplicated(x, np.ones(6)), Duplicated(y, np.zeros(2)), Const(2)),
+           "arity": (Duplicated(x, np.ones(2)), Duplicated(y, np.zeros(2)))}[bad_call]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "could not be checked" warning
+        with pytest.raises(enzyme.EnzymeError) as info:
+            autodiff(Forward, mod.sq_all, *bad)
+    assert not isinstance(info.value, enzyme.DerivativeMismatchError)
+    # the wrong forward rule is still caught on the first good call
+    with pytest.raises(enzyme.DerivativeMismatchError, match="forward mode is wrong"):
+        autodiff(Forward, mod.sq_all, Duplicated(x, np.ones(2)), Duplicated(y, np.zeros(2)), Const(2))
+
+
 def test_first_use_catches_an_enzyme_defect_and_leaves_the_arrays_alone(cc):
     mod = cc(STRIDED_SELECT)
     x, n = _X.copy(), _X.size

@@ -666,6 +666,11 @@ class _CheckedOnce:
         return ModuleClosedError(f"the module of this derivative of {self.spec.kernel} was "
                                  "closed; compile it again to use it.")
 
+    def _prepare(self, *call_args: Any) -> Any:
+        """Check and convert a call's arguments (raising what the call would
+        raise), without calling."""
+        raise NotImplementedError
+
     def _run_first_call(self, *check_args: Any) -> None:
         # While the check runs, first_call holds _check_in_progress: other
         # threads wait here for its verdict, a signal handler on the checking
@@ -674,6 +679,10 @@ class _CheckedOnce:
         with self._first_lock:
             check = self.first_call
             if check is not None and check is not _check_in_progress:
+                # Arguments the call itself refuses raise its error here, and
+                # the check stays armed for the next call: a first call with a
+                # typo must not leave the derivative unchecked for good.
+                self._prepare(*check_args)
                 self.first_call = _check_in_progress
                 try:
                     check(self, *check_args)
@@ -787,6 +796,13 @@ class DerivativeFunction(_CheckedOnce):
                 return self._fixed_result or self._result(values)
         # Anything the fast path does not take (or no fast path): the
         # reference path, which accepts it or says precisely what is wrong.
+        converted = self._prepare(args, seed)
+        outs = [allocate() for allocate, _, _, _ in self._outputs]
+        self._invoke(*converted, *outs)
+        return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
+
+    def _prepare(self, args: tuple, seed: Any) -> list:
+        """The converted arguments and seeds of a call, every check done."""
         if len(args) != self._nflat:
             raise ActivityError(
                 f"this derivative of {self.spec.kernel} ({self.spec.pattern}) takes "
@@ -825,9 +841,7 @@ class DerivativeFunction(_CheckedOnce):
         elif seed is not None:
             raise ActivityError(f"seed= only applies to an Active return; {self.spec.pattern} "
                                 "has none.")
-        outs = [allocate() for allocate, _, _, _ in self._outputs]
-        self._invoke(*converted, *outs)
-        return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
+        return converted
 
     def _check_batched_pairs(self, arrays: Sequence[Any]) -> None:
         """Every lane's shape is its primal's (``arrays``: the flat arguments,
@@ -897,6 +911,27 @@ class HvpFunction(_CheckedOnce):
     def __call__(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[np.ndarray, list]:
         if self.first_call is not None or self.failed is not None:
             self._run_first_call(args, directions)
+        args, converted, lanes, converted_lanes = self._prepare(args, directions)
+        x = args[self.spec.wrt]
+        gradient = np.zeros_like(x)
+        products = [np.zeros_like(x) for _ in lanes]
+        call_args = []
+        for slot in self._slots:
+            if slot.role is Role.PRIMAL:
+                call_args.append(converted[slot.arg])
+            elif slot.role is Role.DIRECTION:
+                call_args.append(converted_lanes[slot.lane])
+            elif slot.role is Role.GRADIENT_OUT:
+                call_args.append(self._out(gradient))
+            elif slot.role is Role.HVP_OUT:
+                call_args.append(self._out(products[slot.lane]))
+            else:
+                call_args.append(self._scratch[slot.arg](np.zeros_like(args[slot.arg])))
+        self._invoke(*call_args)
+        return gradient, products
+
+    def _prepare(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[list, list, list, list]:
+        """The arguments and directions of a call, converted and checked."""
         sig, wrt = self.spec.signature, self.spec.wrt
         if len(args) != len(sig.params):
             raise ArgumentTypeError(f"{sig.name} takes {len(sig.params)} argument(s), "
@@ -921,22 +956,7 @@ class HvpFunction(_CheckedOnce):
             _check_pair(x, lane, sig.params[wrt].name)
         _check_no_overlap(self._ffi, [(converted[i], written, label) for i, written, label in self._buffers]
                           + [(c, False, f"direction {k}") for k, c in enumerate(converted_lanes)])
-        gradient = np.zeros_like(x)
-        products = [np.zeros_like(x) for _ in lanes]
-        call_args = []
-        for slot in self._slots:
-            if slot.role is Role.PRIMAL:
-                call_args.append(converted[slot.arg])
-            elif slot.role is Role.DIRECTION:
-                call_args.append(converted_lanes[slot.lane])
-            elif slot.role is Role.GRADIENT_OUT:
-                call_args.append(self._out(gradient))
-            elif slot.role is Role.HVP_OUT:
-                call_args.append(self._out(products[slot.lane]))
-            else:
-                call_args.append(self._scratch[slot.arg](np.zeros_like(args[slot.arg])))
-        self._invoke(*call_args)
-        return gradient, products
+        return args, converted, lanes, converted_lanes
 
 
 def tape_size(so_path: str, split: GeneratedSplit, owner: int = PERMANENT_OWNER) -> int:
@@ -1049,17 +1069,7 @@ class SplitFunctions(_CheckedOnce):
             raise self._handle_closed()
         if self.first_call is not None or self.failed is not None:
             self._run_first_call(args, None)
-        if len(args) != self._nflat:
-            raise ActivityError(f"the forward pass of {self.spec.kernel} ({self.spec.pattern}) "
-                                f"takes {self._nflat} argument(s): each primal, followed by its "
-                                f"shadow when it has one; {len(args)} given.")
-        args = _plain_all(args)
-        converted = [conv(a) for conv, a in zip(self._convert, args)]
-        for primal_pos, shadow_pos, name in self._pairs:
-            _check_pair(args[primal_pos], args[shadow_pos], name)
-        _check_no_overlap(self._ffi, [(converted[i], written, label) for i, written, label in self._buffers])
-        if self._lengths:
-            _check_lengths(self._lengths, args, converted, self.spec.kernel)
+        args, converted = self._prepare(args, None)
         new = self._ffi.new
         call_args, cells = [], {}
         for kind, index, base, role, arg in self._plan:
@@ -1086,6 +1096,21 @@ class SplitFunctions(_CheckedOnce):
             if role is Role.RET_SHADOW:
                 cell[0] = 0
         self._invoke_reverse(*call_args, tape.buffer)
+
+    def _prepare(self, args: tuple, _seed: Any) -> tuple[list, list]:
+        """The forward pass's arguments, converted and checked."""
+        if len(args) != self._nflat:
+            raise ActivityError(f"the forward pass of {self.spec.kernel} ({self.spec.pattern}) "
+                                f"takes {self._nflat} argument(s): each primal, followed by its "
+                                f"shadow when it has one; {len(args)} given.")
+        args = _plain_all(args)
+        converted = [conv(a) for conv, a in zip(self._convert, args)]
+        for primal_pos, shadow_pos, name in self._pairs:
+            _check_pair(args[primal_pos], args[shadow_pos], name)
+        _check_no_overlap(self._ffi, [(converted[i], written, label) for i, written, label in self._buffers])
+        if self._lengths:
+            _check_lengths(self._lengths, args, converted, self.spec.kernel)
+        return args, converted
 
     def reverse(self, tape: Tape, seed: Any = None) -> ReverseResult:
         if not isinstance(tape, Tape) or tape.owner is not self:
