@@ -16,6 +16,8 @@ done
 for file in /usr/lib/llvm-15/lib/libLLVM-15.so.1 /usr/lib/llvm-15/lib/libclang.so.1 /usr/lib/llvm-15/lib/cmake/llvm/LLVMConfig.cmake; do
   [ -e "$file" ] || need_apt=("${APT_PACKAGES[@]}")
 done
+# OpenBLAS (CBLAS headers and library) for kernels calling BLAS (tests/test_blas.py)
+[ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 PY="${PYTHON:-python3}"
 if ! command -v "$PY" >/dev/null 2>&1; then need_apt+=(python3 python3-venv python3-pip python3-dev);
 else

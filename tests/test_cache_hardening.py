@@ -93,20 +93,30 @@ def test_clear_deletes_only_the_cache_layout(tc, tmp_path):
     assert done.returncode == 0 and not cache.exists()  # nothing else in it: removed
 
 
-def test_cache_made_before_the_marker_is_still_a_cache(tmp_path):
-    """A cache written by an older enzyme-ffi has no marker: a directory
-    holding only the cache's own names is taken as one (and cleared)."""
-    legacy = tmp_path / "legacy"
-    for sub in ("modules", "derivatives", "locks", "build-abc123"):
-        (legacy / sub).mkdir(parents=True)
-    (legacy / "modules" / "k.json").write_text("{}")
-    (legacy / "toolchain-probe.json").write_text("{}")
-    paths.claim_cache_root(legacy)
-    assert paths.is_marked_cache(legacy)
-    (legacy / "CACHEDIR.TAG").unlink()
-    done = _clear(legacy)
-    assert done.returncode == 0, done.stderr
-    assert not legacy.exists()
+@pytest.mark.parametrize("content", ["layout", "user modules"])
+def test_an_unmarked_directory_is_never_cleared(tmp_path, content):
+    """Names prove nothing: a directory without the marker that holds only
+    names the cache uses (a user's modules/ with their own files in it, an
+    old cache) is refused whole, and every file stays."""
+    root = tmp_path / "p"
+    if content == "layout":
+        for sub in ("modules", "derivatives", "locks", "build-abc123"):
+            (root / sub).mkdir(parents=True)
+        (root / "modules" / "k.json").write_text("{}")
+        (root / "toolchain-probe.json").write_text("{}")
+    else:
+        (root / "modules").mkdir(parents=True)
+        (root / "modules" / "keep.py").write_text("x = 1\n")
+        (root / "build-2024").mkdir()
+        (root / "build-2024" / "results.csv").write_text("1,2\n")
+        (root / ".draft.tmp").write_text("draft\n")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    done = _clear(root)
+    assert done.returncode == 1 and "nothing was deleted" in done.stderr, done.stderr
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    with pytest.raises(enzyme.CacheError, match="no CACHEDIR.TAG marker"):
+        paths.claim_cache_root(root)  # nor is it taken over as a cache
+    assert not paths.is_marked_cache(root)
 
 
 def test_compile_does_not_take_over_a_foreign_directory(tc, own_cache):

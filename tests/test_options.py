@@ -74,3 +74,17 @@ def test_a_chunk_larger_than_the_batch_width(cc, chunk):
     x = np.linspace(0.5, 1.5, 70)
     jac = enzyme.jacobian(mod.sq, wrt=0, out=1, chunk=chunk)(x, np.zeros(70), 70)
     np.testing.assert_allclose(jac, np.diag(2 * x), rtol=1e-12)
+
+
+def test_the_default_options_shortcut_matches_compile():
+    """compile(source) with no options skips the option checks: the defaults
+    it compares with are compile()'s own, and give what the checks give."""
+    import inspect
+
+    from enzyme import module
+
+    params = inspect.signature(enzyme.compile).parameters
+    names = [n for n in params if n not in ("source", "path", "sources", "toolchain")]
+    assert tuple(params[n].default for n in names) == module._DEFAULT_ARGUMENTS
+    for verify in (False, True):
+        assert module._default_options[verify] == module.CompileOptions.from_arguments(verify=verify)

@@ -53,6 +53,7 @@ from .errors import (
     ShadowError,
     ShadowTypeError,
     ShadowValueError,
+    TapeError,
     ToolchainError,
     UnsupportedSignatureError,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "OptionError",
     "OptionTypeError",
     "ReentrantCallError",
+    "TapeError",
     "BuildTimeoutError",
     "ContractError",
     "GlobalNotFoundError",

@@ -71,7 +71,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -99,10 +98,10 @@ from .errors import (
     ToolchainError,
 )
 from .paths import (
-    NotRegularFileError,
     abandon_cache,
     atomic_write_bytes,
     cache_root,
+    env_seconds,
     fallback_root,
     file_identity,
     get_include,
@@ -150,13 +149,23 @@ def _identity(*paths: str | Path) -> tuple:
     return tuple(file_identity(path) for path in paths)
 
 
+# File name endings clang reads as C++ (as its driver does).
+CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".c++", ".cp", ".C", ".CPP")
+# C++ is compiled without exceptions: Enzyme v0.0.289 differentiates a caught
+# exception wrongly (a catch returning a constant gave a gradient of
+# [0.5, nan, 0.17] instead of 0: tests/test_cxx.py), so `throw` and `try`
+# are compile errors unless the user's flags= say -fexceptions.
+CXX_FLAGS = ("-fno-exceptions",)
+
+
 @dataclass(frozen=True)
 class SourceInput:
-    """A C source: its text, and the name diagnostics should use."""
+    """A C or C++ source: its text, and the name diagnostics should use."""
 
     text: str
     display_name: str
     path: str | None = None  # the real file, when the user gave one
+    language: str = "c"  # or "c++"
 
 
 SHADOW_PREFIX = "__efi_shadow_"
@@ -236,23 +245,10 @@ def _with_cache(work: Callable[[Path], T]) -> T:
         return work(fallback)
 
 
-MAX_TIMEOUT = 7 * 86400.0  # beyond this a "timeout" is a typo (and poll() takes at most ~24 days)
 
 
 def _timeout() -> float:
-    raw = os.environ.get("ENZYME_COMPILE_TIMEOUT", "").strip()
-    if not raw:
-        return 600.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (0 < value <= MAX_TIMEOUT):  # also refuses nan
-        raise ToolchainError(
-            f"ENZYME_COMPILE_TIMEOUT={raw!r} is not a usable timeout: it must be a number of "
-            f"seconds greater than 0 and at most {MAX_TIMEOUT:.0f} (7 days). Fix: set it to, "
-            "e.g., 600 (the default), or unset it.")
-    return value
+    return env_seconds("ENZYME_COMPILE_TIMEOUT", 600.0, ToolchainError)
 
 
 PARSE_MEMORY_DEFAULT_MB = 4096
@@ -349,6 +345,16 @@ def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.Complet
 
 
 _DIAG = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): (?:fatal )?error: ", re.M)
+
+
+def _exceptions_hint(stderr: str) -> str:
+    if "with exceptions disabled" not in stderr:
+        return ""
+    return ("\nenzyme-ffi compiles C++ without exceptions: Enzyme gives wrong derivatives through "
+            "a thrown and caught exception. Fix: report errors through return values (or "
+            "assert/abort), or pass flags=['-fexceptions'] to compile with them anyway; then "
+            "derivatives of calls that throw are wrong, and an exception that leaves an "
+            "extern \"C\" kernel ends the process (std::terminate).")
 
 
 def clang_diagnostics(stderr: str, rename: dict[str, str]) -> tuple[str, ...]:
@@ -566,11 +572,12 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
         "parse": _signature.PARSE_VERSION,  # the entry stores the parse's results
-        "header": _header_digest(), "pre": PRE_AD_FLAGS,
+        "header": _header_digest(), "pre": PRE_AD_FLAGS, "cxx": CXX_FLAGS,
         "passes": _passes(tc, split_long_blocks), "post_passes": POST_AD_PASSES, "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
         "cpu": host_cpu() if native_cpu else "",
-        "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest()] for s in sources],
+        "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest(), s.language]
+                    for s in sources],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -780,7 +787,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             if source.path:
                 path = os.path.realpath(source.path)
             else:
-                path = str(work / f"source{i}.c")
+                path = str(work / f"source{i}.{'cpp' if source.language == 'c++' else 'c'}")
                 Path(path).write_text(source.text)
                 rename[path] = source.display_name
             paths.append(path)
@@ -789,16 +796,18 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         # The signature parser (a subprocess) runs while clang compiles.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             described = pool.submit(describe, paths)
-            for i, path in enumerate(paths):
+            for i, (path, source) in enumerate(zip(paths, sources)):
                 out = str(work / f"source{i}.bc")
                 dep = work / f"source{i}.d"
-                done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", path, "-o", out,
-                                 "-MD", "-MF", str(dep), *args])
+                cxx = CXX_FLAGS if source.language == "c++" else ()
+                done = run_tool([tc.clang, *PRE_AD_FLAGS, *cxx, "-emit-llvm", "-c", "-x",
+                                 source.language, path, "-o", out, "-MD", "-MF", str(dep), *args])
                 if done.returncode != 0:
                     diags = clang_diagnostics(done.stderr, rename)
                     shown = rename.get(path, path)
                     raise CompileError(f"clang could not compile {shown}:\n"
-                                       + ("\n".join(diags) or done.stderr.strip()), diags)
+                                       + ("\n".join(diags) or done.stderr.strip())
+                                       + _exceptions_hint(done.stderr), diags)
                 bitcode.append(out)
                 headers += _user_headers(dep, set(paths), system_roots)
             facts = described.result()
@@ -858,7 +867,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         files = {bc_name: sha256_file(work / bc_name), so_name: sha256_file(work / so_name)}
         deps = {}
         for header in sorted(set(headers)):
-            with suppress(NotRegularFileError):  # replaced by a device since clang read it
+            # (replaced by a device since clang read it, or unreadable: /proc/self/mem)
+            with suppress(OSError):
                 deps[header] = sha256_file(Path(header))
         for name in files:
             os.replace(work / name, entries / name)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import operator
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -29,10 +31,12 @@ from .errors import (
     DifferentiationError,
     EnzymeError,
     LengthError,
+    LinkError,
     ModuleClosedError,
     ReentrantCallError,
     ShadowTypeError,
     ShadowValueError,
+    TapeError,
     UnsupportedSignatureError,
 )
 from .params import Role, Slot, fast_plan_specs, primal_slots
@@ -225,6 +229,13 @@ def load_symbol(so_path: str, cdef: str, name: str,
             try:
                 lib = ffi.dlopen(so_path)
             except OSError as exc:
+                missing = re.search(r"undefined symbol: (\S+?)\.?(\s|$)", str(exc))
+                if missing:
+                    raise LinkError(
+                        f"the compiled library {so_path} cannot be loaded: it calls "
+                        f"{missing.group(1)}, which no library it was linked with defines. Fix: "
+                        "pass the library that defines it with libraries= (and library_dirs=), "
+                        "or define it in your sources.") from exc
                 raise EnzymeError(f"cannot load the compiled library {so_path}: {exc}. "
                                   "Clear the cache (`python -m enzyme cache clear`) and retry.") from exc
             entry = _libraries[key] = LoadedLibrary(key, ffi, lib)
@@ -393,6 +404,10 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
     # allocates 16-byte aligned memory at best.
     alignment = max(dtype.alignment, (dtype.metadata or {}).get("c_alignment", 1)) \
         if ctype.is_struct else 1
+    check_shape = _shape_check(ctype, what, value_error) if ctype.shape else None
+    # (a shadow is written in reverse mode even when its primal is const)
+    written_by = (f"the C code writes to it (C `{ctype.spelling}`, not const)" if not ctype.const
+                  else "the derivative accumulates into it")
 
     def convert(value: Any) -> Any:
         if type(value) is not np.ndarray:
@@ -410,8 +425,8 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
             raise value_error(f"{what} must be C-contiguous, got strides {value.strides}. Use "
                               "np.ascontiguousarray(x).")
         if writable and not value.flags.writeable:
-            raise value_error(f"{what} is read-only, but the C code writes to it (C "
-                              f"`{ctype.spelling}`, not const). Pass a writeable copy.")
+            raise value_error(f"{what} is read-only, but {written_by}. Pass a writeable array "
+                              "(e.g. a copy).")
         if alignment > 1 and value.size and value.ctypes.data % alignment:
             raise value_error(
                 f"{what} starts at address {value.ctypes.data:#x}, not a multiple of {alignment}: "
@@ -420,8 +435,35 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
                 "bytes at most (np.zeros_like too): allocate it (and its shadows) with "
                 f"enzyme.aligned_zeros(n, {named or 'dtype'}), or enzyme.aligned_like(x, "
                 "copy=True) for a copy.")
+        if check_shape is not None:
+            check_shape(value)
         return from_buffer(c_array, value, require_writable=False)
     return convert
+
+
+def _shape_check(ctype: CType, what: str, value_error: type[Exception]) -> Callable[[Any], None]:
+    """The check of an array parameter's declared shape: ``double r[3][3]``
+    takes an array of shape (n, 3) with n >= 3, ``double (*p)[4]`` one of
+    shape (n, 4); a one-dimensional ``double a[5]`` at least 5 elements of
+    any shape. (C passes the address only: a smaller array would be read
+    past its end.)"""
+    lead, trailing = ctype.shape[0], ctype.shape[1:]
+    wanted = f"({'n' if not lead else f'n >= {lead}'}, {', '.join(map(str, trailing))})"
+
+    def check(value: np.ndarray) -> None:
+        if not trailing:
+            if value.size < lead:
+                raise value_error(f"{what} must have at least {lead} elements (C "
+                                  f"`{ctype.spelling}`), got {value.size}.")
+            return
+        if value.ndim != len(ctype.shape) or value.shape[1:] != trailing:
+            raise value_error(f"{what} must have shape {wanted} (C `{ctype.spelling}`: rows of "
+                              f"{' x '.join(map(str, trailing))}), got shape {value.shape}. Fix: "
+                              f"reshape it, e.g. x.reshape(-1, {', '.join(map(str, trailing))}).")
+        if value.shape[0] < lead:
+            raise value_error(f"{what} must have at least {lead} rows (C `{ctype.spelling}`), "
+                              f"got shape {value.shape}.")
+    return check
 
 
 def aligned_zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -436,11 +478,18 @@ def aligned_zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     >>> aligned_zeros(3, dt).ctypes.data % 64
     0
     """
-    dtype = np.dtype(dtype)
-    align = int((dtype.metadata or {}).get("c_alignment", 0))
-    if align <= 16:
-        return np.zeros(shape, dtype)
-    count = int(np.prod(shape))
+    try:
+        dtype = np.dtype(dtype)
+        align = int((dtype.metadata or {}).get("c_alignment", 0))
+        if align <= 16:
+            return np.zeros(shape, dtype)
+        count = int(np.prod(shape))
+        if count < 0:
+            raise ValueError("negative dimensions are not allowed")
+    except TypeError as exc:
+        raise ArgumentTypeError(f"aligned_zeros({shape!r}, {dtype!r}): {exc}.") from None
+    except (ValueError, MemoryError, OverflowError) as exc:
+        raise ArgumentValueError(f"aligned_zeros({shape!r}, {dtype!r}): {exc}.") from None
     buffer = np.zeros(count * dtype.itemsize + align, np.uint8)
     start = -buffer.ctypes.data % align
     return buffer[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
@@ -449,6 +498,8 @@ def aligned_zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
 def aligned_like(value: np.ndarray, copy: bool = False) -> np.ndarray:
     """A C-contiguous array shaped like ``value`` (zeros, or a copy of it)
     with its dtype's C alignment."""
+    if not isinstance(value, np.ndarray):
+        raise ArgumentTypeError(f"aligned_like takes a numpy array, got {_describe(value)}.")
     out = aligned_zeros(value.shape, value.dtype)
     if copy:
         out[...] = value
@@ -468,7 +519,9 @@ def _check_pair(primal: Any, shadow: Any, name: str) -> None:
 def _length_plan(signature: Signature, position: dict[int, int]) -> list[tuple]:
     """(flat position of the array, flat positions of the integers it reads,
     contract) for every length contract of the signature."""
-    return [(position[c.param], tuple(position[u] for u in c.uses), c)
+    # A contract counts C elements: rows, for a multidimensional array.
+    return [(position[c.param], tuple(position[u] for u in c.uses), c,
+             math.prod(signature.params[c.param].ctype.shape[1:]))
             for c in length_contracts(signature)]
 
 
@@ -476,21 +529,22 @@ def _check_lengths(plan: list[tuple], args: Sequence[Any], converted: Sequence[A
                    kernel: str) -> None:
     """Every array must hold at least as many elements as its contract says;
     the integers are the converted (range-checked) ones."""
-    for array_pos, use_pos, contract in plan:
+    for array_pos, use_pos, contract, row in plan:
         values = [converted[u] for u in use_pos]
         try:
             needed = contract.evaluate(values)
             problem = "" if needed >= 0 else f"= {needed}, is negative"
         except ContractValueError as exc:
             needed, problem = 0, f"{exc} in C arithmetic"
-        size = args[array_pos].size
+        size = args[array_pos].size // row
         if problem or size < needed:
             bound = ", ".join(f"{name}={v}" for name, v in zip(contract.names, values))
             if problem:
                 raise LengthError(f"the length of '{contract.name}' in {kernel}, "
                                   f"{contract.expression} with {bound}, {problem}; nothing was called.")
+            unit = "rows" if row > 1 else "elements"
             raise LengthError(f"argument '{contract.name}' of {kernel} needs at least {needed} "
-                              f"elements ({contract.expression} with {bound}), but has {size}.")
+                              f"{unit} ({contract.expression} with {bound}), but has {size}.")
 
 
 def _out_cell(ffi: cffi.FFI, ctype: CType) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
@@ -988,6 +1042,15 @@ class Tape:
     def __repr__(self) -> str:
         state = "used" if self.used else "ready"
         return f"<enzyme.Tape of {self.owner.spec.kernel}, {len(self.buffer)} bytes, {state}>"
+
+    def _not_copyable(self, *_: Any) -> Any:
+        # A copy would share Enzyme's tape, which each copy would then free
+        # (a double free that aborts the interpreter).
+        raise TapeError("a Tape cannot be copied or pickled: it owns Enzyme's memory for one "
+                        "reverse pass in this process. Keep the object and reverse it once; run "
+                        "the forward pass again for another tape.")
+
+    __copy__ = __deepcopy__ = __reduce__ = __reduce_ex__ = _not_copyable
 
     def __del__(self) -> None:
         # Enzyme's tape holds memory its augmented pass malloc'ed, freed only

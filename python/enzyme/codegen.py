@@ -21,9 +21,16 @@ from dataclasses import dataclass
 from .activity import Activity, DerivativeSpec, HvpSpec
 from .errors import DifferentiationError
 from .params import Role, Slot, primal_slots
-from .signature import REGISTRATIONS_MARK, CType, Signature, integer_register_floats, layout_size
+from .signature import (
+    REGISTRATIONS_MARK,
+    SUPPORT_MARK,
+    CType,
+    Signature,
+    integer_register_floats,
+    layout_size,
+)
 
-__all__ = ["GeneratedWrapper", "generate_derivative", "generate_hvp", "primal_cdef",
+__all__ = ["GeneratedWrapper", "generate_blas_support", "generate_derivative", "generate_hvp", "primal_cdef",
            "generate_registrations", "GeneratedSplit", "generate_split", "generate_primal_wrapper",
            "struct_definitions"]
 
@@ -549,6 +556,35 @@ def generate_registrations(forward_rules: dict[str, str], reverse_rules: dict[st
     for var in inactive_globals:
         lines.append(f"extern char {var};")
         lines.append(f"__attribute__((used)) void *__enzyme_inactive_global_{var} = (void *)&{var};")
+    return "\n".join(lines) + "\n"
+
+
+def generate_blas_support() -> str:
+    """C definitions of the helpers Enzyme's BLAS derivative rules call that
+    CBLAS libraries do not have: ``cblas_dlascl``/``cblas_slascl``, LAPACK's
+    ``?lascl`` with a layout argument (the reverse of ``cblas_dgemm`` with
+    beta = 0 zeroes the output's adjoint with it: ``cto / cfrom`` = 0).
+    They are weak, so a library that does define them wins.
+
+    Only a general matrix (``type`` ``'G'``) is scaled, the one kind
+    Enzyme's rules ask for; any other kind aborts rather than leave the
+    matrix unscaled (a wrong derivative).
+    """
+    lines = [SUPPORT_MARK, "extern void abort(void);"]
+    for prefix, real in (("d", "double"), ("s", "float")):
+        lines.append(f"""\
+__attribute__((weak)) void cblas_{prefix}lascl(int layout, char type, int kl, int ku, {real} cfrom,
+        {real} cto, int m, int n, {real} *a, int lda, int *info) {{
+    (void)kl; (void)ku;
+    if (type != 'G' || cfrom == 0 || cfrom != cfrom || cto != cto) abort();
+    {real} factor = cto / cfrom;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {{
+            long at = layout == 101 ? (long)i * lda + j : i + (long)j * lda;
+            a[at] = factor == 0 ? 0 : a[at] * factor;
+        }}
+    if (info) *info = 0;
+}}""")
     return "\n".join(lines) + "\n"
 
 

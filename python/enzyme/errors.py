@@ -21,6 +21,7 @@ __all__ = [
     "ShadowTypeError",
     "ShadowValueError",
     "UnsupportedSignatureError",
+    "TapeError",
     "LengthError",
     "ModuleClosedError",
     "KernelCrashError",
@@ -152,6 +153,10 @@ class ReentrantCallError(EnzymeError, RuntimeError):
     """A derivative was asked for from inside its own build or first-use
     check on the same thread (typically from a signal handler): refused,
     since waiting for itself would never end."""
+
+
+class TapeError(EnzymeError, TypeError):
+    """A split-mode tape used in a way it cannot be (copied, pickled)."""
 
 
 class ContractError(EnzymeError, ValueError):

@@ -10,6 +10,7 @@ import difflib
 import itertools
 import os
 import re
+import stat
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ from .call import (
     tape_size,
 )
 from .codegen import (
+    generate_blas_support,
     generate_derivative,
     generate_hvp,
     generate_primal_wrapper,
@@ -91,6 +93,10 @@ _default_toolchain: tuple[tuple, _toolchain_stage.Toolchain] | None = None
 def _resolve_toolchain(tc: _toolchain_stage.Toolchain | None) -> _toolchain_stage.Toolchain:
     global _default_toolchain
     if tc is not None:
+        if not isinstance(tc, _toolchain_stage.Toolchain):
+            raise OptionTypeError(f"toolchain= takes what enzyme.toolchain.resolve() returns, got "
+                                  f"{type(tc).__name__}; to use another clang, set ENZYME_CLANG or "
+                                  "pass resolve(clang=...).")
         return tc
     env = tuple(os.environ.get(v) for v in ("ENZYME_PLUGIN", "ENZYME_CLANG", "ENZYME_OPT"))
     with _toolchain_lock:
@@ -488,6 +494,12 @@ class Module:
         try:
             return self._kernels[name]
         except KeyError:
+            if name in self._artifact.extra.get("cxx_linkage", ()):
+                raise KernelNotFoundError(
+                    f"'{name}' is a C++ function with C++ linkage: its symbol is mangled, so it "
+                    f"cannot be called by name. Fix: declare it extern \"C\" (extern \"C\" "
+                    f"double {name}(...) {{ ... }}, or inside an extern \"C\" {{ ... }} block); "
+                    "its body may still use any C++.") from None
             raise KernelNotFoundError(
                 f"the module defines no external function '{name}'; it has: "
                 f"{', '.join(sorted(self._kernels)) or 'none'} (static functions are not "
@@ -628,7 +640,18 @@ _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
 
 def _names_a_file(source: str) -> bool:
     """compile("model.c") names a file; anything with a newline is C text."""
-    return "\n" not in source and source.strip().endswith((".c", ".h"))
+    return "\n" not in source and source.strip().endswith((".c", ".h", *build.CXX_SUFFIXES))
+
+
+_LANGUAGES = {"c": "c", "c++": "c++", "cxx": "c++", "cpp": "c++"}
+
+
+def _language_of(file: str | os.PathLike, forced: str | None) -> str:
+    """A file's language: the one given to compile(), else C++ for the
+    endings clang reads as C++, else C."""
+    if forced:
+        return forced
+    return "c++" if str(file).endswith(build.CXX_SUFFIXES) else "c"
 
 
 def _check_text(text: str, what: str) -> str:
@@ -687,7 +710,8 @@ def _define_list(defines: Any) -> tuple[str, ...]:
 
 
 def _source_inputs(source: str | None, path: str | os.PathLike | None,
-                   sources: Iterable[str | os.PathLike] | None) -> list[build.SourceInput]:
+                   sources: Iterable[str | os.PathLike] | None,
+                   language: str | None = None) -> list[build.SourceInput]:
     given = [x is not None for x in (source, path, sources)]
     if sum(given) != 1:
         raise OptionTypeError("give exactly one of: source text, path=, or sources=[...]")
@@ -700,7 +724,7 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
         if _names_a_file(source):
             files = [source.strip()]
         else:
-            return [build.SourceInput(source, "<source>")]
+            return [build.SourceInput(source, "<source>", language=language or "c")]
     elif path is not None:
         files = [path]
     else:
@@ -709,7 +733,15 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
             raise OptionTypeError("sources= is empty")
     inputs = []
     for file in files:
+        if not isinstance(file, (str, os.PathLike)):
+            raise OptionTypeError(f"path= takes a file name, got {type(file).__name__}.")
+        _check_text(os.fspath(file), "path")
         try:
+            # A FIFO or a device would be read forever (or into all memory)
+            # before any tool, and its timeout, runs.
+            if not stat.S_ISREG(os.stat(file).st_mode):
+                raise CompileError(f"{file} is not a regular file (a device, FIFO or directory); "
+                                   "give the path of a C or C++ source file.")
             text = Path(file).read_text(encoding="utf-8")
         except OSError as exc:
             raise CompileError(f"cannot read C source {file}: {exc.strerror}") from exc
@@ -717,7 +749,8 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
             raise CompileError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
                                f"offset {exc.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t "
                                "utf-8`).") from None
-        inputs.append(build.SourceInput(text, str(file), os.path.abspath(file)))
+        inputs.append(build.SourceInput(text, str(file), os.path.abspath(file),
+                                        _language_of(file, language)))
     return inputs
 
 
@@ -744,6 +777,7 @@ class CompileOptions:
     split_long_blocks: bool = True
     verify: bool = True
     isolate: bool = False
+    language: str | None = None  # None: by file name ending (text: C)
 
     @classmethod
     def from_arguments(cls, *, include_dirs: Any = (), defines: Any = None, flags: Any = (),
@@ -751,12 +785,22 @@ class CompileOptions:
                        reverse_rules: Any = None, inactive: Any = (), inactive_globals: Any = (),
                        sizes: Any = None, loose_types: Any = False, runtime_activity: Any = False,
                        enzyme_flags: Any = (), native_cpu: Any = True, split_long_blocks: Any = True,
-                       verify: Any = None, isolate: Any = False) -> CompileOptions:
+                       verify: Any = None, isolate: Any = False,
+                       language: Any = None) -> CompileOptions:
         """Check and normalise compile()'s keyword arguments (OptionError /
         OptionTypeError for what cannot be used)."""
         if verify is None:
-            verify = os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in (
-                "0", "false", "no", "off")
+            verify = _verify_by_default()
+        for name, rules in (("forward_rules", forward_rules), ("reverse_rules", reverse_rules)):
+            if rules is not None and not isinstance(rules, Mapping):
+                raise OptionTypeError(f"{name}= takes a mapping {{function: rule}}, got "
+                                      f"{type(rules).__name__}.")
+        for name, flag in (("verify", verify), ("isolate", isolate), ("loose_types", loose_types),
+                           ("runtime_activity", runtime_activity), ("native_cpu", native_cpu),
+                           ("split_long_blocks", split_long_blocks)):
+            # (bool("no") is True: a string here would silently mean the opposite)
+            if not isinstance(flag, (bool, np.bool_)):
+                raise OptionTypeError(f"{name}= takes True or False, got {flag!r}.")
         forward_rules = dict(forward_rules or {})
         reverse_rules = dict(reverse_rules or {})
         # (a name listed twice made two registrations clang rejected)
@@ -773,6 +817,10 @@ class CompileOptions:
                                       f"expression}}, got {type(lengths).__name__}.")
             checked_sizes.append((str(kernel), tuple(sorted((str(k), str(v))
                                                              for k, v in lengths.items()))))
+        if language is not None and (not isinstance(language, str)
+                                     or language.lower() not in _LANGUAGES):
+            raise OptionError(f"language= is 'c' or 'c++' (None: C++ for files ending in "
+                              f"{', '.join(build.CXX_SUFFIXES[:4])}, else C), got {language!r}.")
         return cls(
             include_dirs=_text_list(include_dirs, "include_dirs"), defines=_define_list(defines),
             flags=_text_list(flags, "flags"), libraries=_text_list(libraries, "libraries"),
@@ -783,7 +831,19 @@ class CompileOptions:
             sizes=tuple(sorted(checked_sizes)), loose_types=bool(loose_types),
             runtime_activity=bool(runtime_activity),
             enzyme_flags=_text_list(enzyme_flags, "enzyme_flags"), native_cpu=bool(native_cpu),
-            split_long_blocks=bool(split_long_blocks), verify=bool(verify), isolate=bool(isolate))
+            split_long_blocks=bool(split_long_blocks), verify=bool(verify), isolate=bool(isolate),
+            language=_LANGUAGES[language.lower()] if language is not None else None)
+
+
+def _verify_by_default() -> bool:
+    return os.environ.get("ENZYME_VERIFY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# compile()'s keyword defaults, in the order compile() lists them, and the
+# options they give (by the environment's ENZYME_VERIFY)
+_DEFAULT_ARGUMENTS = ((), None, (), (), (), None, None, (), (), None, False, False, (), True, True,
+                      None, False, None)
+_default_options = {verify: CompileOptions(verify=verify) for verify in (False, True)}
 
 
 def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
@@ -799,17 +859,21 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             loose_types: bool = False, runtime_activity: bool = False,
             enzyme_flags: Sequence[str] = (), native_cpu: bool = True,
             split_long_blocks: bool = True, verify: bool | None = None, isolate: bool = False,
+            language: str | None = None,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
     Parameters
     ----------
     source : str, optional
-        C source text, or the path of one ``.c`` file.
+        C source text, or the path of one ``.c`` (or C++) file.
     path : path-like, optional
-        One C file.
+        One C or C++ file.
     sources : sequence of path-like, optional
-        Several C files, linked into one module.
+        Several C and C++ files, linked into one module. Files ending in
+        ``.cpp``, ``.cc``, ``.cxx``, ``.c++``, ``.cp`` or ``.C`` are C++
+        (compiled with clang as C++, the module linked with libstdc++); the
+        kernels of a C++ file are its ``extern "C"`` functions.
     include_dirs, defines, flags, libraries, library_dirs
         ``-I``, ``-D``, extra clang flags (e.g. ``-ffast-math``), ``-l``
         libraries and their ``-L`` directories (also used as run paths).
@@ -874,6 +938,9 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         call starts a new worker. Each call copies its arrays to shared
         memory and back (see the README for the cost); globals live in the
         worker, so ``mod.globals`` is not available. No C fast path.
+    language : {"c", "c++"}, optional
+        The language of source text (default C), or of every file (default:
+        by file name ending, as above).
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -897,12 +964,22 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     # A repeated call with the same arguments, unchanged files and the same
     # environment returns a new handle of the same module after a few stat()
     # calls: closing one handle never closes another's.
-    options = CompileOptions.from_arguments(
-        include_dirs=include_dirs, defines=defines, flags=flags, libraries=libraries,
-        library_dirs=library_dirs, forward_rules=forward_rules, reverse_rules=reverse_rules,
-        inactive=inactive, inactive_globals=inactive_globals, sizes=sizes, loose_types=loose_types,
-        runtime_activity=runtime_activity, enzyme_flags=enzyme_flags, native_cpu=native_cpu,
-        split_long_blocks=split_long_blocks, verify=verify, isolate=isolate)
+    given = (include_dirs, defines, flags, libraries, library_dirs, forward_rules, reverse_rules,
+             inactive, inactive_globals, sizes, loose_types, runtime_activity, enzyme_flags,
+             native_cpu, split_long_blocks, verify, isolate, language)
+    if given == _DEFAULT_ARGUMENTS and all(type(a) is type(d) for a, d in
+                                           zip(given, _DEFAULT_ARGUMENTS)):
+        # compile(source) alone, the common repeated call: nothing to check
+        # but the environment's ENZYME_VERIFY
+        options = _default_options[_verify_by_default()]
+    else:
+        options = CompileOptions.from_arguments(
+            include_dirs=include_dirs, defines=defines, flags=flags, libraries=libraries,
+            library_dirs=library_dirs, forward_rules=forward_rules, reverse_rules=reverse_rules,
+            inactive=inactive, inactive_globals=inactive_globals, sizes=sizes,
+            loose_types=loose_types, runtime_activity=runtime_activity, enzyme_flags=enzyme_flags,
+            native_cpu=native_cpu, split_long_blocks=split_long_blocks, verify=verify,
+            isolate=isolate, language=language)
     call_key = _call_key(source, path, sources, options, toolchain)
     known = _known.for_call(call_key)
     if known is not None and build.headers_unchanged(known._artifact):
@@ -910,7 +987,8 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         if handle is not None:
             return handle
     while True:
-        module = _compile(_source_inputs(source, path, sources), options, toolchain)
+        module = _compile(_source_inputs(source, path, sources, options.language), options,
+                          toolchain)
         _known.remember(module, call_key=call_key)
         handle = module._new_handle()
         if handle is not None:  # else its last handle was closed meanwhile: load it again
@@ -943,8 +1021,8 @@ def _call_key(source: Any, path: Any, sources: Any, options: CompileOptions,
         key = (source if not files else None, tuple(stamps), options, toolchain, os.getcwd(),
                tuple(os.environ.get(v) for v in _ENV))
         hash(key)
-    except (OSError, TypeError):
-        return None  # unreadable file or unhashable argument: no shortcut
+    except (OSError, TypeError, ValueError):
+        return None  # unreadable file, NUL in a name, unhashable argument: no shortcut
     return key
 
 
@@ -964,6 +1042,9 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
         inputs.append(build.SourceInput(
             generate_registrations(forward_rules, reverse_rules, inactive, inactive_globals),
             "<enzyme-ffi registrations>"))
+    if any("cblas_" in source.text for source in inputs):
+        # helpers Enzyme's BLAS rules call that CBLAS does not define
+        inputs.append(build.SourceInput(generate_blas_support(), "<enzyme-ffi BLAS support>"))
     link_args = []
     for directory in options.library_dirs:
         directory = os.path.abspath(directory)
@@ -971,10 +1052,14 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
     link_args += [f"-l{lib}" for lib in options.libraries]
     if "-fopenmp" in options.flags:
         link_args.append("-fopenmp")  # clang links its own OpenMP runtime
+    if any(i.language == "c++" for i in inputs):
+        link_args.append("-lstdc++")  # (the libraries are linked by clang's C driver)
+    languages = [i.language for i in inputs]
 
     def describe(paths: list[str]) -> build.ModuleFacts:
         done = build.run_tool(worker_command(),
-                              input=parse_request(paths, args, tc.resource_dir, tc.libclang))
+                              input=parse_request(paths, args, tc.resource_dir, tc.libclang,
+                                                  languages))
         census: dict = {}
         signatures, variables = read_worker_reply(done.stdout, done.returncode, done.stderr, census)
         _check_rule_targets(census, forward_rules, reverse_rules, inactive, inactive_globals)
@@ -987,7 +1072,8 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
             for name in census.get("variables", {}))
         return build.ModuleFacts(
             extra={"signatures": [s.to_json() for s in signatures.values()],
-                   "globals": [v.to_json() for v in user], "custom_rules": custom_rules},
+                   "globals": [v.to_json() for v in user], "custom_rules": custom_rules,
+                   "cxx_linkage": sorted(set(census.get("cxx_linkage", ())))},
             shared_globals=tuple(v.name for v in user),
             shadowed_globals=tuple((v.name, v.size) for v in user
                                    if v.active and v.name not in inactive_globals))

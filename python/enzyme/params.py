@@ -134,8 +134,8 @@ def fast_plan_specs(slots: Sequence[Slot]) -> tuple[tuple, int, int, tuple[int, 
         ctype = slot.ctype
         if slot.role in (Role.PRIMAL, Role.SHADOW):
             if ctype.is_pointer:
-                if ctype.dtype not in FAST_FORMATS:
-                    return None
+                if ctype.dtype not in FAST_FORMATS or ctype.shape:
+                    return None  # (native/fastcall.c checks no declared shape)
                 specs.append((0, 0, FAST_FORMATS[ctype.dtype], np.dtype(ctype.dtype).itemsize,
                               int(slot.writable), 0, 0))
             elif ctype.is_float:

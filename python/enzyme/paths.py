@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import CacheError
 
-__all__ = ["cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json",
+__all__ = ["env_seconds", "cache_dir", "data_dir", "sha256_file", "atomic_write_bytes", "stamped_json",
            "file_identity", "NotRegularFileError", "CACHE_MARKER", "CACHE_LAYOUT", "is_marked_cache",
            "foreign_entries", "claim_cache_root", "clear_cache", "cache_root", "private_dir",
            "fallback_root", "abandon_cache", "CACHE_SUBDIRS", "get_include"]
@@ -37,6 +37,7 @@ _MARKER_LINE = "created by enzyme-ffi"
 # of atomic writes (left behind by a killed process).
 CACHE_LAYOUT = ("modules", "derivatives", "locks", "toolchain-probe.json", CACHE_MARKER)
 _LAYOUT_PATTERNS = ("build-*", ".*.tmp")
+_MARKER_TEMPORARY = f".{CACHE_MARKER}.*.tmp"  # atomic_write_bytes's name for it
 
 _resolved_lock = threading.Lock()
 _resolved: dict[tuple[str, ...], Path] = {}
@@ -104,6 +105,28 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+MAX_TIMEOUT = 7 * 86400.0  # beyond this a "timeout" is a typo (and poll() takes at most ~24 days)
+
+
+def env_seconds(name: str, default: float, error: type[Exception] = CacheError) -> float:
+    """A timeout from environment variable ``name`` (``default`` when unset),
+    or ``error`` saying how to fix a value that is not a number of seconds
+    in (0, 7 days] (``nan``, ``0`` and ``-1`` included: none of them means
+    "no timeout" here)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value <= MAX_TIMEOUT):  # also refuses nan
+        raise error(f"{name}={raw!r} is not a usable timeout: it must be a number of seconds "
+                    f"greater than 0 and at most {MAX_TIMEOUT:.0f} (7 days). Fix: set it to, "
+                    f"e.g., {default:g} (the default), or unset it.")
+    return value
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -182,18 +205,19 @@ def foreign_entries(root: Path) -> list[str]:
 
 def claim_cache_root(root: Path) -> None:
     """Mark ``root`` (an existing directory) as enzyme-ffi's cache, unless it
-    is marked already. An unmarked directory is claimed only when it holds
-    nothing but the cache's own layout: it is new, or a cache made before the
-    marker existed. Anything else is someone's directory, and a
-    :class:`CacheError` says so (nothing is written to it)."""
+    is marked already. An unmarked directory is claimed only when it is
+    empty (but for another process's marker being written): a directory
+    holding anything is someone's, even when the names look like the
+    cache's own (a user's ``modules/``), and a :class:`CacheError` says so
+    (nothing is written to it)."""
     if is_marked_cache(root):
         return
-    foreign = foreign_entries(root)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise CacheError(f"{root} is not an enzyme-ffi cache directory: it holds {shown}, which "
-                         "enzyme-ffi did not create. Fix: set ENZYME_CACHE_DIR to a new or empty "
-                         "directory.")
+    held = sorted(n for n in os.listdir(root) if not fnmatch.fnmatchcase(n, _MARKER_TEMPORARY))
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise CacheError(f"{root} is not an enzyme-ffi cache directory: it has no {CACHE_MARKER} "
+                         f"marker and holds {shown}. Fix: set ENZYME_CACHE_DIR to a new or empty "
+                         "directory (or, if it is an old enzyme-ffi cache, delete it).")
     atomic_write_bytes(root / CACHE_MARKER, _MARKER_TEXT.encode(), 0o600)
 
 
@@ -201,9 +225,9 @@ def clear_cache(root: Path) -> tuple[list[str], list[str]]:
     """Delete what the cache created in ``root``: (deleted names, names kept).
 
     Raises :class:`CacheError`, deleting nothing, when ``root`` is a regular
-    file, a symlink to something that is not a marked cache, or an unmarked
-    directory holding anything but the cache's own layout. The root itself is
-    removed only when nothing else is left in it."""
+    file, a symlink to something that is not a marked cache, or a non-empty
+    directory without the cache's marker. The root itself is removed only
+    when nothing else is left in it."""
     try:
         st = os.lstat(root)
     except FileNotFoundError:
@@ -223,11 +247,14 @@ def clear_cache(root: Path) -> tuple[list[str], list[str]]:
                          "deleted. Fix: point ENZYME_CACHE_DIR at the cache directory.")
     marked = is_marked_cache(root)
     foreign = foreign_entries(root)
-    if not marked and foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise CacheError(f"{root} is not an enzyme-ffi cache directory (no {CACHE_MARKER} marker, "
-                         f"and it holds {shown}); nothing was deleted. Fix: point "
-                         "ENZYME_CACHE_DIR at the cache directory, or delete it yourself.")
+    if not marked and os.listdir(root):
+        # Names alone prove nothing: a user's modules/ or build-2024/ would
+        # match the layout (and went, with their contents).
+        held = foreign or sorted(os.listdir(root))
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise CacheError(f"{root} is not an enzyme-ffi cache directory (no {CACHE_MARKER} marker; "
+                         f"it holds {shown}); nothing was deleted. Fix: point ENZYME_CACHE_DIR at "
+                         "the cache directory, or delete it yourself.")
     deleted = []
     # The marker goes last (an interrupted clear leaves a directory still
     # known as ours), and stays while anything of someone else's remains.

@@ -30,7 +30,7 @@ __all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthC
 # Bump when what the parse records changes (layout keys, Signature or
 # GlobalVar fields): parse results are stored with cached module builds, so
 # the build's cache key must include it, or a stale entry keeps old facts.
-PARSE_VERSION = "3"
+PARSE_VERSION = "5"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ class CType:
     # struct_float tells whether any field can carry a derivative.
     layout: str = ""
     struct_float: bool = False
+    # An array parameter's declared shape (``double r[3][3]`` -> (3, 3),
+    # ``double (*p)[4]`` and ``double q[][4]`` -> (0, 4): 0 where C leaves the
+    # extent open); empty for a plain pointer. The generated C passes it as
+    # a flat pointer to the element type, the same address and ABI.
+    shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.shape, tuple):  # (read back from JSON as a list)
+            object.__setattr__(self, "shape", tuple(self.shape))
 
     @property
     def is_float(self) -> bool:
@@ -667,10 +676,22 @@ def _ctype(t, table, returned: bool = False) -> CType:
         return CType("scalar", spelling, scalar[0], scalar[1])
     if canon.kind in (K.POINTER, K.INCOMPLETEARRAY, K.CONSTANTARRAY):
         pointee = canon.get_pointee() if canon.kind == K.POINTER else canon.element_type
+        shape = [canon.element_count if canon.kind == K.CONSTANTARRAY else 0]
+        # A multidimensional array, `double (*)[M]` or `double [N][M]`: its
+        # rows are contiguous, so it is a flat array of the innermost element.
+        while pointee.get_canonical().kind == K.CONSTANTARRAY:
+            shape.append(pointee.get_canonical().element_count)
+            pointee = pointee.get_canonical().element_type
+        if len(shape) == 1 and not shape[0]:
+            shape = []  # a plain pointer, or `double x[]`
         element = _scalar(pointee.get_canonical(), table)
         if element:
             return CType("pointer", spelling, element[0], element[1],
-                         const=pointee.is_const_qualified())
+                         const=pointee.is_const_qualified(), shape=tuple(shape))
+        if shape and len(shape) > 1:
+            return CType("unsupported", spelling,
+                         reason=f"arrays of `{pointee.spelling}` are not supported yet (only "
+                                "multidimensional arrays of double, float and integer types)")
         if pointee.get_canonical().kind == K.RECORD:
             try:
                 layout, floating = _record_layout(pointee.get_canonical(), table)
@@ -750,17 +771,23 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
 
 
 def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
-                 census: dict | None = None) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
+                 census: dict | None = None, languages: Sequence[str] | None = None,
+                 ) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
     """Parse every C source and return the external functions it defines.
+
+    In C++ sources, the functions are those with C linkage (``extern "C"``):
+    the only ones a C declaration can call by name.
 
     Parameters
     ----------
     sources : sequence of str
-        Paths of the C files.
+        Paths of the C and C++ files.
     args : sequence of str
         The ``-I``/``-D``/``-std`` flags used to compile them.
     resource_dir : str
         ``clang -print-resource-dir`` of the compiling clang.
+    languages : sequence of str, optional
+        ``"c"`` or ``"c++"`` for each source (default: all C).
 
     Raises
     ------
@@ -780,10 +807,15 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
     table = _scalar_table()
     found: dict[str, Signature] = {}
     variables: dict[str, GlobalVar] = {}
-    parse_args = ["-x", "c", "-resource-dir", resource_dir, *args]
     gnu_inline = _gnu_inline_semantics(args)
     units = []
-    for source in sources:
+    cxx_sources: set[str] = set()
+    for source, language in zip(sources, languages or ["c"] * len(sources)):
+        if language == "c++":
+            cxx_sources.add(source)
+        # (-fno-exceptions as the build compiles C++: build.CXX_FLAGS)
+        cxx = ["-fno-exceptions"] if language == "c++" else []
+        parse_args = ["-x", language, "-resource-dir", resource_dir, *cxx, *args]
         try:
             tu = _index().parse(source, args=parse_args)
         except TranslationUnitLoadError as exc:
@@ -792,7 +824,7 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
         if errors:
             raise CompileError(f"Parsing {_display_name(source)} failed:\n" + "\n".join(errors),
                                errors)
-        units.append((source, tu, list(tu.cursor.get_children())))
+        units.append((source, tu, _top_level(tu.cursor)))
     # Functions with a struct in an integer register (see
     # integer_register_floats), and functions with a derivative rule or
     # declared inactive, whose bodies Enzyme does not differentiate.
@@ -810,6 +842,8 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                         handled.add(cursor.spelling[len(prefix):])
     calls: dict[str, set[str]] = {}
     for source, tu, top in units:
+        if _first_line(source) == SUPPORT_MARK:
+            continue
         declarations: dict[str, list] = {}
         for cursor in top:
             if cursor.kind == CursorKind.FUNCTION_DECL:
@@ -830,6 +864,11 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                 calls.setdefault(cursor.spelling, set()).update(_callees(cursor))
             if cursor.linkage != LinkageKind.EXTERNAL:
                 continue
+            if source in cxx_sources and cursor.mangled_name != cursor.spelling:
+                # C++ linkage: its symbol is mangled (extern "C" exposes a function)
+                if census is not None:
+                    census.setdefault("cxx_linkage", []).append(cursor.spelling)
+                continue
             params = tuple(
                 Param(arg.spelling or f"arg{i}", _ctype(arg.type, table), _length_annotation(arg))
                 for i, arg in enumerate(cursor.get_arguments())
@@ -843,7 +882,8 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                 # takes exactly the parameters it declares
                 variadic=(cursor.type.kind == TypeKind.FUNCTIONPROTO
                           and cursor.type.is_function_variadic()),
-                hidden=_why_not_exported(tu, cursor, declarations[cursor.spelling], gnu_inline),
+                hidden=_why_not_exported(tu, cursor, declarations[cursor.spelling], gnu_inline,
+                                         source in cxx_sources),
             )
     if hazards:
         for name, signature in found.items():
@@ -856,6 +896,14 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
 
 
 REGISTRATIONS_MARK = "/* enzyme-ffi generated: registrations given to enzyme.compile */"
+# The first line of the C file of helpers Enzyme's BLAS rules call: its
+# functions are the module's machinery, not kernels.
+SUPPORT_MARK = "/* enzyme-ffi generated: support functions for Enzyme's derivatives */"
+
+
+def _first_line(source: str) -> str:
+    with open(source, encoding="utf-8", errors="replace") as handle:
+        return handle.readline().strip()
 
 
 def _take_census(units: Sequence[tuple], census: dict) -> None:
@@ -870,9 +918,8 @@ def _take_census(units: Sequence[tuple], census: dict) -> None:
     functions: dict[str, dict] = census.setdefault("functions", {})
     variables: dict[str, dict] = census.setdefault("variables", {})
     for source, _, top in units:
-        with open(source, encoding="utf-8", errors="replace") as handle:
-            if handle.readline().strip() == REGISTRATIONS_MARK:
-                continue
+        if _first_line(source) in (REGISTRATIONS_MARK, SUPPORT_MARK):
+            continue
         for cursor in top:
             static = cursor.linkage != LinkageKind.EXTERNAL
             if cursor.kind == CursorKind.VAR_DECL:
@@ -1002,7 +1049,24 @@ def _gnu_inline_semantics(args: Sequence[str]) -> bool:
     return gnu
 
 
-def _why_not_exported(tu, definition, declarations: list, gnu_inline: bool) -> str:
+def _top_level(root) -> list:
+    """The file-scope declarations of a translation unit, with those inside
+    C++ ``extern "C" { ... }`` blocks (and single ``extern "C"``
+    declarations) taken out of their linkage block."""
+    from clang.cindex import CursorKind
+
+    out = []
+    for cursor in root.get_children():
+        # (libclang 15 reports a linkage block as an unexposed declaration)
+        if cursor.kind in (CursorKind.LINKAGE_SPEC, CursorKind.UNEXPOSED_DECL):
+            out += _top_level(cursor)
+        else:
+            out.append(cursor)
+    return out
+
+
+def _why_not_exported(tu, definition, declarations: list, gnu_inline: bool,
+                      cxx: bool = False) -> str:
     """Why the library will not export a function defined with external
     linkage (empty when it will): hidden visibility, or an inline definition,
     which C emits no symbol for (clang's isInlineDefinitionExternallyVisible,
@@ -1022,6 +1086,9 @@ def _why_not_exported(tu, definition, declarations: list, gnu_inline: bool) -> s
         specifiers.append((bool(words & _INLINE), "extern" in words, "gnu_inline" in words))
     if not any(inline for inline, _, _ in specifiers):
         return ""
+    if cxx:
+        return (f"'{name}' is a C++ inline function, which C++ emits only where it is called, so "
+                "the library does not export it; drop `inline`")
     if gnu_inline or any(gnu for _, _, gnu in specifiers):
         exported = any(inline and not extern for inline, extern, _ in specifiers)
     else:  # C99 6.7.4p7
@@ -1054,11 +1121,12 @@ def worker_command() -> list[str]:
 
 
 def parse_request(sources: Sequence[str], args: Sequence[str], resource_dir: str,
-                  libclang: str) -> str:
+                  libclang: str, languages: Sequence[str] | None = None) -> str:
     """The worker's input: what :func:`parse_module` takes, and the libclang
     to load ("" for the one bundled with the Python package)."""
     return json.dumps({"sources": list(sources), "args": list(args), "resource_dir": resource_dir,
-                       "libclang": libclang, "sys_path": [p for p in sys.path if p]})
+                       "libclang": libclang, "sys_path": [p for p in sys.path if p],
+                       "languages": list(languages) if languages else None})
 
 
 def read_worker_reply(stdout: str, returncode: int, stderr: str, census: dict | None = None
@@ -1094,7 +1162,8 @@ def _worker_main() -> None:
             clang.cindex.Config.set_compatibility_check(False)
         census: dict = {}
         signatures, variables = parse_module(request["sources"], request["args"],
-                                             request["resource_dir"], census)
+                                             request["resource_dir"], census,
+                                             request.get("languages"))
         reply = {"signatures": [s.to_json() for s in signatures.values()],
                  "globals": [v.to_json() for v in variables.values()], "census": census}
     except CompileError as exc:

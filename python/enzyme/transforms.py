@@ -40,8 +40,19 @@ __all__ = ["grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp",
 
 
 def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[int, ...], bool]:
-    single = isinstance(argnums, (int, np.integer))
-    nums = (int(argnums),) if single else tuple(int(a) for a in argnums)
+    def index(value: Any) -> int:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ActivityError(f"argnums takes argument positions (an int or a sequence of "
+                                f"ints), got {value!r}.")
+        return int(value)
+
+    single = isinstance(argnums, (int, np.integer)) and not isinstance(argnums, (bool, np.bool_))
+    if single:
+        nums: tuple[int, ...] = (index(argnums),)
+    elif isinstance(argnums, (str, bytes)) or not hasattr(argnums, "__iter__"):
+        nums = (index(argnums),)  # raises: not a position
+    else:
+        nums = tuple(index(a) for a in argnums)
     if not nums:
         raise ActivityError("argnums is empty")
     for num in nums:

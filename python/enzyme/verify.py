@@ -48,7 +48,8 @@ from .activity import (
     ReverseWithPrimal,
 )
 from .call import aligned_like
-from .errors import ActivityError, ArgumentError, DerivativeMismatchError, ShadowError
+from .errors import ActivityError, ArgumentError, DerivativeMismatchError, OptionError, ShadowError
+from .paths import env_seconds
 
 __all__ = ["ArgumentCheck", "CheckReport", "Point", "compare", "tolerances", "UNDECIDED"]
 
@@ -629,6 +630,9 @@ def check(kernel: Any, *args: Any, mode: Any = None, ret: Any = None, width: int
         raise ActivityError(f"check: width must be a positive integer, got {width!r}.")
     if mode.split and width != 1:
         raise ActivityError("check: split derivatives are not batched; use width=1.")
+    if not hasattr(kernel, "derivative_function"):
+        raise ActivityError(f"check: the first argument is a kernel of a compiled module "
+                            f"(mod.f), got {type(kernel).__name__}.")
     sig = kernel.signature
     if len(args) != len(sig.params):
         raise ActivityError(f"check: '{sig.name}' takes {len(sig.params)} argument(s), {len(args)} "
@@ -834,10 +838,7 @@ def call_only(point: Point, fn: Any, seed: int) -> None:
 
 def timeout() -> float:
     """Seconds a first-use check may take (``ENZYME_VERIFY_TIMEOUT``)."""
-    try:
-        return float(os.environ.get("ENZYME_VERIFY_TIMEOUT", "120"))
-    except ValueError:
-        return 120.0
+    return env_seconds("ENZYME_VERIFY_TIMEOUT", 120.0, OptionError)
 
 
 def check_functions(f: Callable[[np.ndarray], Any], x: Any, *, jvp: Callable | None = None,
