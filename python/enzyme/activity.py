@@ -235,6 +235,11 @@ class DerivativeSpec:
     width: int = 1  # shadows per Duplicated argument (enzyme_width)
     batched: bool = False  # shadows given as groups (BatchDuplicated), even when width is 1
     split: bool = False  # augmented forward and reverse passes as separate calls
+    # For each function-pointer parameter, the kernels of the module that may
+    # be passed for it (same function type): the generated code calls the
+    # chosen one directly, so Enzyme differentiates through it.
+    callbacks: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    callback_module: str = ""  # the module whose kernels those are (its cache key)
 
     @property
     def kernel(self) -> str:
@@ -271,6 +276,9 @@ def _resolve_arg(index: int, param, kind: Activity, reverse: bool) -> ArgSpec:
     where = f"argument {index} ('{param.name}', C type `{ctype.spelling}`)"
     if kind is Activity.CONST:
         return ArgSpec(index, param.name, ctype, kind)
+    if ctype.is_function:
+        raise ActivityError(f"{where} is a function pointer: pass another kernel of the module as "
+                            f"Const(mod.<kernel>); derivatives flow through the call it makes.")
     if not ctype.carries_derivative:
         raise ActivityError(
             f"{where} is {'a pointer to ' if ctype.is_pointer else ''}{ctype.base}, which has "
@@ -407,6 +415,8 @@ class HvpSpec:
     signature: Signature
     wrt: int
     width: int
+    callbacks: tuple[tuple[int, tuple[str, ...]], ...] = ()  # as DerivativeSpec's
+    callback_module: str = ""
 
     @property
     def kernel(self) -> str:

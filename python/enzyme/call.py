@@ -313,6 +313,44 @@ def _plain_all(args: Sequence[Any]) -> Sequence[Any]:
     return args
 
 
+def _callback_converter(ctype: CType, what: str, module_key: str,
+                        candidates: Sequence[str] | None = None,
+                        ffi: cffi.FFI | None = None) -> Callable[[Any], Any]:
+    """A kernel passed for a function-pointer parameter: for a derivative,
+    its index among the candidates the generated code dispatches on; for a
+    primal call, its address. Only a kernel of the same module, of exactly
+    the parameter's function type, is taken (duck-typed: the calling layer
+    knows kernels only by ``callback_identity``)."""
+    def kernel_name(value: Any) -> str:
+        identity = getattr(value, "callback_identity", None)
+        if identity is None:
+            raise ArgumentTypeError(f"{what} is a function pointer (C `{ctype.spelling}`): pass a "
+                                    f"kernel of the same module (mod.f), got {_describe(value)}.")
+        key, name, fn_type = identity
+        if key != module_key:
+            raise ArgumentValueError(f"{what}: '{name}' is a kernel of another module; pass one "
+                                     "compiled into this module (its own code is what is called "
+                                     "and differentiated).")
+        if fn_type != ctype.base:
+            raise ArgumentTypeError(f"{what} must be a function of type `{ctype.base}`, but '{name}' "
+                                    f"is `{fn_type}`.")
+        return name
+
+    if candidates is not None:
+        def index(value: Any) -> int:
+            name = kernel_name(value)
+            if name not in candidates:
+                raise ArgumentValueError(f"{what}: '{name}' cannot be passed here (a kernel cannot "
+                                         "be its own callback).")
+            return candidates.index(name)
+        return index
+
+    def address(value: Any) -> Any:
+        kernel_name(value)
+        return ffi.cast("void *", value.callback_address())
+    return address
+
+
 def _scalar_converter(ctype: CType, what: str, error_type: type[Exception]) -> Callable[[Any], Any]:
     dtype = np.dtype(ctype.dtype)
     if ctype.is_float:
@@ -564,8 +602,13 @@ class PrimalFunction:
     (``entry``), and the struct comes back as a numpy record."""
 
     def __init__(self, signature: Signature, so_path: str, cdef: str, entry: str | None = None,
-                 owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
+                 owner: int = PERMANENT_OWNER, isolate: bool = False, module_key: str = "") -> None:
         self.signature = signature
+        if isolate and any(p.ctype.is_function for p in signature.params):
+            # (an address in this process means nothing in the worker)
+            raise UnsupportedSignatureError(
+                f"'{signature.name}' takes a function pointer, which a module compiled with "
+                "isolate=True cannot pass to its worker process; compile it without isolate=True.")
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
         # (the gate is entered inline below: the primal call is the hot one)
         self._gate = self._library.gate
@@ -573,7 +616,7 @@ class PrimalFunction:
         self._target = _target(self._library, self._fn, so_path, cdef, entry or signature.name,
                                slots, f"the kernel '{signature.name}'", isolate)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
-        self._convert = _primal_converters(self._ffi, signature, slots)
+        self._convert = _primal_converters(self._ffi, signature, slots, module_key)
         self._nargs = len(self._convert)
         self._lengths = _length_plan(signature, {i: i for i in range(self._nargs)})
 
@@ -599,14 +642,24 @@ class PrimalFunction:
         return result if out is None else out[1](cell)
 
 
-def _primal_converters(ffi: cffi.FFI, signature: Signature,
-                       slots: Sequence[Slot]) -> list[Callable[[Any], Any]]:
+def _primal_converters(ffi: cffi.FFI, signature: Signature, slots: Sequence[Slot],
+                       module_key: str, callbacks: dict[int, tuple[str, ...]] | None = None,
+                       ) -> list[Callable[[Any], Any]]:
     """One converter per parameter for a call with primal arguments only,
-    each as writable as its slot."""
-    primals = sorted((s for s in slots if s.role is Role.PRIMAL), key=lambda s: s.arg)
-    return [_param_converter(ffi, s.ctype, f"argument '{signature.params[s.arg].name}' of "
-                             f"{signature.name}", writable=s.writable, shadow=False)
-            for s in primals]
+    each as writable as its slot (a function pointer: its address, or with
+    ``callbacks``, its index among the candidates)."""
+    primals = sorted((s for s in slots if s.role in (Role.PRIMAL, Role.CALLBACK)),
+                     key=lambda s: s.arg)
+    out = []
+    for s in primals:
+        what = f"argument '{signature.params[s.arg].name}' of {signature.name}"
+        if s.ctype.is_function:
+            out.append(_callback_converter(s.ctype, what, module_key,
+                                           (callbacks or {}).get(s.arg) if s.role is Role.CALLBACK
+                                           else None, ffi))
+        else:
+            out.append(_param_converter(ffi, s.ctype, what, writable=s.writable, shadow=False))
+    return out
 
 
 def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool):
@@ -808,6 +861,12 @@ class DerivativeFunction(_CheckedOnce):
                     ffi, slot.ctype, f"the shadow of '{name}' in {sig.name}", slot.writable,
                     shadow=True))
                 self._group.append(f"the shadows of '{name}'" if self._batched else "")
+            elif slot.role is Role.CALLBACK:
+                position[slot.arg] = len(self._convert)
+                self._convert.append(_callback_converter(
+                    slot.ctype, f"argument '{name}' of {sig.name}", spec.callback_module,
+                    dict(spec.callbacks)[slot.arg]))
+                self._group.append("")
             elif slot.role is Role.SEED:
                 if not slot.lane:
                     self._has_seed = True
@@ -822,7 +881,8 @@ class DerivativeFunction(_CheckedOnce):
         self._fixed_result = (self._result(()) if not self._outputs else None)
         self._flat_names = [
             f"d{sig.params[s.arg].name}" if s.role is Role.SHADOW else sig.params[s.arg].name
-            for s in self._slots if s.role is Role.PRIMAL or (s.role is Role.SHADOW and not s.lane)
+            for s in self._slots
+            if s.role in (Role.PRIMAL, Role.CALLBACK) or (s.role is Role.SHADOW and not s.lane)
         ]
 
     def _seeds(self, seed: Any) -> list:
@@ -948,7 +1008,8 @@ class HvpFunction(_CheckedOnce):
         self._init_checked_once()
         sig = spec.signature
         self._slots = wrapper.params
-        self._convert = _primal_converters(self._ffi, sig, self._slots)
+        self._convert = _primal_converters(self._ffi, sig, self._slots, spec.callback_module,
+                                           dict(spec.callbacks))
         x = sig.params[spec.wrt]
         self._direction = _param_converter(self._ffi, x.ctype, f"a direction for '{x.name}'",
                                            writable=False, shadow=True)
@@ -971,7 +1032,7 @@ class HvpFunction(_CheckedOnce):
         products = [np.zeros_like(x) for _ in lanes]
         call_args = []
         for slot in self._slots:
-            if slot.role is Role.PRIMAL:
+            if slot.role in (Role.PRIMAL, Role.CALLBACK):
                 call_args.append(converted[slot.arg])
             elif slot.role is Role.DIRECTION:
                 call_args.append(converted_lanes[slot.lane])
@@ -1115,6 +1176,12 @@ class SplitFunctions(_CheckedOnce):
                 self._plan.append(("arg", len(self._convert), base, role, slot.arg))
                 self._convert.append(_param_converter(ffi, slot.ctype, f"{what} of {sig.name}",
                                                       slot.writable, shadow))
+            elif slot.role is Role.CALLBACK:
+                position[slot.arg] = len(self._convert)
+                self._plan.append(("arg", len(self._convert), base, role, slot.arg))
+                self._convert.append(_callback_converter(
+                    slot.ctype, f"argument '{name}' of {sig.name}", spec.callback_module,
+                    dict(spec.callbacks)[slot.arg]))
             elif slot.role is Role.SLOT:
                 self._plan.append(("cell", len(self._convert), base, role, slot.arg))
                 self._convert.append(_scalar_converter(_scalar_of(slot.ctype),

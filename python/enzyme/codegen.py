@@ -177,9 +177,13 @@ class _Call:
     """One Enzyme call being assembled: the helper around the kernel, the
     entry point's parameters, and the call's argument list."""
 
-    def __init__(self, sig: Signature, width: int, runtime_activity: bool = False) -> None:
+    def __init__(self, sig: Signature, width: int, runtime_activity: bool = False,
+                 callbacks: tuple[tuple[int, tuple[str, ...]], ...] = ()) -> None:
         self.sig = sig
         self.width = width
+        # function-pointer parameters: their candidate kernels, and those used
+        self.candidates = dict(callbacks)
+        self.callbacks: list[tuple[int, tuple[str, ...]]] = []
         self.helper_params: list[tuple[str, str]] = []  # (C type, name)
         self.call_in_helper: list[str] = []
         self.entry_params: list[Slot] = []
@@ -197,11 +201,26 @@ class _Call:
         return [fmt.format(w=w) for w in range(self.width)]
 
     def const(self, index: int, ctype: CType) -> None:
+        if ctype.is_function:
+            self.callback(index, ctype)
+            return
         name = f"a{index}"
         self.helper_params.append((ctype.c_decl, name))
         self.call_in_helper.append(name)
         self.entry_params.append(Slot.primal(index, ctype, name))
         self.enzyme_args += [("int", "enzyme_const"), (ctype.c_decl, name)]
+
+    def callback(self, index: int, ctype: CType) -> None:
+        """A function-pointer parameter, passed as the index of the kernel
+        chosen among its candidates: the helper calls the kernel with that
+        function's address as a constant (see :func:`_dispatch`), which is
+        what Enzyme needs to differentiate through the call."""
+        name = f"a{index}"
+        self.helper_params.append(("int", name))
+        self.call_in_helper.append(_callback_placeholder(index))
+        self.entry_params.append(Slot(Role.CALLBACK, index, ctype, name, "int", False))
+        self.enzyme_args += [("int", "enzyme_const"), ("int", name)]
+        self.callbacks.append((index, self.candidates.get(index, ())))
 
     def pointer(self, index: int, ctype: CType, shadow_writable: bool, noneed: bool,
                 shadow_role: Role = Role.SHADOW) -> None:
@@ -301,7 +320,13 @@ class _Call:
 
     def helper_definition(self, helper: str, body: str) -> str:
         params = ", ".join(f"{t} {n}" for t, n in self.helper_params) or "void"
-        return f"static {self.helper_ret} {helper}({params}) {{ {body} }}"
+        return f"static {self.helper_ret} {helper}({params}) {{ {_dispatch(body, self.callbacks)} }}"
+
+    def callback_declarations(self) -> list[str]:
+        """Declarations of the candidate kernels (only their addresses are
+        taken; llvm-link resolves them by name)."""
+        names = sorted({n for _, names in self.callbacks for n in names} - {self.sig.name})
+        return [f"extern void {n}(void);" for n in names]
 
     def declaration(self, enzyme_fn: str) -> str:
         types = ", ".join([self.helper_pointer_type()] + [t for t, _ in self.enzyme_args])
@@ -309,6 +334,25 @@ class _Call:
 
     def invocation(self, enzyme_fn: str, helper: str) -> str:
         return f"{enzyme_fn}({', '.join([helper] + [e for _, e in self.enzyme_args])});"
+
+
+def _callback_placeholder(index: int) -> str:
+    return f"__EFI_CALLBACK_{index}__"
+
+
+def _dispatch(body: str, callbacks: list[tuple[int, tuple[str, ...]]]) -> str:
+    """``body`` once per combination of the candidates of each callback
+    parameter (chosen by its index argument), each with the candidate's
+    address in place of the placeholder; an index out of range traps (the
+    Python side checks it first)."""
+    if not callbacks:
+        return body
+    (index, names), rest = callbacks[0], callbacks[1:]
+    branches = []
+    for k, name in enumerate(names):
+        chosen = _dispatch(body.replace(_callback_placeholder(index), f"(void *){name}"), rest)
+        branches.append(f"if (a{index} == {k}) {{ {chosen} }}")
+    return " else ".join([*branches, "__builtin_trap();"]) if branches else "__builtin_trap();"
 
 
 _PRELUDE = ("extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_width, "
@@ -381,11 +425,11 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
     _check_abi_hazard(sig, spec.pattern)
     if not spec.reverse and spec.returns_derivative:
         _check_forward_struct_return(spec)
-    uid = _uid(sig.c_prototype, spec.pattern, str(runtime_activity))
+    uid = _uid(sig.c_prototype, spec.pattern, str(runtime_activity), str(spec.callbacks))
     entry = f"__efi_d_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
     enzyme_fn = f"__enzyme_{'autodiff' if spec.reverse else 'fwddiff'}_efi_{uid}"
-    call = _Call(sig, spec.width, runtime_activity)
+    call = _Call(sig, spec.width, runtime_activity, spec.callbacks)
     for arg in spec.args:
         if arg.activity is Activity.CONST:
             call.const(arg.index, arg.ctype)
@@ -406,6 +450,7 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
         _PRELUDE,
         *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
+        *call.callback_declarations(),
         call.helper_definition(helper, body),
         call.declaration(enzyme_fn),
         f"{'__attribute__((noinline)) ' if packed_name else ''}void {entry}({entry_sig}) {{",
@@ -435,7 +480,8 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     """
     sig = spec.signature
     _check_abi_hazard(sig, f"hvp wrt {sig.params[spec.wrt].name}")
-    uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}", str(runtime_activity))
+    uid = _uid(sig.c_prototype, f"hvp wrt {spec.wrt} width {spec.width}", str(runtime_activity),
+               str(spec.callbacks))
     entry = f"__efi_hvp_{sig.name}_{uid}"
     helper = f"__efi_h_{sig.name}_{uid}"
     grad_fn = f"__efi_g_{sig.name}_{uid}"
@@ -450,7 +496,7 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     # read back. Their buffers are entry parameters of role "scratch".
     scratch = [i for i, p in enumerate(sig.params)
                if i != spec.wrt and p.ctype.is_pointer and not p.ctype.const and p.ctype.carries_derivative]
-    inner = _Call(sig, 1, runtime_activity)
+    inner = _Call(sig, 1, runtime_activity, spec.callbacks)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
             inner.pointer(index, param.ctype, True, noneed=False)
@@ -461,11 +507,12 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     body = inner.returns(Activity.ACTIVE, reverse=True, with_primal=False, seed_param=False)
     # The gradient function: the kernel's parameters plus the gradient buffer
     # and the scratch arrays' adjoints; the return seed is fixed at 1.
-    grad_params = [(p.ctype.c_decl, f"a{i}") for i, p in enumerate(sig.params)]
+    grad_params = [("int" if p.ctype.is_function else p.ctype.c_decl, f"a{i}")
+                   for i, p in enumerate(sig.params)]
     grad_params.append((f"{base} *", f"da{spec.wrt}_0"))
     grad_params += [(f"{sig.params[i].ctype.base} *", f"da{i}_0") for i in scratch]
 
-    outer = _Call(sig, spec.width, runtime_activity)
+    outer = _Call(sig, spec.width, runtime_activity, spec.callbacks)
     for index, param in enumerate(sig.params):
         if index == spec.wrt:
             outer.pointer(index, param.ctype, False, noneed=False, shadow_role=Role.DIRECTION)
@@ -499,6 +546,7 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
         _PRELUDE,
         *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
+        *inner.callback_declarations(),
         inner.helper_definition(helper, body),
         inner.declaration(inner_fn),
         f"static void {grad_fn}({grad_sig}) {{",
@@ -623,9 +671,9 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
     """
     sig = spec.signature
     _check_abi_hazard(sig, spec.pattern)
-    uid = _uid(sig.c_prototype, spec.pattern, "split", str(runtime_activity))
+    uid = _uid(sig.c_prototype, spec.pattern, "split", str(runtime_activity), str(spec.callbacks))
     helper = f"__efi_h_{sig.name}_{uid}"
-    call = _Call(sig, 1, runtime_activity)
+    call = _Call(sig, 1, runtime_activity, spec.callbacks)
     markers: list[str] = ["enzyme_runtime_activity"] if runtime_activity else []
     for arg in spec.args:
         ctype, name = arg.ctype, f"a{arg.index}"
@@ -667,6 +715,7 @@ def generate_split(spec: DerivativeSpec, tape_bytes: int | None,
         "enzyme_runtime_activity;",
         *struct_definitions(sig.ret),
         f"extern {sig.c_prototype};",
+        *call.callback_declarations(),
         call.helper_definition(helper, body),
         f"extern long {size_fn}({', '.join([call.helper_pointer_type()] + ['int'] * len(markers))});",
         f"long {size_entry}(void) {{ return {size_fn}({', '.join([helper] + markers)}); }}",

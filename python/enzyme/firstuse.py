@@ -171,7 +171,7 @@ class FirstUseChecks:
         cold first call then costs about one build, not two). The caller
         joins the thread once its own build is done."""
         try:
-            spec = resolve_activities(self.signature, mode, kinds, ret, width)
+            spec = self._with_callbacks(resolve_activities(self.signature, mode, kinds, ret, width))
         except EnzymeError:
             return None  # the request itself is wrong: the caller will say so
         if mode.split:

@@ -6,6 +6,7 @@ orchestrator: it imports the stages (toolchain -> signature -> activity
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import itertools
 import os
@@ -59,6 +60,7 @@ from .errors import (
     ModuleClosedError,
     OptionError,
     OptionTypeError,
+    UnsupportedSignatureError,
 )
 from .firstuse import FirstUseChecks
 from .paths import get_include
@@ -173,6 +175,37 @@ class Kernel(FirstUseChecks):
             bound = self._bound.setdefault(id(fn), bound)
         return bound
 
+    def _with_callbacks(self, spec: Any) -> Any:
+        """``spec`` with, for each function-pointer parameter, the kernels of
+        this module that may be passed for it (those of its function type)."""
+        callbacks = []
+        for i, param in enumerate(self.signature.params):
+            if param.ctype.is_function:
+                names = tuple(sorted(
+                    name for name, sig in self.module.signatures.items()
+                    if sig.fn_type == param.ctype.base and name != self.name and not sig.unsupported()))
+                callbacks.append((i, names))
+        if not callbacks:
+            return spec
+        return dataclasses.replace(spec, callbacks=tuple(callbacks),
+                                   callback_module=self.module._artifact.key)
+
+    @property
+    def callback_identity(self) -> tuple[str, str, str]:
+        """(module, name, function type): what a function-pointer parameter
+        checks about a kernel passed for it."""
+        return self.module._artifact.key, self.name, self.signature.fn_type
+
+    def callback_address(self) -> int:
+        """The kernel's address in the module's library (for a primal call
+        that takes it as a function pointer)."""
+        if self.signature.ret.kind == "struct":
+            raise UnsupportedSignatureError(
+                f"'{self.name}' returns a struct by value, which enzyme-ffi calls through a "
+                "wrapper; it cannot be passed as a function pointer.")
+        primal = self._primal_function()
+        return int(primal._ffi.cast("uintptr_t", primal._fn))
+
     def _primal_function(self) -> PrimalFunction:
         self.module._check_open()
         primal = self._primal
@@ -183,11 +216,13 @@ class Kernel(FirstUseChecks):
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, "primal")
                 primal = PrimalFunction(self.signature, str(so_path), wrapper.cdef, wrapper.entry,
-                                        self.module._owner, isolate=self.module.isolate)
+                                        self.module._owner, isolate=self.module.isolate,
+                                        module_key=self.module._artifact.key)
             else:
                 primal = PrimalFunction(self.signature, self.module._artifact.so_path,
                                         primal_cdef(self.signature), owner=self.module._owner,
-                                        isolate=self.module.isolate)
+                                        isolate=self.module.isolate,
+                                        module_key=self.module._artifact.key)
             self._primal = primal
         return primal
 
@@ -209,8 +244,8 @@ class Kernel(FirstUseChecks):
             if self.module.verify and not _verify.verifying():
                 other = home._prebuild_counterpart(mode, kinds, ret, width)
             try:
-                found = self._compile_once(key, lambda: resolve_activities(
-                    self.signature, mode, kinds, ret, width), generate_derivative, DerivativeFunction,
+                found = self._compile_once(key, lambda: self._with_callbacks(resolve_activities(
+                    self.signature, mode, kinds, ret, width)), generate_derivative, DerivativeFunction,
                     home._arm_check if self.module.verify else None)
             finally:
                 if other is not None:
@@ -256,7 +291,8 @@ class Kernel(FirstUseChecks):
         key = ("hvp", wrt, width)
         found = self._derivatives.get(key)
         if found is None:
-            found = self._compile_once(key, lambda: resolve_hvp(self.signature, wrt, width),
+            found = self._compile_once(key, lambda: self._with_callbacks(
+                resolve_hvp(self.signature, wrt, width)),
                                        generate_hvp, HvpFunction,
                                        self._home._arm_hvp_check if self.module.verify else None)
         used = self.module._shadows_used_by(found.so_path)
@@ -290,7 +326,7 @@ class Kernel(FirstUseChecks):
         return found
 
     def _build_split(self, mode: Mode, kinds: tuple, ret: Any) -> SplitFunctions:
-        spec = resolve_activities(self.signature, mode, kinds, ret)
+        spec = self._with_callbacks(resolve_activities(self.signature, mode, kinds, ret))
         tc, artifact = self.module._toolchain, self.module._artifact
         runtime = self.module.runtime_activity
         probe = generate_split(spec, None, runtime)

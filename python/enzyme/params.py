@@ -42,6 +42,7 @@ class Role(enum.Enum):
     RET_SLOT = "ret_slot"
     RET_SHADOW = "ret_shadow"
     TAPE = "tape"  # split mode: the caller-allocated tape
+    CALLBACK = "callback"  # a function-pointer argument, as the index of the kernel passed
 
     @property
     def is_output(self) -> bool:
@@ -145,6 +146,8 @@ def fast_plan_specs(slots: Sequence[Slot]) -> tuple[tuple, int, int, tuple[int, 
                 specs.append((2, FAST_VALUES[ctype.dtype], "", 0, 0, int(info.min), int(info.max)))
             else:
                 return None
+        elif slot.role is Role.CALLBACK:
+            return None  # (a kernel object to map to its index: the Python path)
         elif slot.role is Role.SEED:
             seeds.append(slot)
         elif slot.role.is_output:

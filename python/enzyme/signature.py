@@ -30,14 +30,16 @@ __all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthC
 # Bump when what the parse records changes (layout keys, Signature or
 # GlobalVar fields): parse results are stored with cached module builds, so
 # the build's cache key must include it, or a stale entry keeps old facts.
-PARSE_VERSION = "5"
+PARSE_VERSION = "6"
 
 
 @dataclass(frozen=True)
 class CType:
     """A parameter or return type, as far as the calling layer cares.
 
-    ``kind`` is ``"void"``, ``"scalar"``, ``"pointer"`` or ``"unsupported"``.
+    ``kind`` is ``"void"``, ``"scalar"``, ``"pointer"``, ``"function"`` (a
+    pointer to a function: ``base`` is its canonical type, such as
+    ``double (double)``, and it is passed as ``void *``) or ``"unsupported"``.
     For scalars and pointers ``base`` is the C spelling of the (pointee)
     element type and ``dtype`` the matching numpy dtype name.
     """
@@ -90,10 +92,16 @@ class CType:
         return self.kind == "pointer"
 
     @property
+    def is_function(self) -> bool:
+        return self.kind == "function"
+
+    @property
     def c_decl(self) -> str:
         """The type as written in generated C and in the cffi cdef."""
         if self.kind == "void":
             return "void"
+        if self.kind == "function":
+            return "void *"  # (the same ABI as any function pointer)
         if self.kind == "struct":
             return f"struct {self.struct_tag}"
         if self.kind == "pointer":
@@ -131,6 +139,9 @@ class Signature:
     # Why derivatives of it cannot be trusted: a function it calls passes a
     # float in an integer register (see integer_register_floats); empty if none.
     abi_hazard: str = ""
+    # The canonical type of the function itself (``double (double)``): what
+    # a function-pointer parameter must match for it to be passed there.
+    fn_type: str = ""
 
     def unsupported(self) -> list[str]:
         """Why this function cannot be called yet (empty when it can)."""
@@ -162,7 +173,8 @@ class Signature:
             f"{self.location}: kernel '{self.name}' cannot be used from Python: "
             + "; ".join(problems) + "."
             + (" Supported now: double, float, integer scalars, pointers to them and to structs "
-               "of them, void, scalar or struct returns. Wrap the function in a C function with "
+               "of them, multidimensional arrays of them, function pointers (another kernel is "
+               "passed), void, scalar or struct returns. Wrap the function in a C function with "
                "such a signature." if typed else "")
         )
 
@@ -185,6 +197,7 @@ class Signature:
             variadic=data.get("variadic", False),
             hidden=data.get("hidden", ""),
             abi_hazard=data.get("abi_hazard", ""),
+            fn_type=data.get("fn_type", ""),
         )
 
     def __str__(self) -> str:
@@ -674,6 +687,10 @@ def _ctype(t, table, returned: bool = False) -> CType:
     scalar = _scalar(canon, table)
     if scalar:
         return CType("scalar", spelling, scalar[0], scalar[1])
+    if canon.kind == K.POINTER and canon.get_pointee().get_canonical().kind in (
+            K.FUNCTIONPROTO, K.FUNCTIONNOPROTO):
+        # A callback: another kernel of the module is passed for it.
+        return CType("function", spelling, canon.get_pointee().get_canonical().spelling, "function")
     if canon.kind in (K.POINTER, K.INCOMPLETEARRAY, K.CONSTANTARRAY):
         pointee = canon.get_pointee() if canon.kind == K.POINTER else canon.element_type
         shape = [canon.element_count if canon.kind == K.CONSTANTARRAY else 0]
@@ -884,6 +901,7 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                           and cursor.type.is_function_variadic()),
                 hidden=_why_not_exported(tu, cursor, declarations[cursor.spelling], gnu_inline,
                                          source in cxx_sources),
+                fn_type=cursor.type.get_canonical().spelling,
             )
     if hazards:
         for name, signature in found.items():
