@@ -439,7 +439,8 @@ def resolve_hvp(signature: Signature, wrt: int, width: int = 1) -> HvpSpec:
                             f"({len(signature.params)} parameters).")
     wrt %= len(signature.params)
     param = signature.params[wrt]
-    if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.is_struct:
+    if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.is_struct \
+            or param.ctype.rows:
         raise ActivityError(f"hessian/hvp differentiate with respect to an array of doubles or "
                             f"floats; parameter '{param.name}' is `{param.ctype.spelling}`. Wrap "
                             "scalars into an array parameter in C.")

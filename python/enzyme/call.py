@@ -9,6 +9,7 @@ native call, so Python threads can run kernels in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -274,6 +275,15 @@ def _target(library: LoadedLibrary, fn: Any, so_path: str, cdef: str, name: str,
     say the entry point may write)."""
     if not isolate:
         return fn
+    passed_by_address = [s for s in slots if s.ctype.is_function or s.ctype.rows]
+    if passed_by_address:
+        # (an address in this process means nothing in the worker: a function,
+        # or a table of row pointers)
+        kind = "a function pointer" if passed_by_address[0].ctype.is_function else \
+            "a table of row pointers (`double **`)"
+        raise UnsupportedSignatureError(
+            f"{what} takes {kind}, which a module compiled with isolate=True cannot pass to its "
+            "worker process; compile it without isolate=True.")
     return IsolatedEntry(so_path, cdef, name, tuple(s.writable for s in slots), what,
                          library.ffi, fn)
 
@@ -479,6 +489,36 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
     return convert
 
 
+# A row table (``double **``) -> (the array its rows point into, the data's
+# start address and size): keeps the array alive as long as the table, and
+# lets the overlap check see the data rather than the table.
+_ROW_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _rows_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
+                    type_error: type[Exception], value_error: type[Exception]) -> Callable[[Any], Any]:
+    """A 2-D array for a `double **` parameter: checked like any array (as
+    a whole), then passed as a fresh table of pointers to its rows."""
+    flat = _array_converter(ffi, dataclasses.replace(ctype, rows=False), what, writable,
+                            type_error, value_error)
+    element = f"{ctype.base} *"
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, np.ndarray) and value.ndim != 2:
+            raise value_error(f"{what} must be a 2-D array (C `{ctype.spelling}`: a table of "
+                              f"rows), got shape {value.shape}.")
+        data = flat(value)  # dtype, contiguity, writability
+        value = np.ndarray.view(value, np.ndarray) if type(value) is not np.ndarray else value
+        rows, stride = value.shape[0], value.strides[0]
+        table = ffi.new(f"{element}[]", max(rows, 1))
+        start = int(ffi.cast("uintptr_t", data))
+        for i in range(rows):
+            table[i] = ffi.cast(element, start + i * stride)
+        _ROW_TABLES[table] = (value, start, value.nbytes)
+        return table
+    return convert
+
+
 def _shape_check(ctype: CType, what: str, value_error: type[Exception]) -> Callable[[Any], None]:
     """The check of an array parameter's declared shape: ``double r[3][3]``
     takes an array of shape (n, 3) with n >= 3, ``double (*p)[4]`` one of
@@ -557,9 +597,11 @@ def _check_pair(primal: Any, shadow: Any, name: str) -> None:
 def _length_plan(signature: Signature, position: dict[int, int]) -> list[tuple]:
     """(flat position of the array, flat positions of the integers it reads,
     contract) for every length contract of the signature."""
-    # A contract counts C elements: rows, for a multidimensional array.
+    # A contract counts C elements: rows, for a multidimensional array or a
+    # table of rows (-1: the array's first extent).
     return [(position[c.param], tuple(position[u] for u in c.uses), c,
-             math.prod(signature.params[c.param].ctype.shape[1:]))
+             -1 if signature.params[c.param].ctype.rows
+             else math.prod(signature.params[c.param].ctype.shape[1:]))
             for c in length_contracts(signature)]
 
 
@@ -574,13 +616,14 @@ def _check_lengths(plan: list[tuple], args: Sequence[Any], converted: Sequence[A
             problem = "" if needed >= 0 else f"= {needed}, is negative"
         except ContractValueError as exc:
             needed, problem = 0, f"{exc} in C arithmetic"
-        size = args[array_pos].size // row
+        array = args[array_pos]
+        size = (array.shape[0] if array.ndim else 1) if row < 0 else array.size // row
         if problem or size < needed:
             bound = ", ".join(f"{name}={v}" for name, v in zip(contract.names, values))
             if problem:
                 raise LengthError(f"the length of '{contract.name}' in {kernel}, "
                                   f"{contract.expression} with {bound}, {problem}; nothing was called.")
-            unit = "rows" if row > 1 else "elements"
+            unit = "rows" if row > 1 or row < 0 else "elements"
             raise LengthError(f"argument '{contract.name}' of {kernel} needs at least {needed} "
                               f"{unit} ({contract.expression} with {bound}), but has {size}.")
 
@@ -604,11 +647,6 @@ class PrimalFunction:
     def __init__(self, signature: Signature, so_path: str, cdef: str, entry: str | None = None,
                  owner: int = PERMANENT_OWNER, isolate: bool = False, module_key: str = "") -> None:
         self.signature = signature
-        if isolate and any(p.ctype.is_function for p in signature.params):
-            # (an address in this process means nothing in the worker)
-            raise UnsupportedSignatureError(
-                f"'{signature.name}' takes a function pointer, which a module compiled with "
-                "isolate=True cannot pass to its worker process; compile it without isolate=True.")
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
         # (the gate is entered inline below: the primal call is the hot one)
         self._gate = self._library.gate
@@ -665,6 +703,8 @@ def _primal_converters(ffi: cffi.FFI, signature: Signature, slots: Sequence[Slot
 def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool):
     type_error = ShadowTypeError if shadow else ArgumentTypeError
     value_error = ShadowValueError if shadow else ArgumentValueError
+    if ctype.rows:
+        return _rows_converter(ffi, ctype, what, writable, type_error, value_error)
     if ctype.is_pointer:
         return _array_converter(ffi, ctype, what, writable, type_error, value_error)
     return _scalar_converter(ctype, what, type_error)
@@ -695,9 +735,13 @@ def _check_no_overlap(ffi: cffi.FFI, entries: Sequence[tuple[Any, bool, str]]) -
     share memory."""
     spans = []
     for cdata, written, label in entries:
-        size = ffi.sizeof(cdata)
-        if size:
+        rows = _ROW_TABLES.get(cdata) if _ROW_TABLES else None
+        if rows is not None:  # a row table: its rows' memory is what is read and written
+            _, start, size = rows
+        else:
+            size = ffi.sizeof(cdata)
             start = int(ffi.cast("uintptr_t", cdata))
+        if size:
             spans.append((start, start + size, written, label))
     spans.sort()
     for i, (_, end, written, label) in enumerate(spans):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .activity import Activity, DerivativeSpec, HvpSpec
 from .errors import DifferentiationError
-from .params import Role, Slot, primal_slots
+from .params import Role, Slot, pointee_type, primal_slots
 from .signature import (
     REGISTRATIONS_MARK,
     SUPPORT_MARK,
@@ -228,8 +228,8 @@ class _Call:
         self.helper_params.append((ctype.c_decl, name))
         self.call_in_helper.append(name)
         self.entry_params.append(Slot.primal(index, ctype, name))
-        shadows = [Slot(shadow_role, index, ctype, f"d{name}_{w}", ctype.base, True, shadow_writable,
-                        lane=w) for w in range(self.width)]
+        shadows = [Slot(shadow_role, index, ctype, f"d{name}_{w}", pointee_type(ctype), True,
+                        shadow_writable, lane=w) for w in range(self.width)]
         self.entry_params += shadows
         self.enzyme_args += [("int", "enzyme_dupnoneed" if noneed else "enzyme_dup"),
                              (ctype.c_decl, name)]
@@ -510,7 +510,7 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
     grad_params = [("int" if p.ctype.is_function else p.ctype.c_decl, f"a{i}")
                    for i, p in enumerate(sig.params)]
     grad_params.append((f"{base} *", f"da{spec.wrt}_0"))
-    grad_params += [(f"{sig.params[i].ctype.base} *", f"da{i}_0") for i in scratch]
+    grad_params += [(f"{pointee_type(sig.params[i].ctype)} *", f"da{i}_0") for i in scratch]
 
     outer = _Call(sig, spec.width, runtime_activity, spec.callbacks)
     for index, param in enumerate(sig.params):
@@ -529,11 +529,12 @@ def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrap
         outer.enzyme_args.append((f"{base} *", f"hv_{w}"))
     for i in scratch:  # the gradient function's adjoint of each scratch array, and its tangents
         ctype = sig.params[i].ctype
-        adjoint = Slot(Role.SCRATCH, i, ctype, f"ga{i}", ctype.base, True, True)
+        adjoint = Slot(Role.SCRATCH, i, ctype, f"ga{i}", pointee_type(ctype), True, True)
         outer.entry_params.append(adjoint)
         outer.enzyme_args += [("int", "enzyme_dup"), (adjoint.c_type, adjoint.name)]
         for w in range(spec.width):
-            tangent = Slot(Role.SCRATCH, i, ctype, f"gt{i}_{w}", ctype.base, True, True, lane=w)
+            tangent = Slot(Role.SCRATCH, i, ctype, f"gt{i}_{w}", pointee_type(ctype), True, True,
+                           lane=w)
             outer.entry_params.append(tangent)
             outer.enzyme_args.append((tangent.c_type, tangent.name))
     outer.helper_params = grad_params  # what is differentiated is the gradient function

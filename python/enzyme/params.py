@@ -21,7 +21,7 @@ import numpy as np
 
 from .signature import CType, Signature
 
-__all__ = ["Role", "Slot", "primal_slots", "fast_plan_specs", "FAST_FORMATS", "FAST_VALUES"]
+__all__ = ["Role", "Slot", "primal_slots", "pointee_type", "fast_plan_specs", "FAST_FORMATS", "FAST_VALUES"]
 
 
 class Role(enum.Enum):
@@ -76,7 +76,7 @@ class Slot:
     def primal(cls, arg: int, ctype: CType, name: str) -> Slot:
         """The kernel's own argument, passed as the kernel declares it."""
         if ctype.is_pointer:
-            return cls(Role.PRIMAL, arg, ctype, name, ctype.base, True, not ctype.const)
+            return cls(Role.PRIMAL, arg, ctype, name, pointee_type(ctype), True, not ctype.const)
         return cls(Role.PRIMAL, arg, ctype, name, ctype.c_decl, False)
 
     @property
@@ -93,6 +93,13 @@ class Slot:
     @property
     def dtype(self) -> str:
         return self.ctype.dtype
+
+
+def pointee_type(ctype: CType) -> str:
+    """What a pointer slot of this type points to in the generated C: the
+    element type, or ``void`` for a table of row pointers (``double **``,
+    passed opaquely with the same ABI)."""
+    return "void" if ctype.rows else ctype.base
 
 
 def primal_slots(signature: Signature, struct_out: bool = False) -> tuple[Slot, ...]:
@@ -135,7 +142,7 @@ def fast_plan_specs(slots: Sequence[Slot]) -> tuple[tuple, int, int, tuple[int, 
         ctype = slot.ctype
         if slot.role in (Role.PRIMAL, Role.SHADOW):
             if ctype.is_pointer:
-                if ctype.dtype not in FAST_FORMATS or ctype.shape:
+                if ctype.dtype not in FAST_FORMATS or ctype.shape or ctype.rows:
                     return None  # (native/fastcall.c checks no declared shape)
                 specs.append((0, 0, FAST_FORMATS[ctype.dtype], np.dtype(ctype.dtype).itemsize,
                               int(slot.writable), 0, 0))

@@ -30,7 +30,7 @@ __all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthC
 # Bump when what the parse records changes (layout keys, Signature or
 # GlobalVar fields): parse results are stored with cached module builds, so
 # the build's cache key must include it, or a stale entry keeps old facts.
-PARSE_VERSION = "6"
+PARSE_VERSION = "7"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class CType:
     # extent open); empty for a plain pointer. The generated C passes it as
     # a flat pointer to the element type, the same address and ABI.
     shape: tuple[int, ...] = ()
+    # `double **`: a table of row pointers, which the calling layer builds
+    # from a 2-D array (one table for the array, one per shadow). ``base`` is
+    # the element type and ``const`` whether the elements are.
+    rows: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.shape, tuple):  # (read back from JSON as a list)
@@ -100,8 +104,8 @@ class CType:
         """The type as written in generated C and in the cffi cdef."""
         if self.kind == "void":
             return "void"
-        if self.kind == "function":
-            return "void *"  # (the same ABI as any function pointer)
+        if self.kind == "function" or self.rows:
+            return "void *"  # (the same ABI as any function pointer, or `double **`)
         if self.kind == "struct":
             return f"struct {self.struct_tag}"
         if self.kind == "pointer":
@@ -691,6 +695,15 @@ def _ctype(t, table, returned: bool = False) -> CType:
             K.FUNCTIONPROTO, K.FUNCTIONNOPROTO):
         # A callback: another kernel of the module is passed for it.
         return CType("function", spelling, canon.get_pointee().get_canonical().spelling, "function")
+    if canon.kind == K.POINTER and canon.get_pointee().get_canonical().kind == K.POINTER:
+        inner = canon.get_pointee().get_canonical().get_pointee()
+        element = _scalar(inner.get_canonical(), table)
+        if element:
+            return CType("pointer", spelling, element[0], element[1],
+                         const=inner.is_const_qualified(), rows=True)
+        return CType("unsupported", spelling,
+                     reason=f"pointers to `{canon.get_pointee().spelling}` are not supported (only "
+                            "`double **`-style tables of rows of scalars)")
     if canon.kind in (K.POINTER, K.INCOMPLETEARRAY, K.CONSTANTARRAY):
         pointee = canon.get_pointee() if canon.kind == K.POINTER else canon.element_type
         shape = [canon.element_count if canon.kind == K.CONSTANTARRAY else 0]
