@@ -155,3 +155,8 @@ def test_an_undefined_function_is_a_link_error_naming_it(tc):
     with pytest.raises(enzyme.LinkError, match="nowhere_defined_fn.*libraries="):
         mod = enzyme.compile(src, toolchain=tc)
         mod.calls_nowhere(1.0)
+
+
+def test_check_functions_given_a_string():
+    with pytest.raises(enzyme.ArgumentValueError, match="x must be numbers"):
+        enzyme.check_functions(lambda x: x, "abc", jvp=lambda x, v: v)

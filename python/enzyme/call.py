@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import cffi
@@ -489,10 +489,32 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
     return convert
 
 
-# A row table (``double **``) -> (the array its rows point into, the data's
-# start address and size): keeps the array alive as long as the table, and
-# lets the overlap check see the data rather than the table.
-_ROW_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _Indirect(NamedTuple):
+    """What a converted argument that holds pointers (a row table, a struct
+    of pointers) points to: ``keep`` keeps those arrays alive as long as
+    it; ``spans`` (start, size, written?, label) are the memory the call
+    reads and writes through it, for the overlap check; ``write_back``
+    copies what the call wrote into the struct back to the user's object."""
+
+    keep: Any
+    spans: tuple[tuple[int, int, bool, str], ...]
+    write_back: Callable[[], None] | None = None
+
+
+# A converted argument holding pointers -> what it points to (see _Indirect)
+_INDIRECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CData = cffi.FFI().CData  # (converted scalars are Python numbers: not weak-referenceable)
+
+
+def _write_back(converted: Sequence[Any]) -> None:
+    """After a call: copy the scalar fields a call wrote into a struct of
+    pointers back to the mapping it was built from."""
+    if not _INDIRECT:
+        return
+    for cdata in converted:
+        entry = _INDIRECT.get(cdata) if isinstance(cdata, _CData) else None
+        if entry is not None and entry.write_back is not None:
+            entry.write_back()
 
 
 def _rows_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
@@ -514,8 +536,78 @@ def _rows_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
         start = int(ffi.cast("uintptr_t", data))
         for i in range(rows):
             table[i] = ffi.cast(element, start + i * stride)
-        _ROW_TABLES[table] = (value, start, value.nbytes)
+        _INDIRECT[table] = _Indirect(value, ((start, value.nbytes, writable, what),))
         return table
+    return convert
+
+
+def _struct_of_pointers_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
+                                  type_error: type[Exception], value_error: type[Exception],
+                                  shadow: bool) -> Callable[[Any], Any]:
+    """A mapping (or an object with attributes) of a struct's fields for a
+    pointer to a struct holding pointers: the package builds the C struct,
+    each pointer field pointing at its numpy array (checked like any array
+    argument), and after the call copies the scalar fields back into a
+    mutable mapping when the C code may write them (for a shadow in reverse
+    mode, the adjoints of its floating fields)."""
+    dtype = numpy_dtype(ctype)
+    pointers = {field["name"]: field for field in ctype.pointer_fields}
+    scalars = [name for name in dtype.names if name not in pointers]
+    arrays = {
+        name: _array_converter(
+            ffi, CType("pointer", f"{'const ' if f['const'] else ''}{f['base']} *", f["base"],
+                       f["dtype"], const=f["const"]),
+            f"field '{name}' of {what}", writable and not f["const"], type_error, value_error)
+        for name, f in pointers.items()}
+
+    def convert(value: Any) -> Any:
+        mapping = isinstance(value, Mapping)
+        if mapping:
+            missing = [n for n in dtype.names if n not in value]
+        elif isinstance(value, np.ndarray) or value is None or isinstance(value, (int, float, str)):
+            raise type_error(f"{what} points to a struct holding pointers (C `{ctype.spelling}`): "
+                             f"pass a dict of its fields {{{', '.join(dtype.names)}}} (arrays for "
+                             f"the pointer fields), got {_describe(value)}.")
+        else:
+            missing = [n for n in dtype.names if not hasattr(value, n)]
+        if missing:
+            raise type_error(f"{what} (C `{ctype.spelling}`) lacks the field(s) {', '.join(missing)}; "
+                             f"give every field: {', '.join(dtype.names)}.")
+        get = value.__getitem__ if mapping else (lambda n: getattr(value, n))
+        if writable and scalars and not isinstance(value, MutableMapping):
+            raise type_error(f"{what}: the C code may write the struct's fields, which are copied "
+                             "back after the call: pass a dict (a mutable mapping).")
+        record = aligned_zeros(1, dtype)
+        for name in scalars:
+            field = get(name)
+            if isinstance(field, (bool, np.bool_)) or not isinstance(
+                    field, (int, float, np.integer, np.floating)) and np.ndim(field) == 0:
+                raise type_error(f"field '{name}' of {what} must be a number, got {_describe(field)}.")
+            try:
+                with np.errstate(over="raise", invalid="raise"):
+                    record[name] = field
+                # (a float field rounds, as C would; an integer must fit exactly)
+                if dtype.fields[name][0].base.kind in "iu" and np.any(record[name] != np.asarray(field)):
+                    raise ValueError("it does not fit the C type")
+            except (ValueError, TypeError, OverflowError, FloatingPointError) as exc:
+                raise value_error(f"field '{name}' of {what} cannot be {field!r} (C type "
+                                  f"{dtype.fields[name][0]}): {exc}.") from None
+        keep, spans = [record], []
+        for name, convert_array in arrays.items():
+            array = get(name)
+            cdata = convert_array(array)
+            keep.append(cdata)
+            start = int(ffi.cast("uintptr_t", cdata))
+            record[name] = start
+            spans.append((start, ffi.sizeof(cdata), writable and not pointers[name]["const"],
+                          f"field '{name}' of {what}"))
+        buffer = ffi.from_buffer("char[]", record, require_writable=False)
+
+        def write_back() -> None:
+            for name in scalars:
+                value[name] = record[name][0].item() if record[name].ndim == 1 else record[name][0].copy()
+        _INDIRECT[buffer] = _Indirect(keep, tuple(spans), write_back if writable and scalars else None)
+        return buffer
     return convert
 
 
@@ -585,6 +677,16 @@ def aligned_like(value: np.ndarray, copy: bool = False) -> np.ndarray:
 
 
 def _check_pair(primal: Any, shadow: Any, name: str) -> None:
+    if not isinstance(primal, np.ndarray) or not isinstance(shadow, np.ndarray):
+        # a struct of pointers: its shadow's arrays pair with the primal's
+        fields = primal.items() if isinstance(primal, Mapping) else vars(primal).items() \
+            if hasattr(primal, "__dict__") else ()
+        for field, array in fields:
+            if isinstance(array, np.ndarray):
+                other = shadow.get(field) if isinstance(shadow, Mapping) else getattr(shadow, field, None)
+                if isinstance(other, np.ndarray):
+                    _check_pair(array, other, f"{name}.{field}")
+        return
     if shadow.shape != primal.shape:
         raise ShadowValueError(f"the shadow of '{name}' has shape {shadow.shape}, but its primal "
                                f"has shape {primal.shape}; use np.zeros_like({name}).")
@@ -655,6 +757,7 @@ class PrimalFunction:
                                slots, f"the kernel '{signature.name}'", isolate)
         self._out = _out_cell(self._ffi, signature.ret) if entry else None
         self._convert = _primal_converters(self._ffi, signature, slots, module_key)
+        self._writes_back = any(s.ctype.holds_pointers for s in slots)
         self._nargs = len(self._convert)
         self._lengths = _length_plan(signature, {i: i for i in range(self._nargs)})
 
@@ -677,6 +780,8 @@ class PrimalFunction:
             result = self._target(*converted)
         finally:
             gate.leave()
+        if self._writes_back:
+            _write_back(converted)
         return result if out is None else out[1](cell)
 
 
@@ -703,6 +808,9 @@ def _primal_converters(ffi: cffi.FFI, signature: Signature, slots: Sequence[Slot
 def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool):
     type_error = ShadowTypeError if shadow else ArgumentTypeError
     value_error = ShadowValueError if shadow else ArgumentValueError
+    if ctype.holds_pointers:
+        return _struct_of_pointers_converter(ffi, ctype, what, writable, type_error, value_error,
+                                             shadow)
     if ctype.rows:
         return _rows_converter(ffi, ctype, what, writable, type_error, value_error)
     if ctype.is_pointer:
@@ -735,12 +843,14 @@ def _check_no_overlap(ffi: cffi.FFI, entries: Sequence[tuple[Any, bool, str]]) -
     share memory."""
     spans = []
     for cdata, written, label in entries:
-        rows = _ROW_TABLES.get(cdata) if _ROW_TABLES else None
-        if rows is not None:  # a row table: its rows' memory is what is read and written
-            _, start, size = rows
-        else:
-            size = ffi.sizeof(cdata)
-            start = int(ffi.cast("uintptr_t", cdata))
+        indirect = _INDIRECT.get(cdata) if _INDIRECT and isinstance(cdata, _CData) else None
+        if indirect is not None:  # a row table or a struct: the memory it points to
+            for start, size, written_there, what in indirect.spans:
+                if size:
+                    spans.append((start, start + size, written and written_there, what))
+            continue
+        size = ffi.sizeof(cdata)
+        start = int(ffi.cast("uintptr_t", cdata))
         if size:
             spans.append((start, start + size, written, label))
     spans.sort()
@@ -856,7 +966,8 @@ class DerivativeFunction(_CheckedOnce):
 
     __slots__ = ("spec", "so_path", "_ffi", "_fn", "_library", "_invoke", "_width", "_batched",
                  "_convert", "_group", "_buffers", "_pairs", "_outputs", "_has_seed", "_seed_convert",
-                 "_slots", "_nflat", "_nargs", "_lengths", "_fast", "_fixed_result", "_flat_names")
+                 "_slots", "_nflat", "_nargs", "_lengths", "_fast", "_fixed_result", "_flat_names",
+                 "_writes_back")
 
     def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str,
                  owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
@@ -920,6 +1031,7 @@ class DerivativeFunction(_CheckedOnce):
         self._nflat = len(self._convert)
         self._nargs = len(sig.params)
         self._lengths = _length_plan(sig, position)
+        self._writes_back = any(s.ctype.holds_pointers for s in self._slots)
         self._fast = _fast_plan(self, wrapper) if wrapper.packed_entry and not isolate else None
         # With no scalar results the result never changes: build it once.
         self._fixed_result = (self._result(()) if not self._outputs else None)
@@ -957,6 +1069,8 @@ class DerivativeFunction(_CheckedOnce):
         converted = self._prepare(args, seed)
         outs = [allocate() for allocate, _, _, _ in self._outputs]
         self._invoke(*converted, *outs)
+        if self._writes_back:
+            _write_back(converted)
         return self._result([read(out) for out, (_, read, _, _) in zip(outs, self._outputs)])
 
     def _prepare(self, args: tuple, seed: Any) -> list:
@@ -1087,6 +1201,7 @@ class HvpFunction(_CheckedOnce):
             else:
                 call_args.append(self._scratch[slot.arg](np.zeros_like(args[slot.arg])))
         self._invoke(*call_args)
+        _write_back(call_args)
         return gradient, products
 
     def _prepare(self, args: Sequence[Any], directions: Sequence[Any]) -> tuple[list, list, list, list]:
@@ -1198,6 +1313,13 @@ class SplitFunctions(_CheckedOnce):
                                         split.reverse_entry, slots, f"the reverse pass of "
                                         f"{spec.pattern} of '{spec.kernel}'", isolate)
         ffi, sig = self._ffi, spec.signature
+        for slot in split.params:
+            if slot.role is Role.SHADOW and (slot.ctype.rows or slot.ctype.holds_pointers):
+                # (a tape dropped unreversed is released with scratch shadows,
+                # which these would need built: not done yet)
+                raise UnsupportedSignatureError(
+                    f"split mode does not take a shadow of '{sig.params[slot.arg].name}' (C "
+                    f"`{slot.ctype.spelling}`: it holds pointers) yet; use Reverse.")
         self._convert: list[Callable[[Any], Any]] = []
         self._pairs: list[tuple[int, int, str]] = []
         self._buffers: list[tuple[int, bool, str]] = []  # as DerivativeFunction's
@@ -1255,6 +1377,7 @@ class SplitFunctions(_CheckedOnce):
             call_args.append(cell)
         buffer = new("char[]", max(self.tape_bytes, 1))
         self._invoke_forward(*call_args, buffer)
+        _write_back(converted)
         primal = cells[(Role.RET_SLOT, -1)][0] if self.spec.with_primal and (Role.RET_SLOT, -1) in cells \
             else None
         return Tape(self, call_args, cells, buffer, primal)
@@ -1307,6 +1430,7 @@ class SplitFunctions(_CheckedOnce):
         if self._seed_convert is not None:
             tape.cells[(Role.RET_SHADOW, -1)][0] = seed_value
         self._invoke_reverse(*tape.call_args, tape.buffer)
+        _write_back(tape.call_args)
         derivs: list = [None] * len(self.spec.signature.params)
         for (role, arg), cell in tape.cells.items():
             if role is Role.SLOT_SHADOW:

@@ -221,6 +221,14 @@ class FirstUseChecks:
             pos += 2 if a.has_shadow else 1
         if pos != len(args):
             return
+        structs = [a.name for a in spec.args if a.has_shadow and a.ctype.holds_pointers]
+        if structs:
+            _verify.count_unchecked()
+            warnings.warn(EnzymeWarning(
+                f"the derivative {spec.pattern} of '{self.name}' is not checked on its first call: "
+                f"the dot-product test does not reach into structs holding pointers "
+                f"({', '.join(structs)}) yet. It is used unchecked."), stacklevel=5)
+            return
         point = self._check_point(spec, primals)
         if not point.slots or not point.n_in or not point.n_out:
             return  # nothing differentiated reaches an output: every derivative is zero

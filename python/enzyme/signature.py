@@ -30,7 +30,7 @@ __all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthC
 # Bump when what the parse records changes (layout keys, Signature or
 # GlobalVar fields): parse results are stored with cached module builds, so
 # the build's cache key must include it, or a stale entry keeps old facts.
-PARSE_VERSION = "7"
+PARSE_VERSION = "8"
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,16 @@ class CType:
     @property
     def is_function(self) -> bool:
         return self.kind == "function"
+
+    @property
+    def holds_pointers(self) -> bool:
+        """A pointer to a struct with pointer fields: one struct, built from
+        a mapping of its fields (see the calling layer)."""
+        return self.is_struct and '"pointers"' in self.layout
+
+    @property
+    def pointer_fields(self) -> list[dict]:
+        return json.loads(self.layout).get("pointers", []) if self.holds_pointers else []
 
     @property
     def c_decl(self) -> str:
@@ -626,12 +636,19 @@ def integer_register_floats(layout: dict) -> list[str]:
     return mixed
 
 
-def _record_layout(record, table) -> tuple[dict, bool]:
+def _record_layout(record, table, pointers: bool = False) -> tuple[dict, bool]:
     """A numpy structured-dtype description of a C struct, with clang's
     offsets, size and alignment, so the numpy and C layouts agree by
     construction. The members of an anonymous struct member are the
-    struct's own (C reaches them as ``s.a``), at their offsets in it."""
+    struct's own (C reaches them as ``s.a``), at their offsets in it.
+
+    With ``pointers``, top-level fields that point to scalars are allowed:
+    each is an 8-byte unsigned field in the layout (the address the calling
+    layer fills in) and is described under ``"pointers"`` (name, dtype, C
+    element type, const).
+    """
     from clang.cindex import CursorKind
+    from clang.cindex import TypeKind as K
 
     declaration = record.get_declaration()
     if declaration.kind != CursorKind.STRUCT_DECL:
@@ -642,6 +659,7 @@ def _record_layout(record, table) -> tuple[dict, bool]:
     names: list[str] = []
     formats: list[object] = []
     offsets: list[int] = []
+    pointed: list[dict] = []
     floating = False
 
     def add(rec, base: int) -> None:
@@ -660,6 +678,20 @@ def _record_layout(record, table) -> tuple[dict, bool]:
                                        "structs are supported")
                 add(inner, offset)
                 continue
+            canon = member.type.get_canonical()
+            if pointers and base == 0 and canon.kind == K.POINTER:
+                element = _scalar(canon.get_pointee().get_canonical(), table)
+                if element is None:
+                    raise _Unsupported(f"field '{member.spelling}' of `{record.spelling}` is "
+                                       f"`{member.type.spelling}`: only pointers to double, float "
+                                       "and integer types are supported in a struct")
+                names.append(member.spelling)
+                formats.append("<u8")
+                offsets.append(offset)
+                pointed.append({"name": member.spelling, "base": element[0], "dtype": element[1],
+                                "const": canon.get_pointee().is_const_qualified()})
+                floating = floating or element[1] in ("float32", "float64")
+                continue
             fmt, is_float = _element_format(member.type, table)
             names.append(member.spelling)
             formats.append(fmt)
@@ -667,8 +699,11 @@ def _record_layout(record, table) -> tuple[dict, bool]:
             floating = floating or is_float
 
     add(record, 0)
-    return {"names": names, "formats": formats, "offsets": offsets,
-            "itemsize": record.get_size(), "align": record.get_align()}, floating
+    layout = {"names": names, "formats": formats, "offsets": offsets,
+              "itemsize": record.get_size(), "align": record.get_align()}
+    if pointed:
+        layout["pointers"] = pointed
+    return layout, floating
 
 
 def _ctype(t, table, returned: bool = False) -> CType:
@@ -724,7 +759,7 @@ def _ctype(t, table, returned: bool = False) -> CType:
                                 "multidimensional arrays of double, float and integer types)")
         if pointee.get_canonical().kind == K.RECORD:
             try:
-                layout, floating = _record_layout(pointee.get_canonical(), table)
+                layout, floating = _record_layout(pointee.get_canonical(), table, pointers=True)
             except _Unsupported as exc:
                 return CType("unsupported", spelling, reason=str(exc))
             return CType("pointer", spelling, "void", "struct", const=pointee.is_const_qualified(),

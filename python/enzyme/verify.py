@@ -48,7 +48,14 @@ from .activity import (
     ReverseWithPrimal,
 )
 from .call import aligned_like
-from .errors import ActivityError, ArgumentError, DerivativeMismatchError, OptionError, ShadowError
+from .errors import (
+    ActivityError,
+    ArgumentError,
+    ArgumentValueError,
+    DerivativeMismatchError,
+    OptionError,
+    ShadowError,
+)
 from .paths import env_seconds
 
 __all__ = ["ArgumentCheck", "CheckReport", "Point", "compare", "tolerances", "UNDECIDED"]
@@ -875,7 +882,11 @@ def check_functions(f: Callable[[np.ndarray], Any], x: Any, *, jvp: Callable | N
     """
     if jvp is None and vjp is None:
         raise ActivityError("check_functions needs jvp=, vjp= or both.")
-    x0 = np.array(x, dtype=np.float64)
+    try:
+        x0 = np.array(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ArgumentValueError(f"check_functions: x must be numbers (a float or an array of "
+                            f"floats), got {type(x).__name__}: {exc}.") from None
     dtype = "float32" if np.asarray(x).dtype == np.float32 else "float64"
     rtol, fd_rtol = tolerances(dtype)
     eps = float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
