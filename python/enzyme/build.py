@@ -166,6 +166,7 @@ class SourceInput:
     display_name: str
     path: str | None = None  # the real file, when the user gave one
     language: str = "c"  # or "c++"
+    flags: tuple[str, ...] = ()  # this file's own (from a compilation database)
 
 
 SHADOW_PREFIX = "__efi_shadow_"
@@ -576,8 +577,8 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
         "passes": _passes(tc, split_long_blocks), "post_passes": POST_AD_PASSES, "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
         "cpu": host_cpu() if native_cpu else "",
-        "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest(), s.language]
-                    for s in sources],
+        "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest(), s.language,
+                     list(s.flags)] for s in sources],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -801,7 +802,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                 dep = work / f"source{i}.d"
                 cxx = CXX_FLAGS if source.language == "c++" else ()
                 done = run_tool([tc.clang, *PRE_AD_FLAGS, *cxx, "-emit-llvm", "-c", "-x",
-                                 source.language, path, "-o", out, "-MD", "-MF", str(dep), *args])
+                                 source.language, path, "-o", out, "-MD", "-MF", str(dep), *args,
+                                 *source.flags])
                 if done.returncode != 0:
                     diags = clang_diagnostics(done.stderr, rename)
                     shown = rename.get(path, path)

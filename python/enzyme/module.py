@@ -50,6 +50,7 @@ from .codegen import (
     generate_split,
     primal_cdef,
 )
+from .compdb import read_database
 from .errors import (
     ActivityError,
     CompileError,
@@ -747,10 +748,18 @@ def _define_list(defines: Any) -> tuple[str, ...]:
 
 def _source_inputs(source: str | None, path: str | os.PathLike | None,
                    sources: Iterable[str | os.PathLike] | None,
-                   language: str | None = None) -> list[build.SourceInput]:
+                   language: str | None = None,
+                   compile_commands: str | None = None) -> list[build.SourceInput]:
     given = [x is not None for x in (source, path, sources)]
+    database = read_database(compile_commands) if compile_commands else None
+    if database is not None and not any(given):
+        if not database:
+            raise CompileError(f"the compilation database {compile_commands} lists no files.")
+        sources = sorted(database)  # the whole project
+        given = [False, False, True]
     if sum(given) != 1:
-        raise OptionTypeError("give exactly one of: source text, path=, or sources=[...]")
+        raise OptionTypeError("give exactly one of: source text, path=, or sources=[...] (or "
+                              "compile_commands= alone, for every file it lists)")
     files: list[str | os.PathLike] = []
     if source is not None:
         if not isinstance(source, str):
@@ -785,8 +794,18 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
             raise CompileError(f"{file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
                                f"offset {exc.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t "
                                "utf-8`).") from None
-        inputs.append(build.SourceInput(text, str(file), os.path.abspath(file),
-                                        _language_of(file, language)))
+        entry = None
+        if database is not None:
+            entry = database.get(os.path.normpath(os.path.abspath(file))) or \
+                database.get(os.path.realpath(file))
+            if entry is None:
+                raise CompileError(f"{file} is not in the compilation database {compile_commands}; "
+                                   "its flags are unknown. Fix: list a file the project builds, "
+                                   "or pass its flags with include_dirs=/defines=/flags= instead.")
+        inputs.append(build.SourceInput(
+            text, str(file), os.path.abspath(file),
+            language or (entry.language if entry else _language_of(file, None)),
+            entry.flags if entry else ()))
     return inputs
 
 
@@ -814,6 +833,7 @@ class CompileOptions:
     verify: bool = True
     isolate: bool = False
     language: str | None = None  # None: by file name ending (text: C)
+    compile_commands: str | None = None  # a compilation database (absolute path)
 
     @classmethod
     def from_arguments(cls, *, include_dirs: Any = (), defines: Any = None, flags: Any = (),
@@ -822,7 +842,7 @@ class CompileOptions:
                        sizes: Any = None, loose_types: Any = False, runtime_activity: Any = False,
                        enzyme_flags: Any = (), native_cpu: Any = True, split_long_blocks: Any = True,
                        verify: Any = None, isolate: Any = False,
-                       language: Any = None) -> CompileOptions:
+                       language: Any = None, compile_commands: Any = None) -> CompileOptions:
         """Check and normalise compile()'s keyword arguments (OptionError /
         OptionTypeError for what cannot be used)."""
         if verify is None:
@@ -868,7 +888,19 @@ class CompileOptions:
             runtime_activity=bool(runtime_activity),
             enzyme_flags=_text_list(enzyme_flags, "enzyme_flags"), native_cpu=bool(native_cpu),
             split_long_blocks=bool(split_long_blocks), verify=bool(verify), isolate=bool(isolate),
-            language=_LANGUAGES[language.lower()] if language is not None else None)
+            language=_LANGUAGES[language.lower()] if language is not None else None,
+            compile_commands=(os.path.abspath(_check_text(os.fspath(compile_commands),
+                                                          "compile_commands"))
+                              if _path_like(compile_commands, "compile_commands") else None))
+
+
+def _path_like(value: Any, what: str) -> bool:
+    """Whether an optional path option was given (and is a path)."""
+    if value is None:
+        return False
+    if not isinstance(value, (str, os.PathLike)):
+        raise OptionTypeError(f"{what}= takes a file path, got {type(value).__name__}.")
+    return True
 
 
 def _verify_by_default() -> bool:
@@ -878,7 +910,7 @@ def _verify_by_default() -> bool:
 # compile()'s keyword defaults, in the order compile() lists them, and the
 # options they give (by the environment's ENZYME_VERIFY)
 _DEFAULT_ARGUMENTS = ((), None, (), (), (), None, None, (), (), None, False, False, (), True, True,
-                      None, False, None)
+                      None, False, None, None)
 _default_options = {verify: CompileOptions(verify=verify) for verify in (False, True)}
 
 
@@ -896,6 +928,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             enzyme_flags: Sequence[str] = (), native_cpu: bool = True,
             split_long_blocks: bool = True, verify: bool | None = None, isolate: bool = False,
             language: str | None = None,
+            compile_commands: str | os.PathLike | None = None,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -977,6 +1010,12 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     language : {"c", "c++"}, optional
         The language of source text (default C), or of every file (default:
         by file name ending, as above).
+    compile_commands : path-like, optional
+        A compilation database (``compile_commands.json``, from CMake's
+        ``CMAKE_EXPORT_COMPILE_COMMANDS`` or Bear): each file of ``sources``
+        (or ``path``) is read with its own include directories, definitions,
+        language and standard from it. Without ``sources``, every file it
+        lists is compiled into the module.
     toolchain : Toolchain, optional
         From :func:`enzyme.toolchain.resolve`; resolved automatically otherwise.
 
@@ -1002,7 +1041,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     # calls: closing one handle never closes another's.
     given = (include_dirs, defines, flags, libraries, library_dirs, forward_rules, reverse_rules,
              inactive, inactive_globals, sizes, loose_types, runtime_activity, enzyme_flags,
-             native_cpu, split_long_blocks, verify, isolate, language)
+             native_cpu, split_long_blocks, verify, isolate, language, compile_commands)
     if given == _DEFAULT_ARGUMENTS and all(type(a) is type(d) for a, d in
                                            zip(given, _DEFAULT_ARGUMENTS)):
         # compile(source) alone, the common repeated call: nothing to check
@@ -1015,7 +1054,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             inactive=inactive, inactive_globals=inactive_globals, sizes=sizes,
             loose_types=loose_types, runtime_activity=runtime_activity, enzyme_flags=enzyme_flags,
             native_cpu=native_cpu, split_long_blocks=split_long_blocks, verify=verify,
-            isolate=isolate, language=language)
+            isolate=isolate, language=language, compile_commands=compile_commands)
     call_key = _call_key(source, path, sources, options, toolchain)
     known = _known.for_call(call_key)
     if known is not None and build.headers_unchanged(known._artifact):
@@ -1023,8 +1062,8 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         if handle is not None:
             return handle
     while True:
-        module = _compile(_source_inputs(source, path, sources, options.language), options,
-                          toolchain)
+        module = _compile(_source_inputs(source, path, sources, options.language,
+                                         options.compile_commands), options, toolchain)
         _known.remember(module, call_key=call_key)
         handle = module._new_handle()
         if handle is not None:  # else its last handle was closed meanwhile: load it again
@@ -1049,6 +1088,10 @@ def _call_key(source: Any, path: Any, sources: Any, options: CompileOptions,
         files.append(path)
     if sources is not None and not isinstance(sources, (str, bytes, os.PathLike)):
         files += list(sources)
+    if options.compile_commands:
+        if not files:
+            return None  # every file the database lists: read it to know them
+        files.append(options.compile_commands)
     try:
         stamps = []
         for file in files:
@@ -1091,11 +1134,12 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
     if any(i.language == "c++" for i in inputs):
         link_args.append("-lstdc++")  # (the libraries are linked by clang's C driver)
     languages = [i.language for i in inputs]
+    file_args = [i.flags for i in inputs]
 
     def describe(paths: list[str]) -> build.ModuleFacts:
         done = build.run_tool(worker_command(),
                               input=parse_request(paths, args, tc.resource_dir, tc.libclang,
-                                                  languages))
+                                                  languages, file_args))
         census: dict = {}
         signatures, variables = read_worker_reply(done.stdout, done.returncode, done.stderr, census)
         _check_rule_targets(census, forward_rules, reverse_rules, inactive, inactive_globals)

@@ -837,6 +837,7 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
 
 def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                  census: dict | None = None, languages: Sequence[str] | None = None,
+                 file_args: Sequence[Sequence[str]] | None = None,
                  ) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
     """Parse every C source and return the external functions it defines.
 
@@ -853,6 +854,8 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
         ``clang -print-resource-dir`` of the compiling clang.
     languages : sequence of str, optional
         ``"c"`` or ``"c++"`` for each source (default: all C).
+    file_args : sequence of sequences of str, optional
+        Each source's own flags, after ``args`` (from a compilation database).
 
     Raises
     ------
@@ -875,12 +878,13 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
     gnu_inline = _gnu_inline_semantics(args)
     units = []
     cxx_sources: set[str] = set()
-    for source, language in zip(sources, languages or ["c"] * len(sources)):
+    for source, language, own in zip(sources, languages or ["c"] * len(sources),
+                                     file_args or [()] * len(sources)):
         if language == "c++":
             cxx_sources.add(source)
         # (-fno-exceptions as the build compiles C++: build.CXX_FLAGS)
         cxx = ["-fno-exceptions"] if language == "c++" else []
-        parse_args = ["-x", language, "-resource-dir", resource_dir, *cxx, *args]
+        parse_args = ["-x", language, "-resource-dir", resource_dir, *cxx, *args, *own]
         try:
             tu = _index().parse(source, args=parse_args)
         except TranslationUnitLoadError as exc:
@@ -1187,12 +1191,14 @@ def worker_command() -> list[str]:
 
 
 def parse_request(sources: Sequence[str], args: Sequence[str], resource_dir: str,
-                  libclang: str, languages: Sequence[str] | None = None) -> str:
+                  libclang: str, languages: Sequence[str] | None = None,
+                  file_args: Sequence[Sequence[str]] | None = None) -> str:
     """The worker's input: what :func:`parse_module` takes, and the libclang
     to load ("" for the one bundled with the Python package)."""
     return json.dumps({"sources": list(sources), "args": list(args), "resource_dir": resource_dir,
                        "libclang": libclang, "sys_path": [p for p in sys.path if p],
-                       "languages": list(languages) if languages else None})
+                       "languages": list(languages) if languages else None,
+                       "file_args": [list(a) for a in file_args] if file_args else None})
 
 
 def read_worker_reply(stdout: str, returncode: int, stderr: str, census: dict | None = None
@@ -1229,7 +1235,7 @@ def _worker_main() -> None:
         census: dict = {}
         signatures, variables = parse_module(request["sources"], request["args"],
                                              request["resource_dir"], census,
-                                             request.get("languages"))
+                                             request.get("languages"), request.get("file_args"))
         reply = {"signatures": [s.to_json() for s in signatures.values()],
                  "globals": [v.to_json() for v in variables.values()], "census": census}
     except CompileError as exc:
