@@ -473,7 +473,7 @@ def test_marker_is_written_when_the_cache_creates_its_root(tc, own_cache):
     assert paths.is_marked_cache(own_cache)
     tag = (own_cache / "CACHEDIR.TAG").read_text()
     assert tag.startswith("Signature: 8a477f597d28d172789f06886806bc55") and "enzyme-ffi" in tag
-    assert set(os.listdir(own_cache)) <= {"CACHEDIR.TAG", "modules", "derivatives", "locks",
+    assert set(os.listdir(own_cache)) <= {"CACHEDIR.TAG", "modules", "derivatives", "objects", "locks",
                                           "toolchain-probe.json"}
 
 

@@ -71,13 +71,17 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, suppress
@@ -317,6 +321,8 @@ def run_tool(cmd: Sequence[str], input: str | None = None) -> subprocess.Complet
                    + cmd[-1])
     with _runs_lock:
         subprocess_runs += 1
+    _log.debug("run: %s", "the signature parser (libclang, in a subprocess)" if parse
+               else " ".join(shlex.quote(c) for c in cmd))
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
                               timeout=limit, input=input,
@@ -794,24 +800,41 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             paths.append(path)
         system_roots = ("/usr/include", "/usr/lib", "/usr/local/include", tc.resource_dir)
         system_roots = tuple(r for r in system_roots if r)
-        # The signature parser (a subprocess) runs while clang compiles.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        objects = private_dir(entries.parent / "objects")
+
+        def compile_one(i: int) -> tuple[str, list[str]]:
+            path, source = paths[i], sources[i]
+            out = str(work / f"source{i}.bc")
+            cxx = CXX_FLAGS if source.language == "c++" else ()
+            command = [tc.clang, *PRE_AD_FLAGS, *cxx, "-emit-llvm", "-c", "-x", source.language,
+                       path, "-o", out, "-MD", "-MF", str(work / f"source{i}.d"), *args,
+                       *source.flags]
+            cached = _cached_object(objects, tc, command, source, path, work, i)
+            if cached is not None:
+                return cached
+            done = run_tool(command)
+            if done.returncode != 0:
+                diags = clang_diagnostics(done.stderr, rename)
+                shown = rename.get(path, path)
+                raise CompileError(f"clang could not compile {shown}:\n"
+                                   + ("\n".join(diags) or done.stderr.strip())
+                                   + _exceptions_hint(done.stderr), diags)
+            found = _user_headers(work / f"source{i}.d", set(paths), system_roots)
+            _store_object(objects, tc, command, source, path, out, found)
+            return out, found
+
+        # The files compile in parallel (one clang per core) and are cached
+        # one by one, so an edit recompiles only its file; the signature
+        # parser (a subprocess) runs alongside.
+        jobs = max(1, min(len(sources), os.cpu_count() or 1))
+        with _progress(f"compiling {len(sources)} source file(s)"), \
+                concurrent.futures.ThreadPoolExecutor(jobs + 1) as pool:
             described = pool.submit(describe, paths)
-            for i, (path, source) in enumerate(zip(paths, sources)):
-                out = str(work / f"source{i}.bc")
-                dep = work / f"source{i}.d"
-                cxx = CXX_FLAGS if source.language == "c++" else ()
-                done = run_tool([tc.clang, *PRE_AD_FLAGS, *cxx, "-emit-llvm", "-c", "-x",
-                                 source.language, path, "-o", out, "-MD", "-MF", str(dep), *args,
-                                 *source.flags])
-                if done.returncode != 0:
-                    diags = clang_diagnostics(done.stderr, rename)
-                    shown = rename.get(path, path)
-                    raise CompileError(f"clang could not compile {shown}:\n"
-                                       + ("\n".join(diags) or done.stderr.strip())
-                                       + _exceptions_hint(done.stderr), diags)
+            compiled = [pool.submit(compile_one, i) for i in range(len(sources))]
+            for future in compiled:  # the first failure in source order is reported
+                out, found = future.result()
                 bitcode.append(out)
-                headers += _user_headers(dep, set(paths), system_roots)
+                headers += found
             facts = described.result()
         if facts.shadowed_globals:
             bitcode.append(_shadow_bitcode(tc, facts.shadowed_globals, work))
@@ -885,6 +908,102 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
                           opt_flags=opt_flags, native_cpu=native_cpu,
                           split_long_blocks=split_long_blocks)
+
+
+def _object_key(tc: Toolchain, command: Sequence[str], source: SourceInput, path: str) -> str:
+    """The cache key of one file's pre-AD bitcode: the toolchain, the clang
+    command (its flags; the temporary paths in it do not count) and the
+    file's path and text (``__FILE__`` and diagnostics name the path)."""
+    skip = {path, command[command.index("-o") + 1], command[command.index("-MF") + 1]}
+    flags = [a for a in command[1:] if a not in skip]
+    material = {"format": FORMAT_VERSION, "toolchain": tc.identity, "flags": flags,
+                "file": os.path.realpath(source.path) if source.path else source.display_name,
+                "text": hashlib.sha256(source.text.encode()).hexdigest()}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cached_object(objects: Path, tc: Toolchain, command: Sequence[str], source: SourceInput,
+                   path: str, work: Path, i: int) -> tuple[str, list[str]] | None:
+    """A file's bitcode from the per-file cache, copied into ``work``, with
+    its headers; None when absent, or when the bitcode or a header it read
+    changed (anything amiss is a miss: cache trouble never breaks a build)."""
+    key = _object_key(tc, command, source, path)
+    try:
+        record = json.loads((objects / f"{key}.json").read_text())
+        if not (isinstance(record, dict) and isinstance(record.get("deps"), dict)
+                and _deps_intact(record["deps"])):
+            return None
+        out = work / f"source{i}.bc"
+        shutil.copyfile(objects / f"{key}.bc", out)
+        if sha256_file(out) != record.get("bc"):
+            return None
+        return str(out), list(record["deps"])
+    except (OSError, ValueError):
+        return None
+
+
+def _store_object(objects: Path, tc: Toolchain, command: Sequence[str], source: SourceInput,
+                  path: str, out: str, headers: Sequence[str]) -> None:
+    key = _object_key(tc, command, source, path)
+    deps = {}
+    for header in sorted(set(headers)):
+        with suppress(OSError):
+            deps[header] = sha256_file(Path(header))
+    with suppress(OSError):  # (a full disk only loses the shortcut)
+        tmp = objects / f".{key}.{os.getpid()}.{threading.get_ident()}.bc.tmp"
+        shutil.copyfile(out, tmp)
+        os.replace(tmp, objects / f"{key}.bc")
+        atomic_write_bytes(objects / f"{key}.json",
+                           json.dumps({"bc": sha256_file(Path(out)), "deps": deps}).encode(), 0o600)
+
+
+class _progress:
+    """Reports a build step that runs longer than ``PROGRESS_AFTER`` seconds:
+    through ``logging`` (logger ``enzyme``, INFO), and as a progress line on
+    stderr when it is a terminal. A step that ends sooner says nothing."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.done = threading.Event()
+        self.shown = False
+
+    def __enter__(self) -> _progress:
+        self.start = time.monotonic()
+        _log.debug("%s ...", self.what)
+        self.thread = threading.Thread(target=self._report, daemon=True, name="enzyme-progress")
+        self.thread.start()
+        return self
+
+    def _report(self) -> None:
+        wait = PROGRESS_AFTER
+        while not self.done.wait(wait):
+            elapsed = time.monotonic() - self.start
+            _log.info("%s: %.0f s so far", self.what, elapsed)
+            if _stderr_is_terminal():
+                sys.stderr.write(f"\r[enzyme-ffi] {self.what}: {elapsed:.0f} s ")
+                sys.stderr.flush()
+                self.shown = True
+            wait = 5.0
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        elapsed = time.monotonic() - self.start
+        _log.debug("%s: done in %.2f s", self.what, elapsed)
+        if self.shown:
+            sys.stderr.write(f"\r[enzyme-ffi] {self.what}: done in {elapsed:.0f} s\n")
+            sys.stderr.flush()
+
+
+PROGRESS_AFTER = 2.0  # seconds
+_log = logging.getLogger("enzyme")
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _generation_names(manifest: dict | None, key: str) -> tuple[str, str] | None:
@@ -976,8 +1095,9 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
                 return build_derivative(tc, on_disk, wrapper_source, kernel, pattern)
             with _key_lock(root, key):
                 if not intact():
-                    _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key,
-                                             entries, manifest_path)
+                    with _progress(f"building {pattern} of '{kernel}'"):
+                        _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key,
+                                                 entries, manifest_path)
         return entries / f"{key}.so"
 
     so_path = _with_cache(at)

@@ -35,7 +35,7 @@ _MARKER_LINE = "created by enzyme-ffi"
 # Everything the cache itself creates in its root: entry directories, the
 # toolchain probe store, temporary build directories and the temporary files
 # of atomic writes (left behind by a killed process).
-CACHE_LAYOUT = ("modules", "derivatives", "locks", "toolchain-probe.json", CACHE_MARKER)
+CACHE_LAYOUT = ("modules", "derivatives", "objects", "locks", "toolchain-probe.json", CACHE_MARKER)
 _LAYOUT_PATTERNS = ("build-*", ".*.tmp")
 _MARKER_TEMPORARY = f".{CACHE_MARKER}.*.tmp"  # atomic_write_bytes's name for it
 
@@ -299,7 +299,7 @@ _refused_roots: set[str] = set()  # warn once per refused directory, not per com
 _cache_abandoned = False  # the cache failed mid-build: use the fallback from now on
 # The cache's subdirectories hold libraries that get loaded too: each one is
 # checked as the root is (a world-writable modules/ is as bad as a root).
-CACHE_SUBDIRS = ("modules", "derivatives", "locks")
+CACHE_SUBDIRS = ("modules", "derivatives", "objects", "locks")
 
 
 def cache_root() -> Path:
