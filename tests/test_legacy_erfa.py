@@ -60,7 +60,10 @@ def erfa(tc, tmp_path_factory):
     src = _erfa_sources(cache)
     files = sorted(p for p in src.glob("*.c") if not p.name.startswith("t_erfa"))
     assert len(files) >= 100
-    return enzyme.compile(sources=files, include_dirs=[src], toolchain=tc)
+    # the definitions ERFA's own build (configure, meson) gives erfaversion.c
+    defines = {"PACKAGE_VERSION": '"2.0.1"', "PACKAGE_VERSION_MAJOR": 2, "PACKAGE_VERSION_MINOR": 0,
+               "PACKAGE_VERSION_MICRO": 1, "SOFA_VERSION": '"20231011"'}
+    return enzyme.compile(sources=files, include_dirs=[src], defines=defines, toolchain=tc)
 
 
 def _fd(f, x, h=1e-6):

@@ -899,9 +899,15 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
     # declared inactive, whose bodies Enzyme does not differentiate.
     hazards: dict[str, str] = {}
     handled: set[str] = set()
+    # Each name once: every file declares the same header functions again
+    # (a 249-file library: 170,000 declarations, 6 s of the parse), and a
+    # function's declarations must agree for the program to link.
+    checked: set[str] = set()
     for source, _, top in units:
         for cursor in top:
-            if cursor.kind == CursorKind.FUNCTION_DECL and cursor.spelling not in hazards:
+            if cursor.kind == CursorKind.FUNCTION_DECL and cursor.spelling not in checked:
+                if cursor.type.kind == TypeKind.FUNCTIONPROTO:  # (`f()` says nothing yet)
+                    checked.add(cursor.spelling)
                 why = _register_hazard(cursor, table, source)
                 if why:
                     hazards[cursor.spelling] = why
