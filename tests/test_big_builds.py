@@ -50,6 +50,9 @@ def test_editing_one_file_recompiles_only_that_file(tc, tmp_path, monkeypatch):
                             toolchain=tc)
     assert compiled == ["b.c"]
     assert edited.total(x, 2) == 1 + 4 + 5 * 3
+    # and only that file was parsed again: one new per-file parse record
+    parses = sorted((tmp_path / "cache" / "objects").glob("*.parse.json"))
+    assert len(parses) == 4, parses
     np.testing.assert_allclose(enzyme.grad(edited.total)(x, 2), 2 * x + 5)
     # a header change is seen through the per-file record of what it read
     (tmp_path / "k.h").write_text("#define K 2\n")
@@ -58,6 +61,13 @@ def test_editing_one_file_recompiles_only_that_file(tc, tmp_path, monkeypatch):
     assert enzyme.compile(sources=[src], toolchain=tc).fh(1.0) == 2.0
     (tmp_path / "k.h").write_text("#define K 7\n")
     assert enzyme.compile(sources=[src], toolchain=tc).fh(1.0) == 7.0
+    # a header that changes a signature: the per-file parse is not reused
+    (tmp_path / "real.h").write_text("typedef float real;\n")
+    typed = tmp_path / "typed.c"
+    typed.write_text('#include "real.h"\nreal twice(real x) { return 2 * x; }\n')
+    assert enzyme.compile(sources=[typed], toolchain=tc).twice.signature.ret.dtype == "float32"
+    (tmp_path / "real.h").write_text("typedef double real;\n")
+    assert enzyme.compile(sources=[typed], toolchain=tc).twice.signature.ret.dtype == "float64"
 
 
 def test_a_long_step_reports_progress(tc, tmp_path, monkeypatch, caplog):

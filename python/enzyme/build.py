@@ -727,9 +727,10 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                  split_long_blocks: bool = True) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
-    ``describe(paths)`` is called on a cache miss with the C files as written
-    to disk, in a thread, while clang compiles them (clang's diagnostics win
-    when both fail); its :class:`ModuleFacts` say which globals to share and
+    ``describe(paths, cache_dir)`` is called on a cache miss with the C files
+    as written to disk and the per-file cache directory, in a thread, while
+    clang compiles them (clang's diagnostics win when both fail); its
+    :class:`ModuleFacts` say which globals to share and
     shadow, and its ``extra`` is stored with the entry (the orchestrator
     stores the parsed signatures there).
     """
@@ -829,7 +830,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         jobs = max(1, min(len(sources), os.cpu_count() or 1))
         with _progress(f"compiling {len(sources)} source file(s)"), \
                 concurrent.futures.ThreadPoolExecutor(jobs + 1) as pool:
-            described = pool.submit(describe, paths)
+            described = pool.submit(describe, paths, str(objects))
             compiled = [pool.submit(compile_one, i) for i in range(len(sources))]
             for future in compiled:  # the first failure in source order is reported
                 out, found = future.result()

@@ -1136,10 +1136,10 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
     languages = [i.language for i in inputs]
     file_args = [i.flags for i in inputs]
 
-    def describe(paths: list[str]) -> build.ModuleFacts:
+    def describe(paths: list[str], cache_dir: str | None = None) -> build.ModuleFacts:
         done = build.run_tool(worker_command(),
                               input=parse_request(paths, args, tc.resource_dir, tc.libclang,
-                                                  languages, file_args))
+                                                  languages, file_args, cache_dir))
         census: dict = {}
         signatures, variables = read_worker_reply(done.stdout, done.returncode, done.stderr, census)
         _check_rule_targets(census, forward_rules, reverse_rules, inactive, inactive_globals)

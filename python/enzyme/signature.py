@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ast
 import atexit
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -838,6 +840,7 @@ def parse_signatures(sources: Sequence[str], args: Sequence[str],
 def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                  census: dict | None = None, languages: Sequence[str] | None = None,
                  file_args: Sequence[Sequence[str]] | None = None,
+                 cache_dir: str | None = None,
                  ) -> tuple[dict[str, Signature], dict[str, GlobalVar]]:
     """Parse every C source and return the external functions it defines.
 
@@ -856,6 +859,9 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
         ``"c"`` or ``"c++"`` for each source (default: all C).
     file_args : sequence of sequences of str, optional
         Each source's own flags, after ``args`` (from a compilation database).
+    cache_dir : str, optional
+        Where each file's parse is kept (with the hashes of the headers it
+        read), so that parsing a module again re-parses only changed files.
 
     Raises
     ------
@@ -867,108 +873,214 @@ def parse_module(sources: Sequence[str], args: Sequence[str], resource_dir: str,
     (signatures, globals)
         The external functions and the external global variables defined.
         ``census``, when given, receives every function and global variable
-        the sources declare (see :func:`_take_census`), for checking the
+        the sources declare (see :func:`_unit_census`), for checking the
         names given to ``compile()``.
     """
-    from clang.cindex import CursorKind, LinkageKind, StorageClass, TranslationUnitLoadError, TypeKind
-
-    table = _scalar_table()
-    found: dict[str, Signature] = {}
-    variables: dict[str, GlobalVar] = {}
     gnu_inline = _gnu_inline_semantics(args)
     units = []
-    cxx_sources: set[str] = set()
+    # What a header's declaration says is the same in every file that
+    # includes it: worked out once per declaration (a 249-file library
+    # repeats 170,000 of them), yet each file's facts stay complete.
+    memo: dict = {}
     for source, language, own in zip(sources, languages or ["c"] * len(sources),
                                      file_args or [()] * len(sources)):
-        if language == "c++":
-            cxx_sources.add(source)
         # (-fno-exceptions as the build compiles C++: build.CXX_FLAGS)
         cxx = ["-fno-exceptions"] if language == "c++" else []
         parse_args = ["-x", language, "-resource-dir", resource_dir, *cxx, *args, *own]
-        try:
-            tu = _index().parse(source, args=parse_args)
-        except TranslationUnitLoadError as exc:
-            raise CompileError(f"libclang could not parse {_display_name(source)}: {exc}") from exc
-        errors = tuple(_diagnostic_text(d) for d in tu.diagnostics if d.severity >= 3)
-        if errors:
-            raise CompileError(f"Parsing {_display_name(source)} failed:\n" + "\n".join(errors),
-                               errors)
-        units.append((source, tu, _top_level(tu.cursor)))
+        key = _unit_key(source, parse_args, gnu_inline) if cache_dir else ""
+        facts = _cached_unit(cache_dir, key) if cache_dir else None
+        if facts is None:
+            facts = _parse_unit(source, parse_args, language == "c++", gnu_inline, memo)
+            if cache_dir:
+                _store_unit(cache_dir, key, facts)
+        units.append(facts)
+    return _merge_units(units, census)
+
+
+def _parse_unit(source: str, parse_args: Sequence[str], cxx_source: bool,
+                gnu_inline: bool, memo: dict | None = None) -> dict:
+    """What one file contributes to a module, as JSON-able facts: the
+    functions and globals it defines, the call-ABI hazards and rule
+    registrations it declares, whom its functions call, its census, and the
+    headers it read (for the per-file cache)."""
+    from clang.cindex import CursorKind, LinkageKind, StorageClass, TranslationUnitLoadError, TypeKind
+
+    table = _scalar_table()
+    try:
+        tu = _index().parse(source, args=list(parse_args))
+    except TranslationUnitLoadError as exc:
+        raise CompileError(f"libclang could not parse {_display_name(source)}: {exc}") from exc
+    errors = tuple(_diagnostic_text(d) for d in tu.diagnostics if d.severity >= 3)
+    if errors:
+        raise CompileError(f"Parsing {_display_name(source)} failed:\n" + "\n".join(errors),
+                           errors)
+    top = _top_level(tu.cursor)
+    mark = _first_line(source)
+    facts: dict = {"hazards": {}, "handled": [], "signatures": [], "variables": [], "calls": {},
+                   "census": {"functions": {}, "variables": {}}, "cxx_linkage": [],
+                   "includes": sorted({str(i.include.name) for i in tu.get_includes()
+                                       if i.include is not None})}
+    memo = {} if memo is None else memo
     # Functions with a struct in an integer register (see
     # integer_register_floats), and functions with a derivative rule or
-    # declared inactive, whose bodies Enzyme does not differentiate.
+    # declared inactive, whose bodies Enzyme does not differentiate. Each
+    # name once per file, and each declaration once per parse (``memo``).
+    checked: set[str] = set()
+    for cursor in top:
+        if cursor.kind == CursorKind.FUNCTION_DECL and cursor.spelling not in checked:
+            if cursor.type.kind == TypeKind.FUNCTIONPROTO:  # (`f()` says nothing yet)
+                checked.add(cursor.spelling)
+            where = _declaration_key(cursor)
+            why = memo.get(("hazard", where)) if where else None
+            if why is None:
+                why = _register_hazard(cursor, table, source)
+                if where:
+                    memo[("hazard", where)] = why
+            if why:
+                facts["hazards"].setdefault(cursor.spelling, why)
+        elif cursor.kind == CursorKind.VAR_DECL:
+            for prefix in _RULE_PREFIXES:
+                if cursor.spelling.startswith(prefix):
+                    facts["handled"].append(cursor.spelling[len(prefix):])
+    if mark == SUPPORT_MARK:
+        return facts
+    declarations: dict[str, list] = {}
+    for cursor in top:
+        if cursor.kind == CursorKind.FUNCTION_DECL:
+            declarations.setdefault(cursor.spelling, []).append(cursor)
+    for cursor in top:
+        # tentative definitions (`double g;`) define the variable too
+        if (cursor.kind == CursorKind.VAR_DECL and cursor.linkage == LinkageKind.EXTERNAL
+                and (cursor.is_definition() or cursor.storage_class != StorageClass.EXTERN)):
+            if not _hidden(cursor):
+                # A hidden global is absent from the library's symbol table, so
+                # it cannot be shared: each library keeps its own copy, as
+                # with a static one.
+                facts["variables"].append(_global_var(cursor, table, _where(cursor, source)).to_json())
+            continue
+        if cursor.kind != CursorKind.FUNCTION_DECL or not cursor.is_definition():
+            continue
+        # (whom it calls: a hazard may be declared in another file)
+        facts["calls"].setdefault(cursor.spelling, []).extend(sorted(_callees(cursor)))
+        if cursor.linkage != LinkageKind.EXTERNAL:
+            continue
+        if cxx_source and cursor.mangled_name != cursor.spelling:
+            # C++ linkage: its symbol is mangled (extern "C" exposes a function)
+            facts["cxx_linkage"].append(cursor.spelling)
+            continue
+        params = tuple(
+            Param(arg.spelling or f"arg{i}", _ctype(arg.type, table), _length_annotation(arg))
+            for i, arg in enumerate(cursor.get_arguments())
+        )
+        facts["signatures"].append(Signature(
+            name=cursor.spelling,
+            params=params,
+            ret=_ctype(cursor.result_type, table, returned=True),
+            location=_where(cursor, source),
+            # a definition without a prototype (`int main()`, K&R style)
+            # takes exactly the parameters it declares
+            variadic=(cursor.type.kind == TypeKind.FUNCTIONPROTO
+                      and cursor.type.is_function_variadic()),
+            hidden=_why_not_exported(tu, cursor, declarations[cursor.spelling], gnu_inline,
+                                     cxx_source),
+            fn_type=cursor.type.get_canonical().spelling,
+        ).to_json())
+    if mark != REGISTRATIONS_MARK:
+        facts["census"] = _unit_census(top, memo)
+    return facts
+
+
+def _declaration_key(cursor) -> tuple:
+    """A declaration's name and type: all that the hazard check and the
+    census read of it."""
+    return (cursor.spelling, cursor.type.spelling)
+
+
+def _merge_units(units: Sequence[dict], census: dict | None) -> tuple[dict[str, Signature],
+                                                                    dict[str, GlobalVar]]:
+    """A module's functions and globals from its files' facts, with the
+    call-ABI hazards each function reaches through any file's functions."""
     hazards: dict[str, str] = {}
     handled: set[str] = set()
-    # Each name once: every file declares the same header functions again
-    # (a 249-file library: 170,000 declarations, 6 s of the parse), and a
-    # function's declarations must agree for the program to link.
-    checked: set[str] = set()
-    for source, _, top in units:
-        for cursor in top:
-            if cursor.kind == CursorKind.FUNCTION_DECL and cursor.spelling not in checked:
-                if cursor.type.kind == TypeKind.FUNCTIONPROTO:  # (`f()` says nothing yet)
-                    checked.add(cursor.spelling)
-                why = _register_hazard(cursor, table, source)
-                if why:
-                    hazards[cursor.spelling] = why
-            elif cursor.kind == CursorKind.VAR_DECL:
-                for prefix in _RULE_PREFIXES:
-                    if cursor.spelling.startswith(prefix):
-                        handled.add(cursor.spelling[len(prefix):])
     calls: dict[str, set[str]] = {}
-    for source, tu, top in units:
-        if _first_line(source) == SUPPORT_MARK:
-            continue
-        declarations: dict[str, list] = {}
-        for cursor in top:
-            if cursor.kind == CursorKind.FUNCTION_DECL:
-                declarations.setdefault(cursor.spelling, []).append(cursor)
-        for cursor in top:
-            # tentative definitions (`double g;`) define the variable too
-            if (cursor.kind == CursorKind.VAR_DECL and cursor.linkage == LinkageKind.EXTERNAL
-                    and (cursor.is_definition() or cursor.storage_class != StorageClass.EXTERN)):
-                if not _hidden(cursor):
-                    # A hidden global is absent from the library's symbol
-                    # table, so it cannot be shared: each library keeps its
-                    # own copy, as with a static one.
-                    variables[cursor.spelling] = _global_var(cursor, table, _where(cursor, source))
-                continue
-            if cursor.kind != CursorKind.FUNCTION_DECL or not cursor.is_definition():
-                continue
-            if hazards:  # walking every body costs time; only needed then
-                calls.setdefault(cursor.spelling, set()).update(_callees(cursor))
-            if cursor.linkage != LinkageKind.EXTERNAL:
-                continue
-            if source in cxx_sources and cursor.mangled_name != cursor.spelling:
-                # C++ linkage: its symbol is mangled (extern "C" exposes a function)
-                if census is not None:
-                    census.setdefault("cxx_linkage", []).append(cursor.spelling)
-                continue
-            params = tuple(
-                Param(arg.spelling or f"arg{i}", _ctype(arg.type, table), _length_annotation(arg))
-                for i, arg in enumerate(cursor.get_arguments())
-            )
-            found[cursor.spelling] = Signature(
-                name=cursor.spelling,
-                params=params,
-                ret=_ctype(cursor.result_type, table, returned=True),
-                location=_where(cursor, source),
-                # a definition without a prototype (`int main()`, K&R style)
-                # takes exactly the parameters it declares
-                variadic=(cursor.type.kind == TypeKind.FUNCTIONPROTO
-                          and cursor.type.is_function_variadic()),
-                hidden=_why_not_exported(tu, cursor, declarations[cursor.spelling], gnu_inline,
-                                         source in cxx_sources),
-                fn_type=cursor.type.get_canonical().spelling,
-            )
+    found: dict[str, Signature] = {}
+    variables: dict[str, GlobalVar] = {}
+    for facts in units:
+        for name, why in facts["hazards"].items():
+            hazards.setdefault(name, why)
+        handled.update(facts["handled"])
+        for name, callees in facts["calls"].items():
+            calls.setdefault(name, set()).update(callees)
+        for data in facts["signatures"]:
+            found[data["name"]] = Signature.from_json(data)
+        for data in facts["variables"]:
+            variables[data["name"]] = GlobalVar.from_json(data)
     if hazards:
         for name, signature in found.items():
             why = _reached_hazard(name, calls, hazards, handled)
             if why:
                 found[name] = replace(signature, abi_hazard=why)
     if census is not None:
-        _take_census(units, census)
+        functions = census.setdefault("functions", {})
+        names = census.setdefault("variables", {})
+        for facts in units:
+            for name, entry in facts["census"]["functions"].items():
+                kept = functions.setdefault(name, dict(entry))
+                kept["defined"] = kept["defined"] or entry["defined"]
+            for name, entry in facts["census"]["variables"].items():
+                names.setdefault(name, entry)
+            census.setdefault("cxx_linkage", []).extend(facts["cxx_linkage"])
     return found, variables
+
+
+def _unit_key(source: str, parse_args: Sequence[str], gnu_inline: bool) -> str:
+    """The per-file parse cache key: the file's path and text, the flags,
+    the parse's own version and the libclang that parses."""
+    with open(source, "rb") as handle:
+        text = handle.read()
+    from clang.cindex import conf
+
+    material = json.dumps([PARSE_VERSION, os.path.realpath(source), hashlib.sha256(text).hexdigest(),
+                           list(parse_args), gnu_inline, str(conf.lib._name)])
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _file_digest(path: str) -> str | None:
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # (a device or a pipe is never hashed: it may never end)
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _cached_unit(cache_dir: str, key: str) -> dict | None:
+    """A file's parse from the cache, when every file it read is unchanged;
+    anything amiss is a miss (cache trouble never breaks a parse)."""
+    try:
+        with open(os.path.join(cache_dir, f"{key}.parse.json"), encoding="utf-8") as handle:
+            record = json.load(handle)
+        if not all(_file_digest(path) == digest for path, digest in record["deps"].items()):
+            return None
+        return record["facts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store_unit(cache_dir: str, key: str, facts: dict) -> None:
+    deps = {path: _file_digest(path) for path in facts["includes"]}
+    if any(digest is None for digest in deps.values()):
+        return  # (a file it read cannot be hashed: never cached)
+    final = os.path.join(cache_dir, f"{key}.parse.json")
+    tmp = f"{final}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"deps": deps, "facts": facts}, handle)
+        os.replace(tmp, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 REGISTRATIONS_MARK = "/* enzyme-ffi generated: registrations given to enzyme.compile */"
@@ -982,41 +1094,44 @@ def _first_line(source: str) -> str:
         return handle.readline().strip()
 
 
-def _take_census(units: Sequence[tuple], census: dict) -> None:
-    """Every function and global variable the user's sources declare (not the
-    generated registrations, which declare whatever names they were given):
+def _unit_census(top: Sequence, memo: dict | None = None) -> dict:
+    """Every function and global variable a file declares (not the generated
+    registrations, which declare whatever names they were given):
     ``functions[name] = {"static", "defined", "nparams" (-1 without a
-    prototype), "nfloating" (floating scalar parameters), "ret" ("void", "floating", "struct", "pointer", "other"),
-    "ret_fields" (a struct return's field count)}``, ``variables[name] =
-    {"static"}``."""
+    prototype), "nfloating" (floating scalar parameters), "ret" ("void",
+    "floating", "struct", "pointer", "other"), "ret_fields" (a struct
+    return's field count)}``, ``variables[name] = {"static"}``."""
     from clang.cindex import CursorKind, LinkageKind, TypeKind
 
-    functions: dict[str, dict] = census.setdefault("functions", {})
-    variables: dict[str, dict] = census.setdefault("variables", {})
-    for source, _, top in units:
-        if _first_line(source) in (REGISTRATIONS_MARK, SUPPORT_MARK):
-            continue
-        for cursor in top:
-            static = cursor.linkage != LinkageKind.EXTERNAL
-            if cursor.kind == CursorKind.VAR_DECL:
-                variables.setdefault(cursor.spelling, {"static": static})
-            elif cursor.kind == CursorKind.FUNCTION_DECL:
-                entry = functions.get(cursor.spelling)
-                if entry is None:
-                    ret = cursor.result_type.get_canonical()
-                    kind = ("void" if ret.kind == TypeKind.VOID else
-                            "floating" if ret.kind in (TypeKind.FLOAT, TypeKind.DOUBLE) else
-                            "struct" if ret.kind == TypeKind.RECORD else
-                            "pointer" if ret.kind == TypeKind.POINTER else "other")
-                    prototyped = cursor.type.kind == TypeKind.FUNCTIONPROTO
-                    params = list(cursor.get_arguments())
-                    entry = functions[cursor.spelling] = {
-                        "static": static, "defined": False, "ret": kind,
-                        "nparams": len(params) if prototyped else -1,
-                        "nfloating": sum(a.type.get_canonical().kind in (TypeKind.FLOAT, TypeKind.DOUBLE)
-                                         for a in params),
-                        "ret_fields": len(list(ret.get_fields())) if kind == "struct" else 0}
-                entry["defined"] = entry["defined"] or cursor.is_definition()
+    functions: dict[str, dict] = {}
+    variables: dict[str, dict] = {}
+    for cursor in top:
+        static = cursor.linkage != LinkageKind.EXTERNAL
+        if cursor.kind == CursorKind.VAR_DECL:
+            variables.setdefault(cursor.spelling, {"static": static})
+        elif cursor.kind == CursorKind.FUNCTION_DECL:
+            entry = functions.get(cursor.spelling)
+            where = (*_declaration_key(cursor), static) if entry is None and memo is not None else None
+            if where and ("census", where) in memo:
+                entry = functions[cursor.spelling] = dict(memo[("census", where)])
+            if entry is None:
+                ret = cursor.result_type.get_canonical()
+                kind = ("void" if ret.kind == TypeKind.VOID else
+                        "floating" if ret.kind in (TypeKind.FLOAT, TypeKind.DOUBLE) else
+                        "struct" if ret.kind == TypeKind.RECORD else
+                        "pointer" if ret.kind == TypeKind.POINTER else "other")
+                prototyped = cursor.type.kind == TypeKind.FUNCTIONPROTO
+                params = list(cursor.get_arguments())
+                entry = functions[cursor.spelling] = {
+                    "static": static, "defined": False, "ret": kind,
+                    "nparams": len(params) if prototyped else -1,
+                    "nfloating": sum(a.type.get_canonical().kind in (TypeKind.FLOAT, TypeKind.DOUBLE)
+                                     for a in params),
+                    "ret_fields": len(list(ret.get_fields())) if kind == "struct" else 0}
+                if where:
+                    memo[("census", where)] = dict(entry)
+            entry["defined"] = entry["defined"] or cursor.is_definition()
+    return {"functions": functions, "variables": variables}
 
 
 _RULE_PREFIXES = ("__enzyme_register_derivative_", "__enzyme_register_gradient_",
@@ -1198,13 +1313,15 @@ def worker_command() -> list[str]:
 
 def parse_request(sources: Sequence[str], args: Sequence[str], resource_dir: str,
                   libclang: str, languages: Sequence[str] | None = None,
-                  file_args: Sequence[Sequence[str]] | None = None) -> str:
+                  file_args: Sequence[Sequence[str]] | None = None,
+                  cache_dir: str | None = None) -> str:
     """The worker's input: what :func:`parse_module` takes, and the libclang
     to load ("" for the one bundled with the Python package)."""
     return json.dumps({"sources": list(sources), "args": list(args), "resource_dir": resource_dir,
                        "libclang": libclang, "sys_path": [p for p in sys.path if p],
                        "languages": list(languages) if languages else None,
-                       "file_args": [list(a) for a in file_args] if file_args else None})
+                       "file_args": [list(a) for a in file_args] if file_args else None,
+                       "cache_dir": cache_dir})
 
 
 def read_worker_reply(stdout: str, returncode: int, stderr: str, census: dict | None = None
@@ -1241,7 +1358,8 @@ def _worker_main() -> None:
         census: dict = {}
         signatures, variables = parse_module(request["sources"], request["args"],
                                              request["resource_dir"], census,
-                                             request.get("languages"), request.get("file_args"))
+                                             request.get("languages"), request.get("file_args"),
+                                             request.get("cache_dir"))
         reply = {"signatures": [s.to_json() for s in signatures.values()],
                  "globals": [v.to_json() for v in variables.values()], "census": census}
     except CompileError as exc:
