@@ -160,3 +160,18 @@ def test_an_undefined_function_is_a_link_error_naming_it(tc):
 def test_check_functions_given_a_string():
     with pytest.raises(enzyme.ArgumentValueError, match="x must be numbers"):
         enzyme.check_functions(lambda x: x, "abc", jvp=lambda x, v: v)
+
+
+def test_an_lto_bitcode_archive_is_a_link_error_saying_so(tc, tmp_path):
+    """A `clang -flto` static library holds bitcode the system linker cannot
+    link; the issue saw it reported as a DifferentiationError."""
+    import shutil
+
+    (tmp_path / "lib.c").write_text("double lto_scale(double x) { return 3.0 * x; }\n")
+    subprocess.run([tc.clang, "-flto", "-O2", "-fPIC", "-c", str(tmp_path / "lib.c"), "-o",
+                    str(tmp_path / "lib.o")], check=True)
+    ar = shutil.which("llvm-ar-15") or shutil.which("llvm-ar") or shutil.which("ar")
+    subprocess.run([ar, "rcs", str(tmp_path / "liblto.a"), str(tmp_path / "lib.o")], check=True)
+    src = "double lto_scale(double);\ndouble uses_lto(double x) { return lto_scale(x) * x; }\n"
+    with pytest.raises(enzyme.LinkError, match="holds LLVM bitcode.*-flto"):
+        enzyme.compile(src, libraries=["lto"], library_dirs=[tmp_path], toolchain=tc)

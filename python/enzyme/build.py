@@ -862,6 +862,13 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                                 f"or enzyme-ffi, please report it:\n{stderr.strip()[-3000:]}")
 
         def link_failure(stderr: str) -> Exception:
+            bitcode_archive = _bitcode_archive(stderr)
+            if bitcode_archive:
+                return LinkError(
+                    f"{bitcode_archive} holds LLVM bitcode (it was built with -flto), which the "
+                    "system linker cannot link into a shared library.\nFix: give its C sources to "
+                    "compile(sources=[...]) (then Enzyme also differentiates through its code), or "
+                    "build the library without -flto.")
             return LinkError("linking the module's shared library failed (the linker's words "
                              f"follow):\n{stderr.strip()[-3000:]}\nFix: check libraries= and "
                              "library_dirs= (a library must exist as lib<name>.so or lib<name>.a "
@@ -909,6 +916,19 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
                           opt_flags=opt_flags, native_cpu=native_cpu,
                           split_long_blocks=split_long_blocks)
+
+
+def _bitcode_archive(stderr: str) -> str:
+    """The archive the linker could not read because it holds LLVM bitcode
+    (an -flto build), or ""."""
+    for match in re.finditer(r"(\S+\.a): error adding symbols: file format not recognized", stderr):
+        try:
+            with open(match.group(1), "rb") as handle:
+                if b"BC\xc0\xde" in handle.read(1 << 20):
+                    return match.group(1)
+        except OSError:
+            continue
+    return ""
 
 
 def _object_key(tc: Toolchain, command: Sequence[str], source: SourceInput, path: str) -> str:
