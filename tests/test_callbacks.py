@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from oracles import central_difference as _fd
 
 import enzyme
 from enzyme import Active, Const, Duplicated, Forward, Reverse, ReverseSplit, autodiff
@@ -70,14 +71,6 @@ def mod(cc):
     return cc(SRC)
 
 
-def _fd(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in range(x.size):
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        g[i] = (f(up) - f(down)) / (2 * h)
-    return g
 
 
 def test_the_parameter_is_a_callback_of_its_function_type(mod):

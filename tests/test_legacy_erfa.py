@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import central_difference as _fd
 
 import enzyme
 from enzyme import Active, Const, Duplicated, Reverse, autodiff
@@ -66,14 +67,6 @@ def erfa(tc, tmp_path_factory):
     return enzyme.compile(sources=files, include_dirs=[src], defines=defines, toolchain=tc)
 
 
-def _fd(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        g[idx] = (f(up) - f(down)) / (2 * h)
-    return g
 
 
 RNG = np.random.default_rng(2026)
