@@ -194,6 +194,35 @@ def test_a_refused_first_call_leaves_the_check_armed(cc, bad_call):
         autodiff(Forward, mod.sq_all, Duplicated(x, np.ones(2)), Duplicated(y, np.zeros(2)), Const(2))
 
 
+LEAKING_GLOBAL = r"""
+/* a leap-second table reached through a static pointer, as ERFA's eraDat
+   does: Enzyme v0.0.289's forward mode takes the table as its own shadow */
+typedef struct { int iyear, month; double delat; } leap;
+static const leap table[] = {{1972, 1, 10.0}, {2017, 1, 37.0}};
+static leap *changes;
+static int count = -1;
+static int leaps(leap **out) {
+    if (count < 0) { changes = (leap *)table; count = 2; }
+    *out = changes;
+    return count;
+}
+void shift(double x, double *out) { leap *l; int k = leaps(&l); *out = x + l[k - 1].delat / 86400.0; }
+"""
+
+
+def test_a_tangent_that_does_not_come_from_the_arguments_is_refused(cc):
+    """Zero tangents must give zero derivatives: here they gave 37/86400
+    (the table's value), which the dot-product test's tolerance let through
+    at ERFA's Julian dates (eraUtctai, eraTaiutc, eraApco13, ...)."""
+    unchecked = cc(LEAKING_GLOBAL, verify=False)
+    out = np.zeros(1)
+    autodiff(Forward, unchecked.shift, Duplicated(2451545.0, 0.0), Duplicated(np.zeros(1), out))
+    assert out[0] == pytest.approx(37 / 86400)  # the defect this guards against
+    mod = cc(LEAKING_GLOBAL + "\n/* checked */\n")
+    with pytest.raises(enzyme.DerivativeMismatchError, match="not linear: zero tangents"):
+        autodiff(Forward, mod.shift, Duplicated(2451545.0, 1.0), Duplicated(np.zeros(1), np.zeros(1)))
+
+
 def test_first_use_catches_an_enzyme_defect_and_leaves_the_arrays_alone(cc):
     mod = cc(STRIDED_SELECT)
     x, n = _X.copy(), _X.size

@@ -245,14 +245,16 @@ class FirstUseChecks:
 
         def test() -> tuple:
             if other is None:
-                return _verify.finite_difference_test(point, entry, under_test, _CHECK_SEED), None
+                report = _verify.finite_difference_test(point, entry, under_test, _CHECK_SEED)
+                return _verify.with_zero_direction_test(report, point, entry, under_test), None
             # in the child only: no lock taken there (see _before_fork); and a
             # counterpart refused on its own is still what this one is checked
             # against (the numbers decide)
             other.first_call = None
             other.failed = None
             fwd, rev = (other, entry) if spec.reverse else (entry, other)
-            return _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
+            report, detail = _verify.first_use_test(point, fwd, rev, under_test, _CHECK_SEED)
+            return _verify.with_zero_direction_test(report, point, entry, under_test), detail
 
         def unchecked(why: str) -> None:
             _verify.count_unchecked()
@@ -281,7 +283,8 @@ class FirstUseChecks:
             other = None
 
             def by_differences() -> tuple:
-                return _verify.finite_difference_test(point, entry, under_test, _CHECK_SEED), None
+                report = _verify.finite_difference_test(point, entry, under_test, _CHECK_SEED)
+                return _verify.with_zero_direction_test(report, point, entry, under_test), None
             done = _verify.run_isolated(by_differences, _verify.timeout())
             if done.status == "crashed":
                 unchecked(f"the other mode, which it is checked against, crashed ({crash}), and so "

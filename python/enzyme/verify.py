@@ -20,6 +20,7 @@ derivative entry points to compare; it never imports cffi.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import faulthandler
 import os
 import pickle
@@ -831,6 +832,41 @@ def finite_difference_test(point: Point, fn: Any, under_test: str, seed: int) ->
             point.finish()
         return CheckReport(fn.spec.kernel, fn.spec.pattern, tuple(results), rtol, fd_rtol,
                            repeatable)
+
+
+def zero_direction_test(point: Point, fn: Any, under_test: str) -> ArgumentCheck | None:
+    """A derivative is linear in its tangents (forward) or seeds (reverse):
+    zero in must give exactly zero out. A failure (None when it holds)
+    means a derivative leaked in from memory the call reads rather than from
+    its arguments, such as a global's shadow that is the global itself:
+    ERFA's eraUtctai gave the tangent 35/86400 (the leap seconds' value) for
+    zero tangents, a wrong number that no tolerance of the dot-product test
+    caught at Julian dates."""
+    with inside_check():
+        try:
+            if under_test == "forward":
+                found = forward_lanes(point, fn, [np.zeros(point.n_in)] * fn.spec.width)
+            else:
+                found = reverse_lanes(point, fn, [np.zeros(point.n_out)] * fn.spec.width)
+        finally:
+            point.finish()
+    largest = max((float(np.max(np.abs(x))) for x in found if x.size), default=0.0)
+    if not np.isfinite(largest) or largest == 0.0:
+        return None  # (NaN or inf from 0 * inf: a question for the other tests)
+    return ArgumentCheck(-1, "zero directions", largest if under_test == "forward" else 0.0,
+                         largest if under_test == "reverse" else 0.0, 0.0, float("inf"),
+                         f"{under_test} mode is not linear: zero {'tangents' if under_test == 'forward' else 'seeds'} "
+                         f"gave derivatives up to {largest:.3g} (a derivative that does not come "
+                         "from the arguments, e.g. a global's shadow)")
+
+
+def with_zero_direction_test(report: CheckReport, point: Point, fn: Any,
+                             under_test: str) -> CheckReport:
+    """``report`` with the zero-direction test's failure added, if any."""
+    failure = zero_direction_test(point, fn, under_test)
+    if failure is None:
+        return report
+    return dataclasses.replace(report, arguments=(*report.arguments, failure))
 
 
 def call_only(point: Point, fn: Any, seed: int) -> None:
