@@ -174,3 +174,17 @@ def test_a_leaking_leap_second_tangent_is_refused(erfa):
     with pytest.raises(enzyme.DerivativeMismatchError, match="not linear"):
         enzyme.autodiff(enzyme.Forward, erfa.eraUtctai, Const(2451545.0), Duplicated(5094.57, 1.0),
                         Duplicated(np.zeros(1), np.zeros(1)), Duplicated(np.zeros(1), np.zeros(1)))
+
+
+def test_a_leak_is_refused_even_where_differences_are_unsure(erfa):
+    """eraApco13: central differences at a Julian date call the gradient
+    not smooth (an undecided check, which only warns), but zero tangents
+    gave 7e-6: that alone is conclusive."""
+    kernel = erfa.eraApco13
+    args = [2451545.0, 5094.57, 0.45, -0.71, 0.90, 935.0, -1.5e-7, 6.5e-7, 769.0, 12.0, 0.12, 0.78]
+    directions = [0.0] * 12
+    directions[2] = 1.0
+    astrom = np.zeros(1, kernel.dtype("astrom"))
+    with pytest.raises(enzyme.DerivativeMismatchError, match="not linear"):
+        enzyme.autodiff(enzyme.Forward, kernel, *[Duplicated(a, d) for a, d in zip(args, directions)],
+                        Duplicated(astrom, np.zeros_like(astrom)), Duplicated(np.zeros(1), np.zeros(1)))

@@ -310,6 +310,9 @@ class FirstUseChecks:
             if other is not None and other.first_call is not None and other.spec.width == 1:
                 other.first_call = None  # the same test checked it
             return
+        if any(a.name == _verify.ZERO_DIRECTIONS and not a.ok for a in report.arguments):
+            # conclusive whatever else is unsure here: a derivative is linear
+            raise _verify.mismatch_error(report, None)
         if other is None and self.module._artifact.extra.get("custom_rules", True):
             # A custom rule may differ from the primal's differences by design
             # (an exact derivative of an approximation such as a fast inverse

@@ -76,6 +76,7 @@ _FD_STEP = {"float64": 1e-6, "float32": 3e-3}
 NOT_FINITE = "not finite in either mode"
 NOT_SMOOTH = "the gradient is not smooth here (central differences change with the step)"
 UNDECIDED = (NOT_FINITE, NOT_SMOOTH)
+ZERO_DIRECTIONS = "zero directions"  # the name of zero_direction_test's result
 
 _state = threading.local()
 
@@ -853,7 +854,7 @@ def zero_direction_test(point: Point, fn: Any, under_test: str) -> ArgumentCheck
     largest = max((float(np.max(np.abs(x))) for x in found if x.size), default=0.0)
     if not np.isfinite(largest) or largest == 0.0:
         return None  # (NaN or inf from 0 * inf: a question for the other tests)
-    return ArgumentCheck(-1, "zero directions", largest if under_test == "forward" else 0.0,
+    return ArgumentCheck(-1, ZERO_DIRECTIONS, largest if under_test == "forward" else 0.0,
                          largest if under_test == "reverse" else 0.0, 0.0, float("inf"),
                          f"{under_test} mode is not linear: zero {'tangents' if under_test == 'forward' else 'seeds'} "
                          f"gave derivatives up to {largest:.3g} (a derivative that does not come "
