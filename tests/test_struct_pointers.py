@@ -102,3 +102,25 @@ def test_what_is_refused_before_any_call(mod):
                  Duplicated(_mesh(), {"n": 4, "k": 0.0, "x": np.zeros(3), "y": np.zeros(4)}))
     with pytest.raises(enzyme.UnsupportedSignatureError, match="split mode"):
         enzyme.autodiff_thunk(ReverseSplit, mod.mesh_energy, Duplicated)
+
+
+def test_length_contracts_name_struct_fields(cc):
+    """sizes={"m.x": "n"}: field x of the struct m needs n elements, n being
+    the struct's own integer field; checked before any C runs."""
+    mod = cc(SRC + "\n/* sized */\n",
+             sizes={"mesh_energy": {"m.x": "n"}, "mesh_update": {"m.x": "n", "m.y": "n"}})
+    assert mod.mesh_energy(_mesh()) == pytest.approx(0.5 * (np.diff(X) ** 2).sum(), rel=1e-15)
+    with pytest.raises(enzyme.LengthError,
+                       match=r"field 'x' of .* needs at least 6 elements \(n with n=6\), but has 4"):
+        mod.mesh_energy(_mesh(n=6))
+    y = np.full(3, 7.0)
+    with pytest.raises(enzyme.LengthError, match="field 'y'"):
+        mod.mesh_update(_mesh(y=y))
+    np.testing.assert_array_equal(y, 7.0)  # nothing ran
+    with pytest.raises(enzyme.LengthError, match="field 'x'"):  # the shadow struct too
+        autodiff(Reverse, mod.mesh_energy,
+                 Duplicated(_mesh(), {"n": 4, "k": 0.0, "x": np.zeros(2), "y": np.zeros(4)}))
+    with pytest.raises(enzyme.ContractError, match="not a pointer field"):
+        cc(SRC + "\n/* bad */\n", sizes={"mesh_energy": {"m.k": "n"}})
+    with pytest.raises(enzyme.ContractError, match="not an integer"):
+        cc(SRC + "\n/* bad2 */\n", sizes={"mesh_energy": {"m.x": "k"}})

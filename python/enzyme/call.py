@@ -41,7 +41,7 @@ from .errors import (
     UnsupportedSignatureError,
 )
 from .params import Role, Slot, fast_plan_specs, primal_slots
-from .signature import ContractValueError, CType, Signature, length_contracts
+from .signature import ContractValueError, CType, Signature, field_contracts, length_contracts
 from .worker import IsolatedEntry
 
 if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stage
@@ -559,6 +559,9 @@ def _struct_of_pointers_converter(ffi: cffi.FFI, ctype: CType, what: str, writab
                        f["dtype"], const=f["const"]),
             f"field '{name}' of {what}", writable and not f["const"], type_error, value_error)
         for name, f in pointers.items()}
+    # sizes={"m.x": "n"}: pointer field x needs n elements, n a field of the struct
+    contracts = field_contracts(ctype, what)
+    field_names = list(dtype.names)
 
     def convert(value: Any) -> Any:
         mapping = isinstance(value, Mapping)
@@ -601,6 +604,19 @@ def _struct_of_pointers_converter(ffi: cffi.FFI, ctype: CType, what: str, writab
             record[name] = start
             spans.append((start, ffi.sizeof(cdata), writable and not pointers[name]["const"],
                           f"field '{name}' of {what}"))
+        for contract in contracts:
+            values = [int(record[field_names[i]][0]) for i in contract.uses]
+            bound = ", ".join(f"{n}={v}" for n, v in zip(contract.names, values))
+            try:
+                needed = contract.evaluate(values)
+            except ContractValueError as exc:
+                raise LengthError(f"the length of field '{contract.name}' of {what}, "
+                                  f"{contract.expression} with {bound}, {exc} in C arithmetic; "
+                                  "nothing was called.") from None
+            size = np.asarray(get(contract.name)).size
+            if needed < 0 or size < needed:
+                raise LengthError(f"field '{contract.name}' of {what} needs at least {needed} "
+                                  f"elements ({contract.expression} with {bound}), but has {size}.")
         buffer = ffi.from_buffer("char[]", record, require_writable=False)
 
         def write_back() -> None:

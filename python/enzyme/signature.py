@@ -414,7 +414,7 @@ def length_contracts(signature: Signature) -> tuple[LengthContract, ...]:
     """The checked length contracts of a signature's pointer parameters."""
     contracts = []
     for i, param in enumerate(signature.params):
-        if not param.length:
+        if not param.length or param.ctype.holds_pointers:
             continue
         if not param.ctype.is_pointer:
             raise ContractError(f"'{param.name}' of {signature.name} is not a pointer, so it has "
@@ -425,17 +425,66 @@ def length_contracts(signature: Signature) -> tuple[LengthContract, ...]:
 
 def with_lengths(signature: Signature, lengths: dict[str, str]) -> Signature:
     """The signature with length contracts added or replaced from Python
-    (``sizes={"x": "n"}``); the expressions are checked here."""
+    (``sizes={"x": "n"}``; ``{"m.x": "n"}`` for pointer field ``x`` of a
+    struct ``m``, over that struct's integer fields); the expressions are
+    checked here."""
     names = [p.name for p in signature.params]
+    fields: dict[str, dict[str, str]] = {}
+    for key in [k for k in lengths if "." in k and k.split(".", 1)[0] in names]:
+        param, field_name = key.split(".", 1)
+        fields.setdefault(param, {})[field_name] = str(lengths.pop(key))
     unknown = [name for name in lengths if name not in names]
     if unknown:
         raise ContractError(f"sizes for {signature.name}: no parameter named "
                             f"{', '.join(unknown)} (it has {', '.join(names)}).")
-    params = tuple(replace(p, length=str(lengths[p.name])) if p.name in lengths else p
-                   for p in signature.params)
-    updated = replace(signature, params=params)
+    params = []
+    for p in signature.params:
+        if p.name in lengths:
+            p = replace(p, length=str(lengths[p.name]))
+        if p.name in fields:
+            if not p.ctype.holds_pointers:
+                raise ContractError(f"sizes for {signature.name}: '{p.name}' is not a pointer to a "
+                                    "struct holding pointers, so it has no fields to size.")
+            layout = json.loads(p.ctype.layout)
+            layout["lengths"] = {**layout.get("lengths", {}), **fields[p.name]}
+            p = replace(p, ctype=replace(p.ctype, layout=json.dumps(layout)))
+            field_contracts(p.ctype, f"{p.name} of {signature.name}")  # checked now
+        params.append(p)
+    updated = replace(signature, params=tuple(params))
     length_contracts(updated)
     return updated
+
+
+def field_contracts(ctype: CType, where: str) -> list[LengthContract]:
+    """The length contracts of a struct's pointer fields (``sizes={"m.x":
+    "n"}``), over the struct's integer fields: each contract's ``param`` and
+    ``uses`` index the struct's fields."""
+    layout = json.loads(ctype.layout)
+    lengths = layout.get("lengths", {})
+    if not lengths:
+        return []
+    pointers = {f["name"]: f for f in layout.get("pointers", [])}
+    fields = []
+    for name, fmt in zip(layout["names"], layout["formats"]):
+        if name in pointers:
+            f = pointers[name]
+            fields.append(Param(name, CType("pointer", f"{f['base']} *", f["base"], f["dtype"])))
+        elif isinstance(fmt, str) and fmt[1] in "iu":
+            dtype = f"{'uint' if fmt[1] == 'u' else 'int'}{int(fmt[2:]) * 8}"
+            base = {"int8": "signed char", "uint8": "unsigned char", "int16": "short",
+                    "uint16": "unsigned short", "int32": "int", "uint32": "unsigned int",
+                    "int64": "long", "uint64": "unsigned long"}[dtype]
+            fields.append(Param(name, CType("scalar", base, base, dtype)))
+        else:
+            fields.append(Param(name, CType("unsupported", str(fmt))))
+    struct = Signature(f"the struct '{where}'", tuple(fields), CType("void", "void"), "")
+    contracts = []
+    for name, expression in lengths.items():
+        if name not in pointers:
+            raise ContractError(f"sizes: '{name}' is not a pointer field of the struct {where} "
+                                f"(its pointer fields: {', '.join(pointers) or 'none'}).")
+        contracts.append(_compile_length(struct, [p.name for p in fields].index(name), expression))
+    return contracts
 
 
 @dataclass(frozen=True)
