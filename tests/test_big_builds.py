@@ -5,6 +5,9 @@ step longer than a couple of seconds reports progress through logging."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,3 +92,30 @@ def test_the_first_failing_file_is_reported_in_source_order(tc, tmp_path, monkey
                                 "c.c": "double total(void) { return undefined_name; }\n"})
     with pytest.raises(enzyme.CompileError, match="a.c"):
         enzyme.compile(sources=paths, toolchain=tc)
+
+
+def test_an_edited_parse_record_is_not_trusted(tc, tmp_path, monkeypatch):
+    """The per-file parse drives every check of a call (a dtype there lets a
+    float32 array pass for double *): a record edited on disk is ignored."""
+    import json
+
+    monkeypatch.setenv("ENZYME_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "k.c"
+    src.write_text("double ksum(const double *x, int n) {\n"
+                   "    double s = 0; for (int i = 0; i < n; i++) s += x[i]; return s; }\n")
+    assert enzyme.compile(sources=[src], toolchain=tc).ksum(np.ones(3), 3) == 3.0
+    (record_path,) = (tmp_path / "cache" / "objects").glob("*.parse.json")
+    record = json.loads(record_path.read_text())
+    record["facts"]["signatures"][0]["params"][0]["ctype"]["dtype"] = "float32"
+    record_path.write_text(json.dumps(record))
+    # the module's own entry gone, a new process's build looks the file's parse up
+    (tmp_path / "cache" / "modules").rename(tmp_path / "cache" / "old-modules")
+    (tmp_path / "cache" / "modules").mkdir(mode=0o700)
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys, enzyme\n"
+         "mod = enzyme.compile(sources=[sys.argv[1]])\n"
+         "print(mod.ksum.signature.params[0].ctype.dtype)", str(src)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ENZYME_CACHE_DIR": str(tmp_path / "cache")})
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == "float64"

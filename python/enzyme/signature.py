@@ -1104,6 +1104,10 @@ def _file_digest(path: str) -> str | None:
         return None
 
 
+def _facts_digest(facts: dict) -> str:
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
 def _cached_unit(cache_dir: str, key: str) -> dict | None:
     """A file's parse from the cache, when every file it read is unchanged;
     anything amiss is a miss (cache trouble never breaks a parse)."""
@@ -1111,6 +1115,10 @@ def _cached_unit(cache_dir: str, key: str) -> dict | None:
         with open(os.path.join(cache_dir, f"{key}.parse.json"), encoding="utf-8") as handle:
             record = json.load(handle)
         if not all(_file_digest(path) == digest for path, digest in record["deps"].items()):
+            return None
+        # (the facts drive every check of a call: a record edited or damaged
+        # on disk is a miss, as a module manifest whose hash fails is)
+        if record["digest"] != _facts_digest(record["facts"]):
             return None
         return record["facts"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -1125,7 +1133,7 @@ def _store_unit(cache_dir: str, key: str, facts: dict) -> None:
     tmp = f"{final}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump({"deps": deps, "facts": facts}, handle)
+            json.dump({"deps": deps, "facts": facts, "digest": _facts_digest(facts)}, handle)
         os.replace(tmp, final)
     except OSError:
         with contextlib.suppress(OSError):
