@@ -175,3 +175,18 @@ def test_an_lto_bitcode_archive_is_a_link_error_saying_so(tc, tmp_path):
     src = "double lto_scale(double);\ndouble uses_lto(double x) { return lto_scale(x) * x; }\n"
     with pytest.raises(enzyme.LinkError, match="holds LLVM bitcode.*-flto"):
         enzyme.compile(src, libraries=["lto"], library_dirs=[tmp_path], toolchain=tc)
+
+
+def test_kernels_take_arguments_by_their_c_names(mod):
+    """mod.f(x=3.0, y=5.0) was a raw TypeError and inspect.signature said
+    (*args); now names bind as in Python, and mistakes are ArgumentTypeErrors."""
+    import inspect
+
+    assert mod.two(x=3.0, y=5.0) == 15.0 and mod.two(3.0, y=2.0) == 6.0
+    assert str(inspect.signature(mod.two)) == "(x, y)"
+    assert mod.dot2(n=2, x=np.array([3.0, 4.0])) == 25.0
+    for call, match in ((lambda: mod.two(3.0, z=1.0), "no parameter named z"),
+                        (lambda: mod.two(3.0, x=1.0), "both by position and by name"),
+                        (lambda: mod.two(y=1.0), "missing x")):
+        with pytest.raises(enzyme.ArgumentTypeError, match=match):
+            call()

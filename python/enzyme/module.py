@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import inspect
 import itertools
 import os
 import re
@@ -53,6 +54,7 @@ from .codegen import (
 from .compdb import read_database
 from .errors import (
     ActivityError,
+    ArgumentTypeError,
     CompileError,
     ContractError,
     DifferentiationError,
@@ -160,11 +162,42 @@ class Kernel(FirstUseChecks):
         """
         return numpy_dtype(self.signature.params[_param_index(self, param, "param")].ctype)
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         primal = self._primal
         if primal is None or self.module._closed:
             primal = self._primal_function()  # raises ModuleClosedError when closed
+        if kwargs:
+            args = self._by_name(args, kwargs)
         return primal(*args)
+
+    def _by_name(self, args: tuple, kwargs: dict) -> tuple:
+        """Positional arguments from a call that names some by their C
+        parameter names (``mod.f(x=3.0, n=4)``)."""
+        names = [p.name for p in self.signature.params]
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise ArgumentTypeError(f"{self.name}() has no parameter named {', '.join(unknown)}; "
+                                    f"its parameters: {', '.join(names) or 'none'}. Signature: "
+                                    f"{self.signature}")
+        twice = [k for k in kwargs if names.index(k) < len(args)]
+        if twice:
+            raise ArgumentTypeError(f"{self.name}() got {', '.join(twice)} both by position and "
+                                    "by name.")
+        missing = [n for n in names[len(args):] if n not in kwargs]
+        if missing:
+            raise ArgumentTypeError(f"{self.name}() is missing {', '.join(missing)}. Signature: "
+                                    f"{self.signature}")
+        return (*args, *(kwargs[n] for n in names[len(args):]))
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """The C parameters, for ``inspect.signature(kernel)`` and help()."""
+        try:
+            return inspect.Signature([inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                      for p in self.signature.params])
+        except ValueError:  # a C name that is a Python keyword (`lambda`): positional only
+            return inspect.Signature([inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY)
+                                      for i in range(len(self.signature.params))])
 
     def _bind(self, fn: Any) -> Any:
         """A copy of a shared derivative callable that belongs to this
