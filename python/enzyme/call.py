@@ -542,8 +542,8 @@ def _rows_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
 
 
 def _struct_of_pointers_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
-                                  type_error: type[Exception], value_error: type[Exception],
-                                  shadow: bool) -> Callable[[Any], Any]:
+                                  type_error: type[Exception],
+                                  value_error: type[Exception]) -> Callable[[Any], Any]:
     """A mapping (or an object with attributes) of a struct's fields for a
     pointer to a struct holding pointers: the package builds the C struct,
     each pointer field pointing at its numpy array (checked like any array
@@ -605,18 +605,9 @@ def _struct_of_pointers_converter(ffi: cffi.FFI, ctype: CType, what: str, writab
             spans.append((start, ffi.sizeof(cdata), writable and not pointers[name]["const"],
                           f"field '{name}' of {what}"))
         for contract in contracts:
-            values = [int(record[field_names[i]][0]) for i in contract.uses]
-            bound = ", ".join(f"{n}={v}" for n, v in zip(contract.names, values))
-            try:
-                needed = contract.evaluate(values)
-            except ContractValueError as exc:
-                raise LengthError(f"the length of field '{contract.name}' of {what}, "
-                                  f"{contract.expression} with {bound}, {exc} in C arithmetic; "
-                                  "nothing was called.") from None
-            size = np.asarray(get(contract.name)).size
-            if needed < 0 or size < needed:
-                raise LengthError(f"field '{contract.name}' of {what} needs at least {needed} "
-                                  f"elements ({contract.expression} with {bound}), but has {size}.")
+            field = f"field '{contract.name}' of {what}"
+            _enforce_contract(contract, [int(record[field_names[i]][0]) for i in contract.uses],
+                              np.asarray(get(contract.name)).size, field, field)
         buffer = ffi.from_buffer("char[]", record, require_writable=False)
 
         def write_back() -> None:
@@ -728,22 +719,29 @@ def _check_lengths(plan: list[tuple], args: Sequence[Any], converted: Sequence[A
     """Every array must hold at least as many elements as its contract says;
     the integers are the converted (range-checked) ones."""
     for array_pos, use_pos, contract, row in plan:
-        values = [converted[u] for u in use_pos]
-        try:
-            needed = contract.evaluate(values)
-            problem = "" if needed >= 0 else f"= {needed}, is negative"
-        except ContractValueError as exc:
-            needed, problem = 0, f"{exc} in C arithmetic"
         array = args[array_pos]
         size = (array.shape[0] if array.ndim else 1) if row < 0 else array.size // row
-        if problem or size < needed:
-            bound = ", ".join(f"{name}={v}" for name, v in zip(contract.names, values))
-            if problem:
-                raise LengthError(f"the length of '{contract.name}' in {kernel}, "
-                                  f"{contract.expression} with {bound}, {problem}; nothing was called.")
-            unit = "rows" if row > 1 or row < 0 else "elements"
-            raise LengthError(f"argument '{contract.name}' of {kernel} needs at least {needed} "
-                              f"{unit} ({contract.expression} with {bound}), but has {size}.")
+        _enforce_contract(contract, [converted[u] for u in use_pos], size,
+                          f"argument '{contract.name}' of {kernel}", f"'{contract.name}' in {kernel}",
+                          "rows" if row > 1 or row < 0 else "elements")
+
+
+def _enforce_contract(contract: Any, values: Sequence[int], size: int, subject: str,
+                      length_of: str, unit: str = "elements") -> None:
+    """Raise LengthError unless ``size`` meets ``contract`` evaluated on the
+    integer ``values`` (an argument's, or a struct field's)."""
+    try:
+        needed = contract.evaluate(values)
+        problem = "" if needed >= 0 else f"= {needed}, is negative"
+    except ContractValueError as exc:
+        needed, problem = 0, f"{exc} in C arithmetic"
+    if problem or size < needed:
+        bound = ", ".join(f"{name}={v}" for name, v in zip(contract.names, values))
+        if problem:
+            raise LengthError(f"the length of {length_of}, {contract.expression} with {bound}, "
+                              f"{problem}; nothing was called.")
+        raise LengthError(f"{subject} needs at least {needed} {unit} ({contract.expression} with "
+                          f"{bound}), but has {size}.")
 
 
 def _out_cell(ffi: cffi.FFI, ctype: CType) -> tuple[Callable[[], Any], Callable[[Any], Any]]:
@@ -825,8 +823,7 @@ def _param_converter(ffi, ctype: CType, what: str, writable: bool, shadow: bool)
     type_error = ShadowTypeError if shadow else ArgumentTypeError
     value_error = ShadowValueError if shadow else ArgumentValueError
     if ctype.holds_pointers:
-        return _struct_of_pointers_converter(ffi, ctype, what, writable, type_error, value_error,
-                                             shadow)
+        return _struct_of_pointers_converter(ffi, ctype, what, writable, type_error, value_error)
     if ctype.rows:
         return _rows_converter(ffi, ctype, what, writable, type_error, value_error)
     if ctype.is_pointer:
