@@ -802,6 +802,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         system_roots = ("/usr/include", "/usr/lib", "/usr/local/include", tc.resource_dir)
         system_roots = tuple(r for r in system_roots if r)
         objects = private_dir(entries.parent / "objects")
+        digests = _Digests()  # each header hashed once per build, not once per file including it
 
         def compile_one(i: int) -> tuple[str, list[str]]:
             path, source = paths[i], sources[i]
@@ -810,7 +811,8 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
             command = [tc.clang, *PRE_AD_FLAGS, *cxx, "-emit-llvm", "-c", "-x", source.language,
                        path, "-o", out, "-MD", "-MF", str(work / f"source{i}.d"), *args,
                        *source.flags]
-            cached = _cached_object(objects, tc, command, source, path, work, i)
+            object_key = _object_key(tc, command, source, path)
+            cached = _cached_object(objects, object_key, out, digests)
             if cached is not None:
                 return cached
             done = run_tool(command)
@@ -821,7 +823,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                                    + ("\n".join(diags) or done.stderr.strip())
                                    + _exceptions_hint(done.stderr), diags)
             found = _user_headers(work / f"source{i}.d", set(paths), system_roots)
-            _store_object(objects, tc, command, source, path, out, found)
+            _store_object(objects, object_key, out, found, digests)
             return out, found
 
         # The files compile in parallel (one clang per core) and are cached
@@ -900,9 +902,9 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         files = {bc_name: sha256_file(work / bc_name), so_name: sha256_file(work / so_name)}
         deps = {}
         for header in sorted(set(headers)):
-            # (replaced by a device since clang read it, or unreadable: /proc/self/mem)
-            with suppress(OSError):
-                deps[header] = sha256_file(Path(header))
+            # (None: replaced by a device since clang read it, or unreadable: /proc/self/mem)
+            if digests.get(header) is not None:
+                deps[header] = digests.get(header)
         for name in files:
             os.replace(work / name, entries / name)
         manifest = {"key": key, "files": files, "deps": deps, "extra": extra, "shared": shared}
@@ -943,33 +945,48 @@ def _object_key(tc: Toolchain, command: Sequence[str], source: SourceInput, path
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _cached_object(objects: Path, tc: Toolchain, command: Sequence[str], source: SourceInput,
-                   path: str, work: Path, i: int) -> tuple[str, list[str]] | None:
-    """A file's bitcode from the per-file cache, copied into ``work``, with
-    its headers; None when absent, or when the bitcode or a header it read
+class _Digests:
+    """The sha256 of files, each read once (None when it cannot be hashed);
+    shared by the threads of one build."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> str | None:
+        with self._lock:
+            if path in self._known:
+                return self._known[path]
+        try:
+            digest: str | None = sha256_file(Path(path))
+        except OSError:
+            digest = None
+        with self._lock:
+            return self._known.setdefault(path, digest)
+
+
+def _cached_object(objects: Path, key: str, out: str,
+                   digests: _Digests) -> tuple[str, list[str]] | None:
+    """A file's bitcode from the per-file cache, copied to ``out``, with its
+    headers; None when absent, or when the bitcode or a header it read
     changed (anything amiss is a miss: cache trouble never breaks a build)."""
-    key = _object_key(tc, command, source, path)
     try:
         record = json.loads((objects / f"{key}.json").read_text())
         if not (isinstance(record, dict) and isinstance(record.get("deps"), dict)
-                and _deps_intact(record["deps"])):
+                and all(digests.get(dep) == digest for dep, digest in record["deps"].items())):
             return None
-        out = work / f"source{i}.bc"
         shutil.copyfile(objects / f"{key}.bc", out)
-        if sha256_file(out) != record.get("bc"):
+        if sha256_file(Path(out)) != record.get("bc"):
             return None
-        return str(out), list(record["deps"])
+        return out, list(record["deps"])
     except (OSError, ValueError):
         return None
 
 
-def _store_object(objects: Path, tc: Toolchain, command: Sequence[str], source: SourceInput,
-                  path: str, out: str, headers: Sequence[str]) -> None:
-    key = _object_key(tc, command, source, path)
-    deps = {}
-    for header in sorted(set(headers)):
-        with suppress(OSError):
-            deps[header] = sha256_file(Path(header))
+def _store_object(objects: Path, key: str, out: str, headers: Sequence[str],
+                  digests: _Digests) -> None:
+    deps = {header: digests.get(header) for header in sorted(set(headers))}
+    deps = {header: digest for header, digest in deps.items() if digest is not None}
     with suppress(OSError):  # (a full disk only loses the shortcut)
         tmp = objects / f".{key}.{os.getpid()}.{threading.get_ident()}.bc.tmp"
         shutil.copyfile(out, tmp)
