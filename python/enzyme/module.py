@@ -716,11 +716,9 @@ def _names_a_file(source: str) -> bool:
 _LANGUAGES = {"c": "c", "c++": "c++", "cxx": "c++", "cpp": "c++"}
 
 
-def _language_of(file: str | os.PathLike, forced: str | None) -> str:
-    """A file's language: the one given to compile(), else C++ for the
-    endings clang reads as C++, else C."""
-    if forced:
-        return forced
+def _language_of(file: str | os.PathLike) -> str:
+    """A file's language by its name: C++ for the endings clang reads as
+    C++, else C (language= and a compilation database come first)."""
     return "c++" if str(file).endswith(build.CXX_SUFFIXES) else "c"
 
 
@@ -837,7 +835,7 @@ def _source_inputs(source: str | None, path: str | os.PathLike | None,
                                    "or pass its flags with include_dirs=/defines=/flags= instead.")
         inputs.append(build.SourceInput(
             text, str(file), os.path.abspath(file),
-            language or (entry.language if entry else _language_of(file, None)),
+            language or (entry.language if entry else _language_of(file)),
             entry.flags if entry else ()))
     return inputs
 
@@ -1075,8 +1073,9 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     given = (include_dirs, defines, flags, libraries, library_dirs, forward_rules, reverse_rules,
              inactive, inactive_globals, sizes, loose_types, runtime_activity, enzyme_flags,
              native_cpu, split_long_blocks, verify, isolate, language, compile_commands)
-    if given == _DEFAULT_ARGUMENTS and all(type(a) is type(d) for a, d in
-                                           zip(given, _DEFAULT_ARGUMENTS)):
+    # (types first: an array among the arguments would make == ambiguous)
+    if all(type(a) is type(d) for a, d in zip(given, _DEFAULT_ARGUMENTS)) \
+            and given == _DEFAULT_ARGUMENTS:
         # compile(source) alone, the common repeated call: nothing to check
         # but the environment's ENZYME_VERIFY
         options = _default_options[_verify_by_default()]
