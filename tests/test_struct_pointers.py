@@ -124,3 +124,8 @@ def test_length_contracts_name_struct_fields(cc):
         cc(SRC + "\n/* bad */\n", sizes={"mesh_energy": {"m.k": "n"}})
     with pytest.raises(enzyme.ContractError, match="not an integer"):
         cc(SRC + "\n/* bad2 */\n", sizes={"mesh_energy": {"m.x": "k"}})
+
+
+def test_a_length_on_the_struct_itself_says_to_name_its_fields(cc):
+    with pytest.raises(enzyme.ContractError, match="give the lengths of its pointer fields"):
+        cc(SRC + "\n/* whole */\n", sizes={"mesh_energy": {"m": "4"}})

@@ -352,7 +352,7 @@ def _dispatch(body: str, callbacks: list[tuple[int, tuple[str, ...]]]) -> str:
     for k, name in enumerate(names):
         chosen = _dispatch(body.replace(_callback_placeholder(index), f"(void *){name}"), rest)
         branches.append(f"if (a{index} == {k}) {{ {chosen} }}")
-    return " else ".join([*branches, "__builtin_trap();"]) if branches else "__builtin_trap();"
+    return " else ".join([*branches, "__builtin_trap();"])
 
 
 _PRELUDE = ("extern int enzyme_dup, enzyme_dupnoneed, enzyme_const, enzyme_width, "

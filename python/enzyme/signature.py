@@ -414,8 +414,12 @@ def length_contracts(signature: Signature) -> tuple[LengthContract, ...]:
     """The checked length contracts of a signature's pointer parameters."""
     contracts = []
     for i, param in enumerate(signature.params):
-        if not param.length or param.ctype.holds_pointers:
+        if not param.length:
             continue
+        if param.ctype.holds_pointers:
+            raise ContractError(f"'{param.name}' of {signature.name} points to one struct holding "
+                                f"pointers: give the lengths of its pointer fields instead, e.g. "
+                                f"sizes={{'{signature.name}': {{'{param.name}.x': 'n'}}}}.")
         if not param.ctype.is_pointer:
             raise ContractError(f"'{param.name}' of {signature.name} is not a pointer, so it has "
                                 "no length to check.")
@@ -428,6 +432,7 @@ def with_lengths(signature: Signature, lengths: dict[str, str]) -> Signature:
     (``sizes={"x": "n"}``; ``{"m.x": "n"}`` for pointer field ``x`` of a
     struct ``m``, over that struct's integer fields); the expressions are
     checked here."""
+    lengths = dict(lengths)  # (the field entries are taken out below; the caller's stay)
     names = [p.name for p in signature.params]
     fields: dict[str, dict[str, str]] = {}
     for key in [k for k in lengths if "." in k and k.split(".", 1)[0] in names]:
