@@ -48,6 +48,9 @@ class Mode:
     def __repr__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> str:
+        return self.name  # the singleton of that name: modes are compared by identity
+
 
 Reverse = Mode("Reverse", reverse=True, with_primal=False)
 ReverseWithPrimal = Mode("ReverseWithPrimal", reverse=True, with_primal=True)

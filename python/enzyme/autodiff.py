@@ -118,7 +118,13 @@ def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
     kinds = tuple(activity_class_of(a) for a in activities)
     if ret is not None:
         activity_class_of(ret)
-    return kernel._bind(kernel.derivative_function(mode, kinds, ret, width))
+    return kernel._bind(kernel.derivative_function(mode, kinds, ret, width),
+                        (_derivative_of, (kernel, mode, kinds, ret, width)))
+
+
+def _derivative_of(kernel: Kernel, mode: Mode, kinds: tuple, ret: Any, width: int) -> DerivativeFunction:
+    """derivative(), as pickle rebuilds what it returned."""
+    return derivative(kernel, mode, *kinds, ret=ret, width=width)
 
 
 def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
@@ -157,5 +163,12 @@ def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
     kinds = tuple(activity_class_of(a) for a in activities)
     if ret is not None:
         activity_class_of(ret)
-    functions = kernel._bind(kernel.split_functions(mode, kinds, ret))
+    functions = kernel._bind(kernel.split_functions(mode, kinds, ret),
+                             (_split_functions_of, (kernel, mode, kinds, ret)))
     return functions.forward, functions.reverse
+
+
+def _split_functions_of(kernel: Kernel, mode: Mode, kinds: tuple, ret: Any) -> Any:
+    """The passes' owner autodiff_thunk() returns the methods of, as pickle
+    rebuilds it (a pickled pass is a method of it)."""
+    return autodiff_thunk(mode, kernel, *kinds, ret=ret)[0].__self__

@@ -34,6 +34,7 @@ from .errors import (
     LengthError,
     LinkError,
     ModuleClosedError,
+    NotPicklableError,
     ReentrantCallError,
     ShadowTypeError,
     ShadowValueError,
@@ -307,18 +308,81 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:120]
 
 
+# Values that are never adopted as arrays (scalars, struct mappings, kernels
+# are converted by their parameter's own converter)
+_NOT_BUFFERS = (bool, int, float, complex, str, type(None), dict, np.generic)
+_CFFI = cffi.FFI()  # (typeof works on cdata of any FFI instance)
+
+
+def _adopt(value: Any) -> Any:
+    """Another library's array as a numpy array sharing its memory, or the
+    value unchanged when it is not one: DLPack (CPU torch tensors and
+    ``jax.Array``), ``__array_interface__``, a cffi array of a C number
+    type, and the buffer protocol (memoryview, bytearray, array.array).
+    Nothing is copied, so an output written by C lands in the caller's
+    object; what numpy marks read-only (a ``jax.Array``, a read-only
+    memoryview) stays read-only and is refused as an output."""
+    if isinstance(value, np.ndarray) or isinstance(value, _NOT_BUFFERS):
+        return value
+    try:
+        if isinstance(value, _CFFI.CData):
+            ctype = _CFFI.typeof(value)
+            if ctype.kind != "array" or ctype.item.kind != "primitive":
+                raise ArgumentTypeError(
+                    f"a cffi {ctype.cname} is not an array of numbers: pass a cffi array "
+                    "(ffi.new('double[]', n)) or a numpy array.")
+            dtype = np.dtype(_CFFI_NUMBERS.get(ctype.item.cname, "V"))
+            if dtype.kind == "V":
+                raise ArgumentTypeError(f"a cffi {ctype.cname} has no numpy dtype: pass a numpy array.")
+            return np.frombuffer(_CFFI.buffer(value), dtype=dtype)
+        if callable(value):
+            return value  # a kernel for a function pointer
+        if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__"):
+            return np.from_dlpack(value)
+        if hasattr(value, "__array_interface__"):
+            return np.asarray(value)
+        return np.asarray(memoryview(value))
+    except EnzymeError:
+        raise
+    except TypeError:
+        return value  # not an array at all: the parameter's converter says what it needs
+    except (BufferError, RuntimeError, ValueError) as exc:
+        hint = (" (a torch tensor that requires grad: pass t.detach(), or use enzyme.torch)"
+                if "gradient" in str(exc) else "")
+        raise ArgumentTypeError(f"{type(value).__name__} could not be shared with C without a "
+                                f"copy: {exc}{hint}. Pass a numpy array.") from None
+
+
+# cffi's primitive C types that are numpy numbers
+_CFFI_NUMBERS = {"double": "f8", "float": "f4", "int8_t": "i1", "uint8_t": "u1", "int16_t": "i2",
+                 "uint16_t": "u2", "int32_t": "i4", "uint32_t": "u4", "int64_t": "i8",
+                 "uint64_t": "u8", "int": "i4", "unsigned int": "u4", "long": "i8",
+                 "unsigned long": "u8", "long long": "i8", "unsigned long long": "u8",
+                 "short": "i2", "unsigned short": "u2", "signed char": "i1",
+                 "unsigned char": "u1", "char": "i1", "size_t": "u8", "_Bool": "?"}
+
+
 def _plain(value: Any) -> Any:
     """An ndarray subclass as a plain ndarray view of the same buffer: every
     check then reads the real shape and size, whatever the subclass's
-    properties claim (a subclass whose ``shape`` lied passed the checks)."""
-    if type(value) is not np.ndarray and isinstance(value, np.ndarray):
-        return np.ndarray.view(value, np.ndarray)
+    properties claim (a subclass whose ``shape`` lied passed the checks);
+    another library's array as a numpy view of its memory (see _adopt)."""
+    if type(value) is not np.ndarray:
+        if isinstance(value, np.ndarray):
+            return np.ndarray.view(value, np.ndarray)
+        return _adopt(value)
     return value
+
+
+def adopt_arrays(args: Sequence[Any]) -> tuple:
+    """``args`` with each array of another library (see _adopt) and each
+    ndarray subclass as a plain numpy array sharing its memory."""
+    return tuple(_plain_all(args))
 
 
 def _plain_all(args: Sequence[Any]) -> Sequence[Any]:
     for value in args:
-        if type(value) is not np.ndarray and isinstance(value, np.ndarray):
+        if type(value) is not np.ndarray and not isinstance(value, _NOT_BUFFERS):
             return [_plain(v) for v in args]
     return args
 
@@ -459,11 +523,12 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
 
     def convert(value: Any) -> Any:
         if type(value) is not np.ndarray:
-            if isinstance(value, np.ndarray):
-                value = np.ndarray.view(value, np.ndarray)  # (not an overridable method)
-            else:
-                raise type_error(f"{what} must be a numpy array of dtype {dtype} (C "
-                                 f"`{ctype.spelling}`), got {_describe(value)}. Convert it with "
+            value = _plain(value)  # (ndarray.view is not an overridable method)
+            if type(value) is not np.ndarray:
+                raise type_error(f"{what} must be an array of dtype {dtype} (C "
+                                 f"`{ctype.spelling}`): a numpy array, or any buffer numpy can "
+                                 "share (DLPack, __array_interface__, the buffer protocol), got "
+                                 f"{_describe(value)}. Convert it with "
                                  f"np.ascontiguousarray(x, dtype=np.{dtype}).")
         if value.dtype != dtype:
             raise type_error(f"{what} must have dtype {dtype} (C `{ctype.spelling}`), got "
@@ -503,7 +568,7 @@ class _Indirect(NamedTuple):
 
 # A converted argument holding pointers -> what it points to (see _Indirect)
 _INDIRECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_CData = cffi.FFI().CData  # (converted scalars are Python numbers: not weak-referenceable)
+_CData = _CFFI.CData  # (converted scalars are Python numbers: not weak-referenceable)
 
 
 def _write_back(converted: Sequence[Any]) -> None:
@@ -526,11 +591,11 @@ def _rows_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
     element = f"{ctype.base} *"
 
     def convert(value: Any) -> Any:
+        value = _plain(value)
         if isinstance(value, np.ndarray) and value.ndim != 2:
             raise value_error(f"{what} must be a 2-D array (C `{ctype.spelling}`: a table of "
                               f"rows), got shape {value.shape}.")
         data = flat(value)  # dtype, contiguity, writability
-        value = np.ndarray.view(value, np.ndarray) if type(value) is not np.ndarray else value
         rows, stride = value.shape[0], value.strides[0]
         table = ffi.new(f"{element}[]", max(rows, 1))
         start = int(ffi.cast("uintptr_t", data))
@@ -927,6 +992,28 @@ class _CheckedOnce:
     __slots__ = ("first_call", "failed", "_first_lock", "_handle", "_check_rearmed", "__dict__")
     first_call: Callable[..., None] | None
     failed: Exception | None
+
+    def __copy__(self) -> Any:
+        # (explicit: __reduce__ below rebuilds, which a copy must not do)
+        cls = type(self)
+        new = cls.__new__(cls)
+        for klass in cls.__mro__:
+            for name in getattr(klass, "__slots__", ()):
+                if name != "__dict__" and hasattr(self, name):
+                    object.__setattr__(new, name, getattr(self, name))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __reduce__(self) -> Any:
+        """Pickled as the public call that made it (``made_by``, set by
+        derivative() and autodiff_thunk()), rebuilt from the cache on the
+        other side; the module's shared original has none."""
+        made_by = self.__dict__.get("made_by")
+        if made_by is None:
+            raise NotPicklableError(
+                f"this derivative of {self.spec.kernel} is the module's internal copy: pickle "
+                "what enzyme.derivative(...) or autodiff_thunk(...) returned, or the kernel.")
+        return made_by
 
     def _init_checked_once(self) -> None:
         self.first_call = None

@@ -22,6 +22,7 @@ __all__ = [
     "ShadowValueError",
     "UnsupportedSignatureError",
     "TapeError",
+    "NotPicklableError",
     "LengthError",
     "ModuleClosedError",
     "KernelCrashError",
@@ -157,6 +158,11 @@ class ReentrantCallError(EnzymeError, RuntimeError):
 
 class TapeError(EnzymeError, TypeError):
     """A split-mode tape used in a way it cannot be (copied, pickled)."""
+
+
+class NotPicklableError(EnzymeError, TypeError):
+    """An object that holds this process's memory (a split-mode tape, a
+    derivative made outside the public API) was pickled or copied."""
 
 
 class ContractError(EnzymeError, ValueError):

@@ -8,9 +8,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
+import hashlib
 import inspect
 import itertools
 import os
+import pickle
 import re
 import stat
 import threading
@@ -61,6 +64,7 @@ from .errors import (
     EnzymeError,
     EnzymeWarning,
     ModuleClosedError,
+    NotPicklableError,
     OptionError,
     OptionTypeError,
     UnsupportedSignatureError,
@@ -199,13 +203,19 @@ class Kernel(FirstUseChecks):
             return inspect.Signature([inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY)
                                       for i in range(len(self.signature.params))])
 
-    def _bind(self, fn: Any) -> Any:
+    def __reduce__(self) -> tuple:
+        # by its module (which pickles as its sources and options) and name
+        return _kernel_of, (self.module, self.name)
+
+    def _bind(self, fn: Any, made_by: tuple) -> Any:
         """A copy of a shared derivative callable that belongs to this
-        kernel's module handle (closing the handle closes the copy)."""
+        kernel's module handle (closing the handle closes the copy).
+        ``made_by`` is how pickle rebuilds it: (function, arguments)."""
         bound = self._bound.get(id(fn))
         if bound is None:
             bound = copy.copy(fn)
             bound._handle = self.module
+            bound.made_by = made_by
             bound = self._bound.setdefault(id(fn), bound)
         return bound
 
@@ -420,8 +430,10 @@ class Module:
     def __init__(self, artifact: build.ModuleArtifact, tc: _toolchain_stage.Toolchain,
                  signatures: Mapping[str, Signature],
                  variables: Mapping[str, GlobalVar] | None = None,
-                 runtime_activity: bool = False, verify: bool = True, isolate: bool = False) -> None:
+                 runtime_activity: bool = False, verify: bool = True, isolate: bool = False,
+                 recipe: Recipe | None = None) -> None:
         self._artifact = artifact
+        self._recipe = recipe
         self.runtime_activity = runtime_activity
         self.verify = verify
         self.isolate = isolate
@@ -560,6 +572,17 @@ class Module:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def __reduce__(self) -> tuple:
+        """A module pickles as what built it: its sources' text, its options
+        and the toolchain given to compile() (none: each process resolves
+        its own). Unpickling compiles it again, which the disk cache makes
+        a lookup when the cache is shared or the module was built there
+        before; the values of its globals are not carried."""
+        if self._recipe is None:
+            raise NotPicklableError("this module was not made by enzyme.compile(): it cannot be pickled.")
+        _ = self._recipe.digest  # (computed once, and carried)
+        return _module_from_recipe, (self._recipe,)
+
     def __getitem__(self, name: str) -> Kernel:
         try:
             return self._kernels[name]
@@ -663,6 +686,34 @@ class GlobalsView(Mapping):
 
     def __repr__(self) -> str:
         return f"<enzyme {'shadows' if self._shadows else 'globals'}: {', '.join(self._names())}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What compile() built a module from: its sources (text and names),
+    options and the toolchain it was given. A module pickles as this."""
+
+    inputs: tuple[build.SourceInput, ...]
+    options: CompileOptions
+    toolchain: _toolchain_stage.Toolchain | None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(pickle.dumps((self.inputs, self.options, self.toolchain),
+                                           protocol=4)).hexdigest()
+
+
+
+def _module_from_recipe(recipe: Recipe) -> Module:
+    """A handle of the module ``recipe`` builds: the one this process has
+    (unpickling the same module twice loads it once), else compiled, which
+    the disk cache makes a lookup when it was built before."""
+    return _handle_of(("recipe", recipe.digest),
+                      lambda: _compile(list(recipe.inputs), recipe.options, recipe.toolchain))
+
+
+def _kernel_of(module: Module, name: str) -> Kernel:
+    return module[name]
 
 
 class _KnownModules:
@@ -1087,15 +1138,21 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             loose_types=loose_types, runtime_activity=runtime_activity, enzyme_flags=enzyme_flags,
             native_cpu=native_cpu, split_long_blocks=split_long_blocks, verify=verify,
             isolate=isolate, language=language, compile_commands=compile_commands)
-    call_key = _call_key(source, path, sources, options, toolchain)
+    return _handle_of(_call_key(source, path, sources, options, toolchain), lambda: _compile(
+        _source_inputs(source, path, sources, options.language, options.compile_commands),
+        options, toolchain))
+
+
+def _handle_of(call_key: tuple | None, build_module: Callable[[], Module]) -> Module:
+    """A new handle of the module known by ``call_key`` (unless its headers
+    changed), else of the module ``build_module`` returns."""
     known = _known.for_call(call_key)
     if known is not None and build.headers_unchanged(known._artifact):
         handle = known._new_handle()
         if handle is not None:
             return handle
     while True:
-        module = _compile(_source_inputs(source, path, sources, options.language,
-                                         options.compile_commands), options, toolchain)
+        module = build_module()
         _known.remember(module, call_key=call_key)
         handle = module._new_handle()
         if handle is not None:  # else its last handle was closed meanwhile: load it again
@@ -1141,6 +1198,7 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
              toolchain: _toolchain_stage.Toolchain | None) -> Module:
     """Build (or load from the disk cache) the module of ``inputs``: the
     shared state that compile() hands out handles of."""
+    recipe = Recipe(tuple(inputs), options, toolchain)
     tc = _resolve_toolchain(toolchain)
     args = [f"-I{os.path.abspath(d)}" for d in options.include_dirs]
     args += [f"-D{d}" for d in options.defines]
@@ -1212,7 +1270,7 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
                            "forward_rules/reverse_rules are not defined (as non-static functions) "
                            "in the sources.")
     module = Module(artifact, tc, signatures, variables, runtime_activity=options.runtime_activity,
-                    verify=options.verify, isolate=options.isolate)
+                    verify=options.verify, isolate=options.isolate, recipe=recipe)
     _known.remember(module, artifact_key=memo_key)
     return module
 

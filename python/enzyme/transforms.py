@@ -5,6 +5,7 @@ in the same way."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from .activity import (
 )
 from .autodiff import _as_kernel, autodiff
 from .call import (
+    adopt_arrays,
     aligned_like,
     aligned_zeros,
 )
@@ -36,7 +38,91 @@ from .signature import (
     Signature,
 )
 
-__all__ = ["grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "aligned_zeros", "aligned_like"]
+__all__ = ["grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "aligned_zeros", "aligned_like",
+           "Transformed"]
+
+
+class Transformed:
+    """A function of a kernel's arguments made by :func:`grad`,
+    :func:`value_and_grad`, :func:`jvp`, :func:`vjp`, :func:`jacobian`,
+    :func:`hvp` or :func:`hessian`.
+
+    Call it with the kernel's arguments, positionally or by their C
+    parameter names; the direction of ``jvp``/``hvp`` (``v``) and the
+    weights of ``vjp`` (``u``) come last, or by name. It pickles as the
+    transform, its options and the kernel (a kernel pickles as its module's
+    sources and options), so it can be sent to other processes.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from enzyme import *
+    >>> mod = compile("double f(double x, double y) { return x*x + 3*y; }")
+    >>> df = grad(mod.f)
+    >>> df
+    <enzyme.grad of double f(double x, double y) argnums=0>
+    >>> df(y=5.0, x=3.0), pickle.loads(pickle.dumps(df))(3.0, 5.0)
+    (6.0, 6.0)
+    """
+
+    def __init__(self, transform: str, kernel: Kernel, options: dict[str, Any],
+                 body: Callable[..., Any], direction: str | None = None) -> None:
+        self.transform = transform
+        self.kernel = kernel
+        self.options = options
+        self._body = body
+        self._direction = direction
+        self.__name__ = self.__qualname__ = f"{transform}_{kernel.name}"
+        described = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        self.__doc__ = (f"{_SUMMARY[transform]} of the C function `{kernel.signature}`"
+                        f"{' (' + described + ')' if described else ''}.\n\nArguments: "
+                        f"{', '.join(p.name for p in kernel.signature.params)}"
+                        f"{', ' + direction if direction else ''}.")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args = self._by_name(args, kwargs)
+        return self._body(*adopt_arrays(args))
+
+    def _by_name(self, args: tuple, kwargs: dict) -> tuple:
+        direction = self._direction
+        if direction is None:
+            return self.kernel._by_name(args, kwargs)
+        names = [p.name for p in self.kernel.signature.params]
+        if direction in kwargs and direction not in names:
+            kwargs = dict(kwargs)
+            last = kwargs.pop(direction)
+        elif args:
+            args, last = args[:-1], args[-1]
+        else:
+            raise ActivityError(f"{self.__name__} needs its direction {direction}: the last "
+                                f"positional argument, or {direction}=.")
+        return (*self.kernel._by_name(args, kwargs), last)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        params = list(inspect.signature(self.kernel).parameters.values())
+        if self._direction is not None:
+            params.append(inspect.Parameter(self._direction, params[0].kind if params
+                                            else inspect.Parameter.POSITIONAL_OR_KEYWORD))
+        return inspect.Signature(params)
+
+    def __repr__(self) -> str:
+        options = " ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"<enzyme.{self.transform} of {self.kernel.signature}{' ' + options if options else ''}>"
+
+    def __reduce__(self) -> tuple:
+        return _rebuild, (self.transform, self.kernel, self.options)
+
+
+def _rebuild(transform: str, kernel: Kernel, options: dict[str, Any]) -> Transformed:
+    return _TRANSFORMS[transform](kernel, **options)
+
+
+_SUMMARY = {
+    "grad": "The gradient", "value_and_grad": "The value and gradient",
+    "jvp": "Jacobian-vector products (forward mode)", "vjp": "Vector-Jacobian products (reverse mode)",
+    "jacobian": "The Jacobian", "hvp": "Hessian-vector products", "hessian": "The Hessian"}
 
 
 def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[int, ...], bool]:
@@ -104,12 +190,11 @@ def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]
     (6.0, 3.0)
     """
     kernel = _as_kernel(kernel)
+    _normalize_argnums(argnums, len(kernel.signature.params))  # (a bad argnums fails here)
 
     def gradient(*args: Any) -> Any:
         return _grad_call(kernel, argnums, args, Reverse)[0]
-
-    gradient.__name__ = f"grad_{kernel.name}"
-    return gradient
+    return Transformed("grad", kernel, {"argnums": argnums}, gradient)
 
 
 def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -123,13 +208,12 @@ def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable
     (24.0, 6.0)
     """
     kernel = _as_kernel(kernel)
+    _normalize_argnums(argnums, len(kernel.signature.params))
 
     def value_and_gradient(*args: Any) -> tuple[Any, Any]:
         grads, value = _grad_call(kernel, argnums, args, ReverseWithPrimal)
         return value, grads
-
-    value_and_gradient.__name__ = f"value_and_grad_{kernel.name}"
-    return value_and_gradient
+    return Transformed("value_and_grad", kernel, {"argnums": argnums}, value_and_gradient)
 
 
 def _no_scalar_return_fix(sig: Signature) -> str:
@@ -220,7 +304,7 @@ def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
         with kernel.module._wrt_arguments_only():
             autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
         return y.copy(), tangent
-    return jvp_call
+    return Transformed("jvp", kernel, {"wrt": wrt, "out": out}, jvp_call, "v")
 
 
 def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
@@ -263,7 +347,7 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
             value = y.copy()
         adjoint = annotations[x_index]
         return value, (result.derivs[x_index] if isinstance(adjoint, Active) else adjoint.dval)
-    return vjp_call
+    return Transformed("vjp", kernel, {"wrt": wrt, "out": out}, vjp_call, "u")
 
 
 def _unit_lanes(template: np.ndarray, start: int, width: int) -> np.ndarray:
@@ -288,16 +372,18 @@ def _chunk_width(chunk: int, count: int) -> int:
     return max(1, min(int(chunk), count, MAX_WIDTH))
 
 
-def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
-             mode: Mode | None = None, chunk: int = 8) -> Callable[..., np.ndarray]:
-    """The Jacobian of an output array (``out=``) with respect to array ``wrt``.
+def jacobian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, out: int | str | None = None,
+             mode: Mode | None = None, chunk: int = 8) -> Transformed:
+    """The Jacobian of an output array (``out=``) with respect to ``wrt``.
 
     Computed ``chunk`` columns at a time with batched forward mode, or
     ``chunk`` rows at a time with batched reverse mode (at most 64 per call,
     Enzyme's batch width here) when there are fewer
     outputs than inputs; ``mode=Forward``/``Reverse`` forces the choice.
     Without ``out=`` the kernel's scalar return is differentiated (the
-    gradient). The result has shape ``out.shape + x.shape``.
+    gradient). The result has shape ``out.shape + x.shape``: for a floating
+    scalar ``wrt``, ``out.shape``. With several ``wrt`` (a sequence), a
+    tuple of Jacobians, one per entry, as ``jax.jacfwd(argnums=(...))``.
 
     Examples
     --------
@@ -309,28 +395,87 @@ def jacobian(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None,
     array([[0., 0., 0.],
            [0., 2., 0.],
            [0., 0., 4.]])
+    >>> mod = compile("void scale(const double *x, double a, double *y, int n) {"
+    ...               " for (int i = 0; i < n; i++) y[i] = a * x[i]; }")
+    >>> dx, da = jacobian(mod.scale, wrt=("x", "a"), out="y")(np.arange(2.0), 3.0, np.zeros(2), 2)
+    >>> da
+    array([0., 1.])
     """
     kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
+    several = not isinstance(wrt, (str, int, np.integer))
+    if several and (isinstance(wrt, bytes) or not hasattr(wrt, "__iter__")):
+        raise ActivityError(f"wrt takes a parameter (index or name) or a sequence of them, got {wrt!r}.")
+    indices = tuple(_param_index(kernel, w, "wrt") for w in wrt) if several \
+        else (_param_index(kernel, wrt, "wrt"),)
+    if not indices:
+        raise ActivityError("wrt is empty: name at least one parameter.")
+    options = {"wrt": wrt, "out": out, "mode": mode, "chunk": chunk}
     if out is None:
         _returns_float(kernel, "jacobian")
-        return grad(kernel, argnums=x_index)
+        body = grad(kernel, argnums=indices if several else indices[0])._body
+        return Transformed("jacobian", kernel, options, body)
     out_index = _param_index(kernel, out, "out")
     if mode not in (None, Forward, Reverse):
         raise ActivityError("jacobian's mode= is Forward, Reverse or None (automatic).")
     _check_chunk(chunk)
+    for i in indices:
+        ctype = kernel.signature.params[i].ctype
+        if not ctype.is_float or ctype.is_struct:
+            raise ActivityError(f"wrt must name floating parameters (arrays or scalars); "
+                                f"'{kernel.signature.params[i].name}' is `{ctype.spelling}`.")
 
-    def jacobian_call(*args: Any) -> np.ndarray:
+    def jacobian_call(*args: Any) -> Any:
         _check_count(kernel, args)
-        x, y = _wrt_array(kernel, args, x_index), _output_array(kernel, args, out_index)
-        n, m = x.size, y.size
-        use_forward = mode is Forward or (mode is None and n <= m)
-        jac = np.zeros((m, n), dtype=y.dtype)
-        annotations = _inactive(kernel, args)
-        with kernel.module._wrt_arguments_only():
-            _jacobian_chunks(kernel, annotations, x_index, out_index, x, y, jac, use_forward, chunk)
-        return jac.reshape((*y.shape, *x.shape))
-    return jacobian_call
+        y = _output_array(kernel, args, out_index)
+        restore = _writable_arrays(kernel, args)
+        blocks = []
+        for number, x_index in enumerate(indices):
+            if number:
+                restore()  # every block is taken at the same point
+            if kernel.signature.params[x_index].ctype.is_pointer:
+                blocks.append(_array_jacobian(kernel, args, x_index, out_index, y, mode, chunk))
+            else:
+                blocks.append(_scalar_jacobian(kernel, args, x_index, out_index, y, mode))
+        return tuple(blocks) if several else blocks[0]
+    return Transformed("jacobian", kernel, options, jacobian_call)
+
+
+def _array_jacobian(kernel: Kernel, args: tuple, x_index: int, out_index: int, y: np.ndarray,
+                    mode: Mode | None, chunk: int) -> np.ndarray:
+    x = _wrt_array(kernel, args, x_index)
+    n, m = x.size, y.size
+    use_forward = mode is Forward or (mode is None and n <= m)
+    jac = np.zeros((m, n), dtype=y.dtype)
+    annotations = _inactive(kernel, args)
+    with kernel.module._wrt_arguments_only():
+        _jacobian_chunks(kernel, annotations, x_index, out_index, x, y, jac, use_forward, chunk)
+    return jac.reshape((*y.shape, *x.shape))
+
+
+def _scalar_jacobian(kernel: Kernel, args: tuple, x_index: int, out_index: int, y: np.ndarray,
+                     mode: Mode | None) -> np.ndarray:
+    """d out / d a floating scalar argument: one forward call (tangent 1),
+    or with mode=Reverse one reverse call per output element."""
+    column = np.zeros_like(y)
+    with kernel.module._wrt_arguments_only():
+        if mode is not Reverse:
+            annotations = _inactive(kernel, args)
+            annotations[x_index] = Duplicated(args[x_index], 1.0)
+            annotations[out_index] = Duplicated(y, column)
+            autodiff(Forward, kernel, *annotations, ret=_ret_const(kernel))
+            return column
+        restore = _writable_arrays(kernel, args)
+        flat = column.reshape(-1)
+        for i in range(y.size):
+            if i:
+                restore()
+            annotations = _inactive(kernel, args)
+            annotations[x_index] = Active(args[x_index])
+            seed = np.zeros_like(y)
+            seed.reshape(-1)[i] = 1
+            annotations[out_index] = Duplicated(y, seed)
+            flat[i] = autodiff(Reverse, kernel, *annotations, ret=_ret_const(kernel)).derivs[x_index]
+    return column
 
 
 def _writable_arrays(kernel: Kernel, args: Sequence[Any]) -> Callable[[], None]:
@@ -420,7 +565,7 @@ def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:
         *args, v = args_and_v
         _check_count(kernel, tuple(args))
         return kernel.hvp_function(x_index, 1)(args, (v,))[1][0]
-    return hvp_call
+    return Transformed("hvp", kernel, {"wrt": wrt}, hvp_call, "v")
 
 
 def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[..., np.ndarray]:
@@ -459,4 +604,9 @@ def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[...,
             for lane in range(min(width, n - start)):
                 hess[:, start + lane] = products[lane].ravel()
         return hess.reshape((*x.shape, *x.shape))
-    return hessian_call
+    return Transformed("hessian", kernel, {"wrt": wrt, "chunk": chunk}, hessian_call)
+
+
+_TRANSFORMS: dict[str, Callable[..., Transformed]] = {
+    "grad": grad, "value_and_grad": value_and_grad, "jvp": jvp, "vjp": vjp, "jacobian": jacobian,
+    "hvp": hvp, "hessian": hessian}
