@@ -52,5 +52,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c "import 
   echo "$want" > "$stamp"
 fi
 
+if [ "${1:-}" = "--bridges" ] && ! "$VPY" -c "import torch, jax, distributed, joblib" >/dev/null 2>&1; then
+  # The bridges' packages, for their tests. torch first and pinned: 2.13.0
+  # is a CPU build (a file on this workplace's machines); an open range
+  # would let pip pick a CUDA build of several GB.
+  echo "==> pip install torch==2.13.0 and .[jax,torch,dask]"
+  "$VPY" -m pip install -q "torch==2.13.0"
+  "$VPY" -m pip install -q -e ".[test,examples,jax,torch,dask]"
+fi
+
 echo "==> Enzyme plugin"
 "$VPY" -m enzyme install-toolchain --no-apt

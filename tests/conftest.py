@@ -54,3 +54,16 @@ def pytest_terminal_summary(terminalreporter):
     if verify.stats:
         found = ", ".join(f"{k} {v}" for k, v in sorted(verify.stats.items()))
         terminalreporter.write_line(f"enzyme first-use checks: {found}")
+
+
+def need(module: str):
+    """Import an optional package a test needs (torch, jax, dask): CI
+    installs them, so there a missing one is a failure; locally a skip."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if IN_CI:
+            pytest.fail(f"{module} is not installed ({exc}); CI installs the bridges' extras.")
+        pytest.skip(f"{module} is not installed")

@@ -718,11 +718,14 @@ def run_isolated(task: Callable[[], Any], timeout: float) -> Isolated:
     """
     read_fd, write_fd = os.pipe()
     with warnings.catch_warnings():
-        # Python 3.12+ warns about fork() in a process with threads: the
-        # child here runs only code that takes no lock another thread may
-        # hold (libraries are loaded before the fork; call.py frees its
-        # load lock across forks)
+        # Python 3.12+ (and JAX, whose runtime is multithreaded) warn about
+        # fork() in a process with threads: the child here runs only the
+        # kernel's C code and numpy on copies, which take no lock another
+        # thread may hold (libraries are loaded before the fork; call.py
+        # frees its load lock across forks), and never calls into JAX or
+        # torch
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's stack
         code = 0

@@ -1,0 +1,152 @@
+"""Arrays of other libraries passed zero-copy, the transforms as objects
+(keywords, signature, repr, pickling), jacobian with scalar and several
+wrt. Oracles: analytic derivatives and the same call on numpy arrays."""
+
+from __future__ import annotations
+
+import array
+import inspect
+import pickle
+
+import cffi
+import numpy as np
+import pytest
+from conftest import need
+
+import enzyme
+from enzyme import Const, Duplicated, Forward, Reverse, autodiff, grad, jacobian, jvp, vjp
+
+SRC = """
+double wsum(const double *x, const double *w, int n) {
+    double s = 0; for (int i = 0; i < n; i++) s += w[i] * x[i] * x[i]; return s; }
+void square(const double *x, double *y, int n) { for (int i = 0; i < n; i++) y[i] = x[i] * x[i]; }
+void affine(const double *x, double a, double b, double *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = a * x[i] * x[i] + b * a; }
+"""
+
+
+@pytest.fixture(scope="module")
+def mod(cc):
+    return cc(SRC)
+
+
+def test_buffers_of_other_kinds_are_shared_without_a_copy(mod):
+    x = np.array([1.0, 2.0, 3.0])
+    w = np.array([0.5, 1.0, 2.0])
+    expected = float(np.sum(w * x * x))
+    ffi = cffi.FFI()
+    assert mod.wsum(memoryview(x), array.array("d", w), 3) == expected
+    assert mod.wsum(ffi.new("double[]", list(x)), w, 3) == expected
+    # an output written through a memoryview and a cffi array lands in them
+    y = np.zeros(3)
+    mod.square(x, memoryview(y), 3)
+    assert y.tolist() == [1.0, 4.0, 9.0]
+    out = ffi.new("double[]", 3)
+    mod.square(x, out, 3)
+    assert list(out) == [1.0, 4.0, 9.0]
+    # a shadow given as a memoryview accumulates into the caller's array
+    dx = np.zeros(3)
+    autodiff(Reverse, mod.wsum, Duplicated(x, memoryview(dx)), Const(w), 3)
+    np.testing.assert_array_equal(dx, 2 * w * x)
+
+
+def test_buffers_that_do_not_fit_are_refused_with_the_reason(mod):
+    x = np.arange(3.0)
+    with pytest.raises(enzyme.ArgumentTypeError, match="dtype float64.*got uint8"):
+        mod.square(x, bytearray(24), 3)
+    with pytest.raises(enzyme.ArgumentValueError, match="read-only"):
+        mod.square(x, memoryview(np.zeros(3)).toreadonly(), 3)
+    with pytest.raises(enzyme.ArgumentTypeError, match="must be an array of dtype float64"):
+        mod.square([0.0, 1.0, 2.0], np.zeros(3), 3)
+    with pytest.raises(enzyme.ArgumentValueError, match="C-contiguous"):
+        mod.square(memoryview(np.arange(6.0))[::2], np.zeros(3), 3)
+    ffi = cffi.FFI()
+    with pytest.raises(enzyme.ArgumentTypeError, match="not an array of numbers"):
+        mod.square(ffi.new("double *"), np.zeros(3), 3)
+
+
+def test_torch_tensors_are_shared_both_ways(mod):
+    torch = need("torch")
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    y = torch.zeros(3, dtype=torch.float64)
+    mod.square(x, y, 3)
+    assert y.tolist() == [1.0, 4.0, 9.0]
+    dx = torch.zeros(3, dtype=torch.float64)
+    autodiff(Reverse, mod.wsum, Duplicated(x, dx), Const(torch.ones(3, dtype=torch.float64)), 3)
+    assert dx.tolist() == [2.0, 4.0, 6.0]
+    with pytest.raises(enzyme.ArgumentTypeError, match="detach"):
+        mod.square(x, torch.zeros(3, dtype=torch.float64, requires_grad=True), 3)
+    with pytest.raises(enzyme.ArgumentTypeError, match="float64.*got float32"):
+        mod.square(x.float(), y, 3)
+
+
+def test_jax_arrays_are_read_only_inputs(mod):
+    jax = need("jax")
+    jax.config.update("jax_enable_x64", True)
+    x = jax.numpy.array([1.0, 2.0, 3.0])
+    y = np.zeros(3)
+    mod.square(x, y, 3)
+    assert y.tolist() == [1.0, 4.0, 9.0]
+    np.testing.assert_array_equal(grad(mod.wsum)(x, np.ones(3), 3), [2.0, 4.0, 6.0])
+    with pytest.raises(enzyme.ArgumentValueError, match="read-only"):
+        mod.square(np.ones(3), jax.numpy.zeros(3), 3)
+
+
+def test_transforms_take_names_and_show_the_c_parameters(mod):
+    x, w = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    g = grad(mod.wsum)
+    np.testing.assert_array_equal(g(n=2, w=w, x=x), 2 * w * x)
+    np.testing.assert_array_equal(g(x, w=w, n=2), 2 * w * x)
+    assert list(inspect.signature(g).parameters) == ["x", "w", "n"]
+    assert repr(g) == "<enzyme.grad of double wsum(const double *x, const double *w, int n) argnums=0>"
+    assert "gradient" in g.__doc__ and "wsum" in g.__doc__
+    forward = jvp(mod.wsum, wrt="x")
+    assert list(inspect.signature(forward).parameters) == ["x", "w", "n", "v"]
+    value, tangent = forward(x=x, w=w, n=2, v=np.array([1.0, 0.0]))
+    assert (value, tangent) == (3.0 + 16.0, 6.0)
+    value, cotangent = vjp(mod.wsum, wrt="x")(x, w, 2, u=2.0)
+    np.testing.assert_array_equal(cotangent, 4 * w * x)
+    with pytest.raises(enzyme.ArgumentTypeError, match="no parameter named z"):
+        g(x, w, z=2)
+    with pytest.raises(enzyme.ArgumentTypeError, match="both by position and by name"):
+        g(x, w, 2, x=x)
+    with pytest.raises(enzyme.ActivityError, match="argnums"):
+        grad(mod.wsum, argnums="x")
+
+
+def test_transforms_pickle_and_give_the_same_numbers(mod):
+    x, w = np.array([1.0, 2.0, 3.0]), np.array([0.5, 1.0, 2.0])
+    for fn, args in [(grad(mod.wsum, argnums=(0, 1)), (x, w, 3)),
+                     (jacobian(mod.square, wrt=0, out=1), (x, np.zeros(3), 3)),
+                     (enzyme.hessian(mod.wsum), (x, w, 3)),
+                     (jvp(mod.square, wrt=0, out=1), (x, np.zeros(3), 3, np.ones(3)))]:
+        again = pickle.loads(pickle.dumps(fn))
+        assert repr(again) == repr(fn)
+        first, second = fn(*args), again(*args)
+        for a, b in zip(first if isinstance(first, tuple) else (first,),
+                        second if isinstance(second, tuple) else (second,)):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(enzyme.hessian(mod.wsum)(x, w, 3), np.diag(2 * w))
+
+
+def test_jacobian_with_respect_to_a_scalar_and_several_parameters(mod):
+    x, a, b = np.array([1.0, 2.0, 3.0]), 2.0, 0.5
+    expected_x = np.diag(2 * a * x)
+    expected_a = x * x + b
+    expected_b = np.full(3, a)
+    for mode in (None, Forward, Reverse):
+        dx, da, db = jacobian(mod.affine, wrt=("x", "a", 2), out="y", mode=mode)(x, a, b, np.zeros(3), 3)
+        np.testing.assert_allclose(dx, expected_x, rtol=1e-15)
+        np.testing.assert_allclose(da, expected_a, rtol=1e-15)
+        np.testing.assert_allclose(db, expected_b, rtol=1e-15)
+        assert da.shape == (3,)
+    single = jacobian(mod.affine, wrt="a", out="y")(x, a, b, np.zeros(3), 3)
+    np.testing.assert_allclose(single, expected_a, rtol=1e-15)
+    # without out=: the gradient, one per wrt
+    gx, gw = jacobian(mod.wsum, wrt=("x", "w"))(x, np.ones(3), 3)
+    np.testing.assert_array_equal(gx, 2 * x)
+    np.testing.assert_array_equal(gw, x * x)
+    with pytest.raises(enzyme.ActivityError, match="floating parameters"):
+        jacobian(mod.affine, wrt="n", out="y")
+    with pytest.raises(enzyme.ActivityError, match="empty"):
+        jacobian(mod.affine, wrt=(), out="y")
