@@ -12,9 +12,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import need
 
 import enzyme
+from conftest import need
 from enzyme import Const, Duplicated, Reverse, ReverseSplitWithPrimal, autodiff_thunk, derivative, grad
 
 MODEL = """

@@ -11,9 +11,9 @@ import pickle
 import cffi
 import numpy as np
 import pytest
-from conftest import need
 
 import enzyme
+from conftest import need
 from enzyme import Const, Duplicated, Forward, Reverse, autodiff, grad, jacobian, jvp, vjp
 
 SRC = """

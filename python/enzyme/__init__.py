@@ -12,6 +12,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from .activity import (
     Active,
     BatchDuplicated,
@@ -129,3 +131,13 @@ __all__ = [
     "check_functions",
     "CheckReport",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The bridges import their frameworks: loaded on first use
+    # (enzyme.torch.function(...)), never by `import enzyme`.
+    if name in ("torch", "jax", "scipy", "bridge"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'enzyme' has no attribute '{name}'")

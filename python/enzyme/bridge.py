@@ -1,0 +1,241 @@
+"""What the framework bridges (enzyme.torch, enzyme.jax, enzyme.scipy)
+share: a kernel seen as a pure function of its inputs. Which C parameters
+are inputs and which are outputs, the outputs' shapes, and the function's
+value, vector-Jacobian products and Jacobian-vector products on numpy
+arrays, each one call of an Enzyme derivative. The bridges only translate
+their frameworks' arrays and rules to and from these."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from .activity import Active, Const, Duplicated, Forward, ForwardWithPrimal, Reverse
+from .autodiff import _as_kernel, autodiff
+from .errors import ActivityError, ArgumentTypeError
+from .module import Kernel, _param_index
+from .signature import length_contracts
+
+__all__ = ["PureFunction", "pure_function", "RETURN"]
+
+RETURN = "return"  # names the kernel's return value among the outputs
+
+# An output's shape: fixed, or computed from the call's inputs (by name)
+Shape = Union[Sequence[int], Callable[..., Sequence[int]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PureFunction:
+    """A kernel as a pure function: ``inputs`` (parameter indices, in the
+    order the function takes them) to ``outputs`` (parameter indices, -1
+    for the return value). Floating inputs (arrays and scalars) are
+    differentiable; an input array the kernel writes is copied first, so
+    the caller's stays as it was."""
+
+    kernel: Kernel
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    shapes: tuple[tuple[int, Any], ...]  # (output index, Shape) where given
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.kernel.signature.params[i].name for i in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(RETURN if i < 0 else self.kernel.signature.params[i].name for i in self.outputs)
+
+    def differentiable(self, position: int) -> bool:
+        """Is input ``position`` (in the function's order) floating?"""
+        ctype = self.kernel.signature.params[self.inputs[position]].ctype
+        return ctype.is_float and not ctype.is_struct and not ctype.rows
+
+    def output_dtype(self, position: int) -> np.dtype:
+        index = self.outputs[position]
+        return np.dtype(self.kernel.signature.ret.dtype if index < 0 else
+                        self.kernel.signature.params[index].ctype.dtype)
+
+    def output_shapes(self, values: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
+        """The outputs' shapes for a call with these inputs: given by the
+        user, or from the output parameter's declared shape or length
+        contract (``ENZYME_LEN`` or ``sizes=``)."""
+        sig = self.kernel.signature
+        by_name = dict(zip(self.input_names, values))
+        given = dict(self.shapes)
+        contracts = {c.param: c for c in length_contracts(sig)}
+        shapes = []
+        for index in self.outputs:
+            if index < 0:
+                shapes.append(())
+                continue
+            param = sig.params[index]
+            if index in given:
+                shape = given[index]
+                shape = shape(**by_name) if callable(shape) else shape
+            elif param.ctype.shape and all(param.ctype.shape):
+                shape = param.ctype.shape
+            elif index in contracts:
+                contract = contracts[index]
+                missing = [n for n in contract.names if n not in by_name]
+                if missing:
+                    raise ActivityError(f"the length of output '{param.name}' ({contract.expression}) "
+                                        f"reads {', '.join(missing)}, which is an output too.")
+                shape = (contract.evaluate([int(by_name[n]) for n in contract.names]),)
+            else:
+                raise ActivityError(
+                    f"the shape of output '{param.name}' of {sig.name} is not known: give "
+                    f"shapes={{'{param.name}': (...)}} (or a function of the inputs by name), or a "
+                    f"length contract (sizes={{'{sig.name}': {{'{param.name}': 'n'}}}} or ENZYME_LEN).")
+            try:
+                shapes.append(tuple(int(d) for d in (shape if np.ndim(shape) else (shape,))))
+            except (TypeError, ValueError):
+                raise ActivityError(f"the shape of output '{param.name}' must be a tuple of "
+                                    f"integers, got {shape!r}.") from None
+        return tuple(shapes)
+
+    def _arguments(self, values: Sequence[Any]) -> tuple[list[Any], list[np.ndarray]]:
+        """The C argument list (fresh zeroed outputs, copies of written
+        inputs) and the output arrays in it."""
+        sig = self.kernel.signature
+        if len(values) != len(self.inputs):
+            raise ArgumentTypeError(f"this function of {sig.name} takes {len(self.inputs)} "
+                                    f"input(s) ({', '.join(self.input_names)}), {len(values)} given.")
+        args: list[Any] = [None] * len(sig.params)
+        for index, value in zip(self.inputs, values):
+            ctype = sig.params[index].ctype
+            if ctype.is_pointer and not ctype.const and isinstance(value, np.ndarray):
+                value = value.copy()  # the kernel writes it; the caller's stays
+            args[index] = value
+        arrays = []
+        for index, shape in zip(self.outputs, self.output_shapes(values)):
+            if index >= 0:
+                args[index] = np.zeros(shape, dtype=sig.params[index].ctype.dtype)
+                arrays.append(args[index])
+        return args, arrays
+
+    def __call__(self, *values: Any) -> tuple[Any, ...]:
+        """The outputs, in the order of ``outputs``."""
+        args, _ = self._arguments(values)
+        result = self.kernel(*args)
+        return tuple(result if index < 0 else args[index] for index in self.outputs)
+
+    def vjp(self, values: Sequence[Any], cotangents: Sequence[Any]) -> tuple[Any, ...]:
+        """One reverse pass: for each input, the cotangents (one per output)
+        pulled back (None for an input that is not floating)."""
+        sig = self.kernel.signature
+        args, _ = self._arguments(values)
+        annotations: list[Any] = [Const(a) for a in args]
+        for position, index in enumerate(self.inputs):
+            if self.differentiable(position):
+                value = args[index]
+                annotations[index] = (Duplicated(value, np.zeros_like(value))
+                                      if sig.params[index].ctype.is_pointer else Active(value))
+        seed, ret = None, (Const if sig.ret.kind != "void" else None)
+        for index, cotangent in zip(self.outputs, cotangents):
+            if index < 0:
+                seed, ret = float(cotangent), None
+            else:
+                y = args[index]
+                bar = np.array(cotangent, dtype=y.dtype, copy=True, order="C")
+                if bar.shape != y.shape:
+                    raise ActivityError(f"the cotangent of '{sig.params[index].name}' has shape "
+                                        f"{bar.shape}, the output {y.shape}.")
+                annotations[index] = Duplicated(y, bar)
+        with self.kernel.module._wrt_arguments_only():
+            result = autodiff(Reverse, self.kernel, *annotations, ret=ret, seed=seed)
+        grads: list[Any] = []
+        for position, index in enumerate(self.inputs):
+            if not self.differentiable(position):
+                grads.append(None)
+            elif sig.params[index].ctype.is_pointer:
+                grads.append(annotations[index].dval)
+            else:
+                grads.append(result.derivs[index])
+        return tuple(grads)
+
+    def jvp(self, values: Sequence[Any], tangents: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """One forward pass: the outputs and their tangents along the
+        inputs' tangents (None or 0 for an input held fixed)."""
+        sig = self.kernel.signature
+        args, _ = self._arguments(values)
+        annotations: list[Any] = [Const(a) for a in args]
+        for position, (index, tangent) in enumerate(zip(self.inputs, tangents)):
+            if not self.differentiable(position):
+                continue
+            value = args[index]
+            if sig.params[index].ctype.is_pointer:
+                dot = np.zeros_like(value) if tangent is None else \
+                    np.array(tangent, dtype=value.dtype, copy=True, order="C").reshape(value.shape)
+            else:
+                dot = 0.0 if tangent is None else float(tangent)
+            annotations[index] = Duplicated(value, dot)
+        tangent_arrays = {}
+        for index in self.outputs:
+            if index >= 0:
+                tangent_arrays[index] = np.zeros_like(args[index])
+                annotations[index] = Duplicated(args[index], tangent_arrays[index])
+        returns = RETURN in self.output_names
+        with self.kernel.module._wrt_arguments_only():
+            result = autodiff(Forward if not returns else ForwardWithPrimal, self.kernel,
+                              *annotations, ret=None if returns else
+                              (Const if sig.ret.kind != "void" else None))
+        outputs = tuple(result.primal if index < 0 else args[index] for index in self.outputs)
+        dots = tuple(result.tangent if index < 0 else tangent_arrays[index] for index in self.outputs)
+        return outputs, dots
+
+
+def pure_function(kernel: Kernel, out: str | int | Sequence[str | int] | None = None,
+                  shapes: Mapping[str, Shape] | None = None) -> PureFunction:
+    """A kernel as a pure function of its inputs (see :class:`PureFunction`).
+
+    ``out`` names the outputs: non-const floating array parameters the
+    kernel writes, and ``"return"`` for its floating return value (the
+    default when ``out`` is not given). Every other parameter is an input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from enzyme import compile
+    >>> mod = compile("void sq(const double *x, double *y, int n) { for (int i = 0; i < n; i++) y[i] = x[i]*x[i]; }",
+    ...               sizes={"sq": {"y": "n"}})
+    >>> f = pure_function(mod.sq, out="y")
+    >>> f.input_names, f(np.array([1.0, 2.0]), 2)
+    (('x', 'n'), (array([1., 4.]),))
+    """
+    kernel = _as_kernel(kernel)
+    sig = kernel.signature
+    names = (RETURN,) if out is None else (out,) if isinstance(out, (str, int, np.integer)) else tuple(out)
+    if not names:
+        raise ActivityError("out is empty: name at least one output.")
+    outputs = []
+    for name in names:
+        if name == RETURN:
+            if not sig.ret.is_float or sig.ret.kind == "struct":
+                raise ActivityError(f"'{sig.name}' returns {sig.ret.spelling}, not a floating "
+                                    "scalar: name its output array parameters with out=.")
+            outputs.append(-1)
+            continue
+        index = _param_index(kernel, name, "out")
+        ctype = sig.params[index].ctype
+        if not (ctype.is_pointer and ctype.is_float) or ctype.const or ctype.is_struct or ctype.rows:
+            raise ActivityError(f"out: '{sig.params[index].name}' is `{ctype.spelling}`; an output "
+                                "is a non-const floating array the kernel writes.")
+        outputs.append(index)
+    if len(set(outputs)) != len(outputs):
+        raise ActivityError(f"out names an output twice: {names!r}.")
+    inputs = tuple(i for i in range(len(sig.params)) if i not in outputs)
+    for i in inputs:
+        ctype = sig.params[i].ctype
+        if ctype.is_function or ctype.holds_pointers:
+            raise ActivityError(f"input '{sig.params[i].name}' is `{ctype.spelling}`, which the "
+                                "bridges do not pass yet; call the kernel directly.")
+    given = []
+    for name, shape in (shapes or {}).items():
+        index = _param_index(kernel, name, "shapes")
+        if index not in outputs:
+            raise ActivityError(f"shapes: '{name}' is not an output (out={names!r}).")
+        given.append((index, shape))
+    return PureFunction(kernel, inputs, tuple(outputs), tuple(given))

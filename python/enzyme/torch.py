@@ -1,0 +1,193 @@
+"""PyTorch bridge: a kernel as a differentiable function of tensors.
+
+``enzyme.torch.function(mod.f, out=...)`` returns a callable on tensors
+whose autograd uses Enzyme's derivatives: the backward pass is one reverse
+pass of the C code, and (for a kernel returning a scalar of one array)
+double backward uses Enzyme's Hessian-vector products. CPU tensors of the
+kernel's dtype are passed without a copy. Install with
+``pip install enzyme-ffi[torch]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .bridge import RETURN, PureFunction, Shape, pure_function
+from .errors import ActivityError, ArgumentTypeError
+from .module import Kernel
+from .transforms import hvp
+
+__all__ = ["function", "TorchFunction", "RETURN"]
+
+
+def _to_numpy(value: Any) -> Any:
+    """A tensor as a numpy array sharing its memory (a contiguous copy of a
+    strided one, as torch's own operators would make); a 0-d tensor for a
+    scalar parameter as a number is left to the call, which takes it."""
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "cpu":
+            raise ArgumentTypeError(f"a tensor on {value.device} was given: enzyme runs C code on "
+                                    "the CPU; move it with t.cpu().")
+        return value.detach().contiguous().numpy()
+    return value
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
+def _to_tensor(value: Any, dtype: np.dtype) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return torch.tensor(value, dtype=torch.from_numpy(np.zeros((), dtype=dtype)).dtype)
+
+
+class TorchFunction:
+    """A kernel as a function of tensors (see :func:`function`)."""
+
+    def __init__(self, pure: PureFunction, out: Any, shapes: Any) -> None:
+        self.pure = pure
+        self._made_with = (pure.kernel, out, shapes)
+        self.__name__ = f"torch_{pure.kernel.name}"
+        self.__doc__ = (f"`{pure.kernel.signature}` on tensors: inputs "
+                        f"{', '.join(pure.input_names)}; outputs {', '.join(pure.output_names)}.")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args = _bind(self.pure, args, kwargs)
+        outputs = _KernelFunction.apply(self.pure, *args)
+        return outputs[0] if len(self.pure.outputs) == 1 else outputs
+
+    def __repr__(self) -> str:
+        return (f"<enzyme.torch.function of {self.pure.kernel.signature}: "
+                f"({', '.join(self.pure.input_names)}) -> ({', '.join(self.pure.output_names)})>")
+
+    def __reduce__(self) -> tuple:
+        kernel, out, shapes = self._made_with
+        return function, (kernel, out, shapes)
+
+
+def _bind(pure: PureFunction, args: tuple, kwargs: dict) -> tuple:
+    names = pure.input_names
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        raise ArgumentTypeError(f"no input named {', '.join(unknown)}; the inputs: {', '.join(names)}.")
+    missing = [n for n in names[len(args):] if n not in kwargs]
+    twice = [k for k in kwargs if names.index(k) < len(args)]
+    if missing or twice:
+        raise ArgumentTypeError(f"inputs {', '.join(missing)} missing" if missing else
+                                f"{', '.join(twice)} given both by position and by name")
+    return (*args, *(kwargs[n] for n in names[len(args):]))
+
+
+class _KernelFunction(torch.autograd.Function):
+    """The kernel: forward is the C call, backward one reverse pass."""
+
+    @staticmethod
+    def forward(ctx: Any, pure: PureFunction, *values: Any) -> tuple[torch.Tensor, ...]:
+        arrays = [_scalar(_to_numpy(v)) for v in values]
+        outputs = pure(*arrays)
+        ctx.pure = pure
+        ctx.save_for_backward(*[v for v in values if isinstance(v, torch.Tensor)])
+        ctx.layout = [isinstance(v, torch.Tensor) for v in values]
+        ctx.others = [v for v in values if not isinstance(v, torch.Tensor)]
+        return tuple(_to_tensor(o, pure.output_dtype(i)) for i, o in enumerate(outputs))
+
+    @staticmethod
+    def backward(ctx: Any, *cotangents: torch.Tensor) -> tuple[Any, ...]:
+        tensors, others = iter(ctx.saved_tensors), iter(ctx.others)
+        values = [next(tensors) if is_tensor else next(others) for is_tensor in ctx.layout]
+        grads = _PullBack.apply(ctx.pure, len(values), *values, *cotangents)
+        return (None, *(g if ctx.pure.differentiable(i) and ctx.needs_input_grad[i + 1] else None
+                        for i, g in enumerate(grads)))
+
+
+class _PullBack(torch.autograd.Function):
+    """The vector-Jacobian product, itself differentiable for a kernel
+    returning a scalar of one floating array (Hessian-vector products)."""
+
+    @staticmethod
+    def forward(ctx: Any, pure: PureFunction, count: int, *values_and_cotangents: Any) -> tuple[torch.Tensor, ...]:
+        values, cotangents = values_and_cotangents[:count], values_and_cotangents[count:]
+        arrays = [_scalar(_to_numpy(v)) for v in values]
+        bars = [np.zeros(()) if c is None else _to_numpy(c) for c in cotangents]
+        grads = pure.vjp(arrays, bars)
+        ctx.pure, ctx.count = pure, count
+        ctx.save_for_backward(*[v if isinstance(v, torch.Tensor) else None for v in values_and_cotangents])
+        ctx.others = values_and_cotangents
+        # (a placeholder for an input that is not floating: dropped by the caller)
+        return tuple(torch.zeros(()) if g is None else _to_tensor(g, np.asarray(g).dtype) for g in grads)
+
+    @staticmethod
+    def backward(ctx: Any, *second: torch.Tensor) -> tuple[Any, ...]:
+        pure, count = ctx.pure, ctx.count
+        saved = ctx.saved_tensors
+        items = [s if s is not None else o for s, o in zip(saved, ctx.others)]
+        values, cotangents = items[:count], items[count:]
+        floating = [i for i in range(count) if pure.differentiable(i)]
+        sig = pure.kernel.signature
+        if pure.outputs != (-1,) or len(floating) != 1 or \
+                not sig.params[pure.inputs[floating[0]]].ctype.is_pointer:
+            raise ActivityError(
+                f"second derivatives through enzyme.torch are computed for a kernel returning a "
+                f"floating scalar of one floating array (Enzyme's Hessian-vector products); "
+                f"{sig.name} has outputs {pure.output_names} and floating inputs "
+                f"{[pure.input_names[i] for i in floating]}. Not implemented yet for this kernel.")
+        position = floating[0]
+        arrays = [_scalar(_to_numpy(v)) for v in values]
+        direction = second[position]
+        w = np.zeros_like(arrays[position]) if direction is None else _to_numpy(direction)
+        u = float(cotangents[0]) if cotangents[0] is not None else 0.0
+        full = [None] * len(sig.params)
+        for index, value in zip(pure.inputs, arrays):
+            full[index] = value
+        products = hvp(pure.kernel, wrt=pure.inputs[position])(*full, w)
+        gradient = pure.vjp(arrays, [1.0])[position]
+        grads: list[Any] = [None, None] + [None] * count + [None]
+        grads[2 + position] = torch.from_numpy(u * products)
+        grads[2 + count] = torch.tensor(float(np.vdot(w, gradient)), dtype=torch.float64)
+        return tuple(grads)
+
+
+def function(kernel: Kernel, out: str | Sequence[str] | None = None,
+             shapes: Mapping[str, Shape] | None = None) -> TorchFunction:
+    """A kernel as a function of tensors whose gradients come from Enzyme.
+
+    Parameters
+    ----------
+    kernel : Kernel
+        ``mod.f`` of a compiled module.
+    out : str or sequence of str, optional
+        The outputs: non-const floating array parameters the kernel writes,
+        and ``"return"`` for its floating return value (the default). Every
+        other parameter is an input, given positionally or by its C name:
+        tensors (or numpy arrays) for arrays, numbers or 0-d tensors for
+        scalars.
+    shapes : mapping, optional
+        An output's shape, a tuple or a function of the inputs by name;
+        by default from its declared shape or length contract.
+
+    Returns
+    -------
+    TorchFunction
+        Returns a tensor (a tuple for several outputs). Floating inputs are
+        differentiable; ``backward`` is one Enzyme reverse pass; double
+        backward works for a kernel returning a scalar of one array.
+
+    Examples
+    --------
+    >>> import torch, enzyme
+    >>> mod = enzyme.compile("double sumsq(const double *x, int n) {"
+    ...                      " double s = 0; for (int i = 0; i < n; i++) s += x[i] * x[i]; return s; }")
+    >>> f = enzyme.torch.function(mod.sumsq)
+    >>> x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    >>> f(x, 2).backward()
+    >>> x.grad
+    tensor([2., 4.], dtype=torch.float64)
+    """
+    return TorchFunction(pure_function(kernel, out, shapes), out, shapes)
+

@@ -1,0 +1,100 @@
+"""enzyme.torch: kernels as autograd functions of tensors. Oracles:
+torch.autograd.gradcheck/gradgradcheck (central differences of the
+function itself), and the same function written with torch operators."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import enzyme
+from conftest import need
+
+torch = need("torch")
+import enzyme.torch as et  # noqa: E402  (after torch is known to be there)
+
+SRC = """
+#include <math.h>
+double energy(const double *x, int n) {
+    double s = 0; for (int i = 0; i < n; i++) s += sin(x[i]) * x[(i + 1) % n]; return s; }
+void model(const double *x, double a, double *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = a * exp(x[i]) * x[(i + 1) % n]; }
+double both(const double *x, double *y, int n) {
+    double s = 0; for (int i = 0; i < n; i++) { y[i] = x[i] * x[i]; s += x[i]; } return s; }
+"""
+
+
+@pytest.fixture(scope="module")
+def mod(cc):
+    return cc(SRC, sizes={"model": {"y": "n"}, "both": {"y": "n"}})
+
+
+def x4(requires_grad=True):
+    return torch.tensor([0.3, -1.2, 0.8, 2.0], dtype=torch.float64, requires_grad=requires_grad)
+
+
+def test_gradcheck_and_gradgradcheck_of_a_scalar_kernel(mod):
+    f = et.function(mod.energy)
+    x = x4()
+    assert torch.autograd.gradcheck(lambda x: f(x, 4), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: f(x, 4), (x,))
+    # against the same function in torch
+    value = f(x, 4)
+    value.backward()
+    same = x4()
+    reference = (torch.sin(same) * torch.roll(same, -1)).sum()
+    reference.backward()
+    torch.testing.assert_close(value, reference.detach(), rtol=1e-15, atol=0)
+    torch.testing.assert_close(x.grad, same.grad, rtol=1e-14, atol=0)
+    # second order against torch's own Hessian
+    hessian = torch.autograd.functional.hessian(lambda x: f(x, 4), x4(False))
+    expected = torch.autograd.functional.hessian(lambda x: (torch.sin(x) * torch.roll(x, -1)).sum(), x4(False))
+    torch.testing.assert_close(hessian, expected, rtol=1e-13, atol=1e-14)
+
+
+def test_array_outputs_and_scalar_inputs(mod):
+    g = et.function(mod.model, out="y")
+    x, a = x4(), torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, a: g(x, a, 4), (x, a))
+    y = g(x=x, a=a, n=4)
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    (y * weights).sum().backward()
+    x2, a2 = x4(), torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    ((a2 * torch.exp(x2) * torch.roll(x2, -1)) * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-14, atol=0)
+    torch.testing.assert_close(a.grad, a2.grad, rtol=1e-14, atol=0)
+    with pytest.raises(enzyme.ActivityError, match="second derivatives"):
+        torch.autograd.gradgradcheck(lambda x, a: g(x, a, 4), (x, a))
+
+
+def test_several_outputs_and_the_return_value(mod):
+    h = et.function(mod.both, out=["return", "y"])
+    x = x4()
+    assert torch.autograd.gradcheck(lambda x: h(x, 4), (x,))
+    s, y = h(x, 4)
+    torch.testing.assert_close(y, x.detach() ** 2)
+    assert s.item() == pytest.approx(float(x.detach().sum()))
+
+
+def test_tensors_pass_without_a_copy_and_bad_ones_are_refused(mod):
+    x = torch.arange(4.0, dtype=torch.float64)
+    y = torch.zeros(4, dtype=torch.float64)
+    mod.model(x, 2.0, y, 4)  # the kernel itself writes into the tensor's memory
+    torch.testing.assert_close(y, 2.0 * torch.exp(x) * torch.roll(x, -1))
+    g = et.function(mod.model, out="y")
+    with pytest.raises(enzyme.ArgumentTypeError, match="float64"):
+        g(x.float(), 2.0, 4)
+    with pytest.raises(enzyme.ActivityError, match="output"):
+        et.function(mod.model, out="x")
+    with pytest.raises(enzyme.ActivityError, match="shape of output 'y' must be a tuple"):
+        et.function(mod.both, out="y", shapes={"y": "bad"})(x, 4)
+
+
+def test_a_torch_function_pickles(mod):
+    g = et.function(mod.model, out="y")
+    again = pickle.loads(pickle.dumps(g))
+    x = x4(False)
+    np.testing.assert_array_equal(again(x, 1.5, 4).numpy(), g(x, 1.5, 4).numpy())
+    assert repr(again) == repr(g)
