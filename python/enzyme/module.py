@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import logging
 import os
 import pickle
 import re
@@ -411,10 +412,13 @@ class Kernel(FirstUseChecks):
             if found is None:
                 spec = resolve()
                 wrapper = generate(spec, self.module.runtime_activity)
+                _log.debug("generated wrapper for %s of '%s':\n%s", spec.pattern, self.name,
+                           wrapper.c_source)
                 so_path = build.build_derivative(self.module._toolchain, self.module._artifact,
                                                  wrapper.c_source, self.name, spec.pattern)
                 found = wrap(spec, wrapper, str(so_path), self.module._owner,
                              isolate=self.module.isolate)
+                found.c_source = wrapper.c_source  # what Enzyme was given (for bug reports)
                 if on_create is not None:
                     on_create(found)
                 self._derivatives[key] = found
@@ -754,6 +758,7 @@ class _KnownModules:
 
 
 _known = _KnownModules()
+_log = logging.getLogger("enzyme")
 
 
 _owner_ids = itertools.count(1)  # 0 is call.PERMANENT_OWNER
