@@ -1186,8 +1186,20 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         # clang links the module's bitcode into the wrapper's as it compiles
         # it (the same linker llvm-link uses): one subprocess fewer per build.
         linked_bc = str(work / "wrapper.bc")
-        done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c),
-                     "-Xclang", "-mlink-bitcode-file", "-Xclang", module.bc_path, "-o", linked_bc])
+        if module.extra.get("calls_enzyme"):
+            # The module's own code calls Enzyme (a reverse derivative made a
+            # kernel, to differentiate it again): its functions must come
+            # first, since Enzyme v0.0.289 lowers its calls in the order of
+            # the module's functions, and an outer derivative met before the
+            # inner call it differentiates through fails ("No forward mode
+            # derivative found for __enzyme_autodiff...").
+            alone = str(work / "wrapper-alone.bc")
+            done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c), "-o", alone])
+            if done.returncode == 0:
+                done = run_tool([tc.llvm_link, module.bc_path, alone, "-o", linked_bc])
+        else:
+            done = run_tool([tc.clang, *PRE_AD_FLAGS, "-emit-llvm", "-c", str(wrapper_c),
+                         "-Xclang", "-mlink-bitcode-file", "-Xclang", module.bc_path, "-o", linked_bc])
         if done.returncode != 0:
             raise DifferentiationError(
                 f"enzyme-ffi generated a wrapper for '{kernel}' that clang rejected; this is a "

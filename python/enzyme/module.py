@@ -32,6 +32,7 @@ from . import toolchain as _toolchain_stage
 from . import verify as _verify
 from .activity import (
     Mode,
+    Reverse,
     resolve_activities,
     resolve_hvp,
 )
@@ -353,6 +354,30 @@ class Kernel(FirstUseChecks):
                 hint="declare the global const, list it in inactive_globals, or pass it as an "
                      "argument")
         return found
+
+    def reverse_as_kernel(self, kinds: tuple, ret: Any = None) -> tuple[Kernel, tuple]:
+        """The reverse derivative with these activities as a C function of a
+        module of its own (the kernel's sources plus the generated reverse
+        wrapper), and the wrapper's parameters (:class:`~enzyme.params.Slot`).
+
+        Derivatives of that kernel are derivatives of the derivative (Enzyme
+        differentiates through the inner ``__enzyme_autodiff`` call, as for
+        Hessian-vector products), built, called and checked like any other.
+        """
+        self.module._check_open()
+        recipe = self.module._recipe
+        if recipe is None:
+            raise NotPicklableError("this module was not made by enzyme.compile(): its derivatives "
+                                    "cannot be differentiated again.")
+        spec = self._with_callbacks(resolve_activities(self.signature, Reverse, kinds, ret, 1))
+        wrapper = generate_derivative(spec, self.module.runtime_activity)
+        # (the packed twin takes void **: not a kernel)
+        text = "\n".join(line for line in wrapper.c_source.splitlines()
+                         if not line.startswith("void __efi_pk_"))
+        inputs = [*recipe.inputs, build.SourceInput(text, f"<enzyme-ffi reverse of {self.name}>")]
+        key = ("reverse-of", recipe.digest, spec.pattern, hashlib.sha256(text.encode()).hexdigest())
+        module = _handle_of(key, lambda: _compile(list(inputs), recipe.options, recipe.toolchain))
+        return module[wrapper.entry], wrapper.params
 
     def split_functions(self, mode: Mode, kinds: tuple, ret: Any = None) -> SplitFunctions:
         """The compiled split (augmented forward + reverse) derivative (cached)."""
@@ -1248,7 +1273,8 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
         return build.ModuleFacts(
             extra={"signatures": [s.to_json() for s in signatures.values()],
                    "globals": [v.to_json() for v in user], "custom_rules": custom_rules,
-                   "cxx_linkage": sorted(set(census.get("cxx_linkage", ())))},
+                   "cxx_linkage": sorted(set(census.get("cxx_linkage", ()))),
+                   "calls_enzyme": any(_ENZYME_CALL.search(source.text) for source in inputs)},
             shared_globals=tuple(v.name for v in user),
             shadowed_globals=tuple((v.name, v.size) for v in user
                                    if v.active and v.name not in inactive_globals))
@@ -1279,6 +1305,9 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
     _known.remember(module, artifact_key=memo_key)
     return module
 
+
+# C code that calls Enzyme itself (see build.build_derivative)
+_ENZYME_CALL = re.compile(r"__enzyme_(autodiff|fwddiff|augmentfwd|reverse|batch)")
 
 _C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -6,7 +6,7 @@ in the same way."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from .activity import (
     Reverse,
     ReverseWithPrimal,
 )
-from .autodiff import _as_kernel, autodiff
+from .autodiff import _as_kernel, autodiff, derivative
 from .call import (
     adopt_arrays,
     aligned_like,
@@ -34,6 +34,7 @@ from .errors import (
 )
 from .firstuse import _inactive
 from .module import Kernel, _param_index
+from .params import Role
 from .signature import (
     Signature,
 )
@@ -568,12 +569,16 @@ def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:
     return Transformed("hvp", kernel, {"wrt": wrt}, hvp_call, "v")
 
 
-def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[..., np.ndarray]:
-    """The Hessian of a scalar-returning kernel with respect to an array argument.
+def hessian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, chunk: int = 8) -> Transformed:
+    """The Hessian of a scalar-returning kernel with respect to ``wrt``.
 
-    Built ``chunk`` columns at a time from batched Hessian-vector products
-    (forward over reverse; at most 64 per call, Enzyme's batch width here).
-    The result has shape ``x.shape + x.shape``.
+    For one array, built ``chunk`` columns at a time from batched
+    Hessian-vector products (forward over reverse; at most 64 per call,
+    Enzyme's batch width here); the result has shape ``x.shape + x.shape``.
+    For a floating scalar ``wrt``, a float. For several ``wrt`` (a
+    sequence), the blocks as nested tuples, ``H[i][j]`` of shape
+    ``x_i.shape + x_j.shape`` (as ``jax.hessian(argnums=(...))``), from one
+    forward-over-reverse derivative through all of them (a column per call).
 
     Examples
     --------
@@ -584,11 +589,62 @@ def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[...,
     >>> hessian(mod.cube)(np.array([1.0, 2.0]), 2)
     array([[ 6.,  0.],
            [ 0., 12.]])
+    >>> mod = compile("double f(const double *x, double a) { return a * a * x[0] * x[1]; }")
+    >>> (hxx, hxa), (hax, haa) = hessian(mod.f, wrt=("x", "a"))(np.array([1.0, 2.0]), 3.0)
+    >>> hxa, haa
+    (array([12.,  6.]), 4.0)
     """
     kernel = _as_kernel(kernel)
-    x_index = _param_index(kernel, wrt, "wrt")
+    several = not isinstance(wrt, (str, int, np.integer))
+    if several and (isinstance(wrt, bytes) or not hasattr(wrt, "__iter__")):
+        raise ActivityError(f"wrt takes a parameter (index or name) or a sequence of them, got {wrt!r}.")
+    indices = tuple(_param_index(kernel, w, "wrt") for w in wrt) if several \
+        else (_param_index(kernel, wrt, "wrt"),)
+    if not indices or len(set(indices)) != len(indices):
+        raise ActivityError(f"wrt must name distinct parameters, at least one; got {wrt!r}.")
     _check_chunk(chunk)
+    options = {"wrt": wrt, "chunk": chunk}
+    params = kernel.signature.params
+    if not several and params[indices[0]].ctype.is_pointer:
+        return Transformed("hessian", kernel, options, _array_hessian(kernel, indices[0], chunk))
+    _returns_float(kernel, "hessian")
+    for i in indices:
+        ctype = params[i].ctype
+        if not ctype.is_float or ctype.is_struct or ctype.rows:
+            raise ActivityError(f"hessian differentiates with respect to floating arrays and scalars; "
+                                f"'{params[i].name}' is `{ctype.spelling}`.")
+    second: list[SecondOrder] = []
 
+    def hessian_call(*args: Any) -> Any:
+        _check_count(kernel, args)
+        if not second:
+            second.append(SecondOrder(kernel, indices, (-1,)))
+        shapes = {i: (np.shape(_wrt_array(kernel, args, i)) if params[i].ctype.is_pointer else ())
+                  for i in indices}
+        blocks = {(i, j): np.zeros((int(np.prod(shapes[i])), int(np.prod(shapes[j]))))
+                  for i in indices for j in indices}
+        restore = _writable_arrays(kernel, args)
+        calls = 0
+        for j in indices:
+            for column in range(int(np.prod(shapes[j]))):
+                if calls:
+                    restore()
+                calls += 1
+                direction = np.zeros(shapes[j])
+                direction.reshape(-1)[column] = 1.0
+                _, products = second[0](args, {-1: 1.0}, {j: direction if shapes[j] else 1.0})
+                for i in indices:
+                    blocks[i, j][:, column] = np.ravel(products[i])
+        shaped = {(i, j): (float(b[0, 0]) if not shapes[i] and not shapes[j]
+                           else b.reshape(shapes[i] + shapes[j]))
+                  for (i, j), b in blocks.items()}
+        if not several:
+            return shaped[indices[0], indices[0]]
+        return tuple(tuple(shaped[i, j] for j in indices) for i in indices)
+    return Transformed("hessian", kernel, options, hessian_call)
+
+
+def _array_hessian(kernel: Kernel, x_index: int, chunk: int) -> Callable[..., np.ndarray]:
     def hessian_call(*args: Any) -> np.ndarray:
         _check_count(kernel, args)
         x = _wrt_array(kernel, args, x_index)
@@ -604,7 +660,95 @@ def hessian(kernel: Kernel, wrt: int | str = 0, chunk: int = 8) -> Callable[...,
             for lane in range(min(width, n - start)):
                 hess[:, start + lane] = products[lane].ravel()
         return hess.reshape((*x.shape, *x.shape))
-    return Transformed("hessian", kernel, {"wrt": wrt, "chunk": chunk}, hessian_call)
+    return hessian_call
+
+
+class SecondOrder:
+    """Forward over reverse through several inputs and outputs at once: for
+    inputs ``wrt`` (floating arrays and scalars), outputs ``outputs``
+    (array parameters, and -1 for the return value) with cotangents
+    ``seeds``, and tangents ``directions`` on the inputs, one call gives
+    the vector-Jacobian product ``g = J^T seeds`` and its derivative along
+    the directions, ``d g``: for a scalar return seeded with 1, the
+    gradient and a Hessian-vector product (all blocks of it at once).
+
+    Built by differentiating the reverse derivative in forward mode: the
+    reverse derivative's generated C becomes a kernel of a module of its
+    own (:meth:`Kernel.reverse_as_kernel`), whose forward derivative is
+    built, called and checked like any other.
+    """
+
+    def __init__(self, kernel: Kernel, wrt: Sequence[int], outputs: Sequence[int]) -> None:
+        sig = kernel.signature
+        self.kernel, self.wrt, self.outputs = kernel, tuple(wrt), tuple(outputs)
+        for param in sig.params:
+            if param.ctype.is_function or param.ctype.holds_pointers or param.ctype.rows:
+                raise ActivityError(f"second derivatives of '{sig.name}' do not take its parameter "
+                                    f"'{param.name}' (C `{param.ctype.spelling}`) yet.")
+        kinds = []
+        for i, param in enumerate(sig.params):
+            ctype = param.ctype
+            if i in self.wrt:
+                kinds.append(Duplicated if ctype.is_pointer else Active)
+            elif ctype.is_pointer and not ctype.const and ctype.is_float:
+                kinds.append(Duplicated)  # an output (seeded) or scratch (zero seed)
+            else:
+                kinds.append(Const)
+        ret = Active if -1 in self.outputs else (Const if sig.ret.kind != "void" else None)
+        self._inner, self._slots = kernel.reverse_as_kernel(tuple(kinds), ret)
+        outer = []
+        for slot in self._slots:
+            if slot.role is Role.SEED or (slot.role is Role.PRIMAL and kinds[slot.arg] is Const):
+                outer.append(Const)
+            elif slot.role is Role.SHADOW and slot.arg in self.outputs:
+                outer.append(Const)  # a seed: constant in the inputs
+            else:
+                outer.append(Duplicated)
+        self._outer = derivative(self._inner, Forward, *outer)
+        self._kinds = kinds
+
+    def __call__(self, args: Sequence[Any], seeds: Mapping[int, Any],
+                 directions: Mapping[int, Any]) -> tuple[dict[int, Any], dict[int, Any]]:
+        """``(g, dg)``, each a dict from the ``wrt`` indices to arrays (or
+        floats for scalar inputs)."""
+        sig = self.kernel.signature
+        flat: list[Any] = []
+        grads: dict[int, Any] = {}
+        second: dict[int, Any] = {}
+        for slot in self._slots:
+            i = slot.arg
+            if slot.role is Role.SEED:
+                flat.append(float(seeds.get(-1, 0.0)))
+            elif slot.role is Role.ADJOINT_OUT:  # a scalar input's adjoint, in memory
+                grads[i], second[i] = np.zeros(1), np.zeros(1)
+                flat += (grads[i], second[i])
+            elif slot.role is Role.PRIMAL:
+                value = args[i]
+                if self._kinds[i] is Const:
+                    flat.append(value)
+                elif not sig.params[i].ctype.is_pointer:  # a scalar input and its tangent
+                    flat += (float(value), float(directions.get(i, 0.0)))
+                else:
+                    value = np.array(value, copy=True)  # the reverse pass writes outputs and scratch
+                    tangent = np.zeros_like(value)
+                    if i in directions:
+                        tangent[...] = np.asarray(directions[i], dtype=value.dtype).reshape(value.shape)
+                    flat += (value, tangent)
+            else:  # Role.SHADOW
+                template = np.asarray(args[i])
+                if i in self.outputs:
+                    seed = np.array(seeds.get(i, 0.0), dtype=template.dtype, order="C", copy=True)
+                    flat.append(np.broadcast_to(seed, template.shape).copy())
+                elif i in self.wrt:
+                    grads[i], second[i] = np.zeros_like(template), np.zeros_like(template)
+                    flat += (grads[i], second[i])
+                else:
+                    flat += (np.zeros_like(template), np.zeros_like(template))
+        with self.kernel.module._wrt_arguments_only():
+            self._outer(*flat)
+        scalar = {i for i in self.wrt if not sig.params[i].ctype.is_pointer}
+        return ({i: (float(g[0]) if i in scalar else g) for i, g in grads.items()},
+                {i: (float(d[0]) if i in scalar else d) for i, d in second.items()})
 
 
 _TRANSFORMS: dict[str, Callable[..., Transformed]] = {
