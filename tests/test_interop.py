@@ -150,3 +150,65 @@ def test_jacobian_with_respect_to_a_scalar_and_several_parameters(mod):
         jacobian(mod.affine, wrt="n", out="y")
     with pytest.raises(enzyme.ActivityError, match="empty"):
         jacobian(mod.affine, wrt=(), out="y")
+
+
+def test_hessian_with_respect_to_a_scalar_and_several_parameters(cc):
+    mod = cc("""
+    double f(const double *x, double a, const double *w, int n) {
+        double s = 0; for (int i = 0; i < n; i++) s += a * a * w[i] * x[i] * x[i] * x[(i + 1) % n];
+        return s; }""")
+    x, a, w = np.array([1.0, 2.0, 3.0]), 1.5, np.array([0.5, 1.0, 2.0])
+
+    def analytic(x, a):
+        n = len(x)
+        hxx = np.zeros((n, n))
+        for i in range(n):
+            j = (i + 1) % n
+            hxx[i, i] += 2 * a * a * w[i] * x[j]
+            hxx[i, j] += 2 * a * a * w[i] * x[i]
+            hxx[j, i] += 2 * a * a * w[i] * x[i]
+        gx = np.array([2 * a * a * w[i] * x[i] * x[(i + 1) % n] + a * a * w[i - 1] * x[i - 1] ** 2
+                       for i in range(n)])
+        hxa = 2 * gx / a
+        haa = 2 * float(np.sum(w * x * x * np.roll(x, -1)))
+        return hxx, hxa, haa
+
+    hxx, hxa, haa = analytic(x, a)
+    (bxx, bxa), (bax, baa) = enzyme.hessian(mod.f, wrt=("x", "a"))(x, a, w, 3)
+    np.testing.assert_allclose(bxx, hxx, rtol=1e-14)
+    np.testing.assert_allclose(bxa, hxa, rtol=1e-14)
+    np.testing.assert_allclose(bax, hxa, rtol=1e-14)
+    assert baa == pytest.approx(haa, rel=1e-14) and isinstance(baa, float)
+    assert enzyme.hessian(mod.f, wrt="a")(x, a, w, 3) == pytest.approx(haa, rel=1e-14)
+    np.testing.assert_allclose(enzyme.hessian(mod.f, wrt=0)(x, a, w, 3), hxx, rtol=1e-14)
+    with pytest.raises(enzyme.ActivityError, match="distinct"):
+        enzyme.hessian(mod.f, wrt=("x", 0))
+    with pytest.raises(enzyme.ActivityError, match="floating arrays and scalars"):
+        enzyme.hessian(mod.f, wrt=("x", "n"))
+
+
+def test_second_order_through_array_outputs_matches_differences_of_the_vjp(cc):
+    from enzyme.transforms import SecondOrder
+
+    mod = cc("void model(const double *x, double a, double *y, int n) {"
+             " for (int i = 0; i < n; i++) y[i] = a * sin(x[i]) * x[(i + 1) % n]; }",
+             flags=["-include", "math.h"])
+    x, a = np.array([0.3, -1.2, 0.8]), 1.7
+    u = np.array([1.0, -2.0, 0.5])
+    v, va = np.array([0.5, 1.0, -1.0]), 0.3
+    second = SecondOrder(mod.model, (0, 1), (2,))
+    grads, products = second((x, a, np.zeros(3), 3), {2: u}, {0: v, 1: va})
+
+    def vjp(x, a):
+        g, _ = second((x, a, np.zeros(3), 3), {2: u}, {})
+        return np.concatenate([g[0], [g[1]]])
+
+    np.testing.assert_allclose(np.concatenate([grads[0], [grads[1]]]), vjp(x, a), rtol=1e-15)
+    h = 1e-6
+    central = (vjp(x + h * v, a + h * va) - vjp(x - h * v, a - h * va)) / (2 * h)
+    np.testing.assert_allclose(np.concatenate([products[0], [products[1]]]), central, rtol=1e-7, atol=1e-9)
+    # the first order part against the plain reverse derivative
+    dx, y = np.zeros(3), np.zeros(3)
+    result = autodiff(Reverse, mod.model, Duplicated(x, dx), enzyme.Active(a), Duplicated(y, u.copy()), 3)
+    np.testing.assert_allclose(grads[0], dx, rtol=1e-15)
+    assert grads[1] == pytest.approx(result.derivs[1], rel=1e-15)

@@ -8,6 +8,7 @@ their frameworks' arrays and rules to and from these."""
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
@@ -156,6 +157,18 @@ class PureFunction:
                 grads.append(result.derivs[index])
         return tuple(grads)
 
+    def vjp_and_derivative(self, values: Sequence[Any], cotangents: Sequence[Any],
+                           directions: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The vector-Jacobian product ``g`` (as :meth:`vjp`) and its
+        derivative along ``directions`` on the inputs (None: held fixed),
+        from one forward-over-reverse call: what second derivatives need."""
+        args, _ = self._arguments(values)
+        seeds = dict(zip(self.outputs, cotangents))
+        moves = {self.inputs[p]: d for p, d in enumerate(directions)
+                 if d is not None and self.differentiable(p)}
+        grads, products = _second_order(self)(args, seeds, moves)
+        return (tuple(grads.get(i) for i in self.inputs), tuple(products.get(i) for i in self.inputs))
+
     def jvp(self, values: Sequence[Any], tangents: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """One forward pass: the outputs and their tangents along the
         inputs' tangents (None or 0 for an input held fixed)."""
@@ -185,6 +198,19 @@ class PureFunction:
         outputs = tuple(result.primal if index < 0 else args[index] for index in self.outputs)
         dots = tuple(result.tangent if index < 0 else tangent_arrays[index] for index in self.outputs)
         return outputs, dots
+
+
+def _second_order(pure: PureFunction) -> Any:
+    from .transforms import SecondOrder  # (the transforms import the core; built on first use)
+
+    found = _SECOND.get(pure)
+    if found is None:
+        wrt = tuple(pure.inputs[p] for p in range(len(pure.inputs)) if pure.differentiable(p))
+        found = _SECOND.setdefault(pure, SecondOrder(pure.kernel, wrt, pure.outputs))
+    return found
+
+
+_SECOND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def pure_function(kernel: Kernel, out: str | int | Sequence[str | int] | None = None,

@@ -2,8 +2,8 @@
 
 ``enzyme.torch.function(mod.f, out=...)`` returns a callable on tensors
 whose autograd uses Enzyme's derivatives: the backward pass is one reverse
-pass of the C code, and (for a kernel returning a scalar of one array)
-double backward uses Enzyme's Hessian-vector products. CPU tensors of the
+pass of the C code, and double backward is one forward-over-reverse pass
+(Enzyme differentiating its own reverse derivative). CPU tensors of the
 kernel's dtype are passed without a copy. Install with
 ``pip install enzyme-ffi[torch]``.
 """
@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from .bridge import RETURN, PureFunction, Shape, pure_function
-from .errors import ActivityError, ArgumentTypeError
+from .errors import ArgumentTypeError
 from .module import Kernel
-from .transforms import hvp
 
 __all__ = ["function", "TorchFunction", "RETURN"]
 
@@ -107,8 +106,8 @@ class _KernelFunction(torch.autograd.Function):
 
 
 class _PullBack(torch.autograd.Function):
-    """The vector-Jacobian product, itself differentiable for a kernel
-    returning a scalar of one floating array (Hessian-vector products)."""
+    """The vector-Jacobian product, itself differentiable (forward over
+    reverse, and a forward pass for its cotangents)."""
 
     @staticmethod
     def forward(ctx: Any, pure: PureFunction, count: int, *values_and_cotangents: Any) -> tuple[torch.Tensor, ...]:
@@ -124,32 +123,22 @@ class _PullBack(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *second: torch.Tensor) -> tuple[Any, ...]:
+        # g = J(x)^T u. Along w (the cotangents of g): d/du = J w, a forward
+        # pass; d/dx = d/dx (u^T J(x) w), forward over reverse.
         pure, count = ctx.pure, ctx.count
-        saved = ctx.saved_tensors
-        items = [s if s is not None else o for s, o in zip(saved, ctx.others)]
+        items = [s if s is not None else o for s, o in zip(ctx.saved_tensors, ctx.others)]
         values, cotangents = items[:count], items[count:]
-        floating = [i for i in range(count) if pure.differentiable(i)]
-        sig = pure.kernel.signature
-        if pure.outputs != (-1,) or len(floating) != 1 or \
-                not sig.params[pure.inputs[floating[0]]].ctype.is_pointer:
-            raise ActivityError(
-                f"second derivatives through enzyme.torch are computed for a kernel returning a "
-                f"floating scalar of one floating array (Enzyme's Hessian-vector products); "
-                f"{sig.name} has outputs {pure.output_names} and floating inputs "
-                f"{[pure.input_names[i] for i in floating]}. Not implemented yet for this kernel.")
-        position = floating[0]
         arrays = [_scalar(_to_numpy(v)) for v in values]
-        direction = second[position]
-        w = np.zeros_like(arrays[position]) if direction is None else _to_numpy(direction)
-        u = float(cotangents[0]) if cotangents[0] is not None else 0.0
-        full = [None] * len(sig.params)
-        for index, value in zip(pure.inputs, arrays):
-            full[index] = value
-        products = hvp(pure.kernel, wrt=pure.inputs[position])(*full, w)
-        gradient = pure.vjp(arrays, [1.0])[position]
-        grads: list[Any] = [None, None] + [None] * count + [None]
-        grads[2 + position] = torch.from_numpy(u * products)
-        grads[2 + count] = torch.tensor(float(np.vdot(w, gradient)), dtype=torch.float64)
+        bars = [np.zeros(()) if c is None else _to_numpy(c) for c in cotangents]
+        directions = [None if w is None or not pure.differentiable(i) else _scalar(_to_numpy(w))
+                      for i, w in enumerate(second[:count])]
+        _, products = pure.vjp_and_derivative(arrays, bars, directions)
+        _, along = pure.jvp(arrays, directions)
+        grads: list[Any] = [None, None]
+        for product in products:
+            grads.append(None if product is None else _to_tensor(product, np.asarray(product).dtype))
+        for i, tangent in enumerate(along):
+            grads.append(_to_tensor(tangent, pure.output_dtype(i)))
         return tuple(grads)
 
 
@@ -175,8 +164,8 @@ def function(kernel: Kernel, out: str | Sequence[str] | None = None,
     -------
     TorchFunction
         Returns a tensor (a tuple for several outputs). Floating inputs are
-        differentiable; ``backward`` is one Enzyme reverse pass; double
-        backward works for a kernel returning a scalar of one array.
+        differentiable; ``backward`` is one Enzyme reverse pass, double
+        backward one forward-over-reverse pass and one forward pass.
 
     Examples
     --------
