@@ -263,5 +263,7 @@ def pure_function(kernel: Kernel, out: str | int | Sequence[str | int] | None = 
         index = _param_index(kernel, name, "shapes")
         if index not in outputs:
             raise ActivityError(f"shapes: '{name}' is not an output (out={names!r}).")
+        if not callable(shape):  # (a tuple: hashable, as JAX's static parameters must be)
+            shape = tuple(shape) if np.ndim(shape) else (shape,)
         given.append((index, shape))
     return PureFunction(kernel, inputs, tuple(outputs), tuple(given))

@@ -1,0 +1,352 @@
+"""JAX bridge: a kernel as a JAX function whose derivatives come from Enzyme.
+
+``enzyme.jax.function(mod.f, out=...)`` returns a function of JAX arrays
+that works under ``jax.jit``, ``jax.grad``, ``jax.jacfwd``, ``jax.jacrev``,
+``jax.hessian`` and ``jax.vmap``. It is built from four JAX primitives, each
+a host callback into the compiled C code:
+
+- the kernel itself;
+- its JVP (one Enzyme forward pass), linear in the tangents, whose
+  transpose is
+- the VJP (one Enzyme reverse pass), whose own JVP is the VJP again (along
+  the cotangents) plus
+- the derivative of the VJP along the inputs (one forward-over-reverse
+  pass), which is symmetric in its direction and so its own transpose.
+
+So first derivatives in either mode and second derivatives of the form
+forward-over-reverse or reverse-over-reverse (``jax.hessian``,
+``jax.jacrev(jax.jacrev(f))``, ``jax.jacfwd(jax.grad(f))``) are exact;
+forward-over-forward (``jax.jacfwd(jax.jacfwd(f))``) and third derivatives
+raise an error saying so. Integer parameters (sizes) are static: pass
+Python ints. ``jax.vmap`` runs the callback once per batch element. Needs
+``jax.config.update("jax_enable_x64", True)`` for kernels on doubles.
+Install with ``pip install enzyme-ffi[jax]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from .bridge import RETURN, PureFunction, Shape, pure_function
+from .errors import ActivityError, ArgumentTypeError
+from .module import Kernel
+
+__all__ = ["function", "JaxFunction", "RETURN"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A primitive's static parameters: the pure function, which of its
+    inputs are operands (floating) and the values of the others."""
+
+    pure: PureFunction
+    floating: tuple[int, ...]  # input positions passed as JAX operands
+    statics: tuple[tuple[int, Any], ...]  # (input position, Python value)
+
+    def values(self, operands: Sequence[Any]) -> list[Any]:
+        out: list[Any] = [None] * len(self.pure.inputs)
+        for position, value in zip(self.floating, operands):
+            array = np.asarray(value)
+            out[position] = float(array) if array.ndim == 0 else array
+        for position, value in self.statics:
+            out[position] = value
+        return out
+
+    def avals_by_input(self, avals: Sequence[Any]) -> list[Any]:
+        out: list[Any] = [None] * len(self.pure.inputs)
+        for position, aval in zip(self.floating, avals):
+            out[position] = aval
+        for position, value in self.statics:
+            out[position] = value
+        return out
+
+    def output_avals(self, input_avals: Sequence[Any]) -> list[jax.core.ShapedArray]:
+        shapes = self.pure.output_shapes(self.avals_by_input(input_avals))
+        return [jax.core.ShapedArray(shape, self.pure.output_dtype(i)) for i, shape in enumerate(shapes)]
+
+    def input_avals(self, input_avals: Sequence[Any]) -> list[jax.core.ShapedArray]:
+        return [jax.core.ShapedArray(a.shape, a.dtype) for a in input_avals]
+
+
+def _host(fn: Any, results: Sequence[jax.ShapeDtypeStruct], *operands: Any) -> list[Any]:
+    """Call ``fn`` on the host with numpy arrays (a pure callback)."""
+    def call(*arrays: Any) -> tuple[np.ndarray, ...]:
+        out = fn(*arrays)
+        return tuple(np.asarray(o, dtype=r.dtype).reshape(r.shape) for o, r in zip(out, results))
+    return list(jax.pure_callback(call, tuple(results), *operands))
+
+
+def _shapes(avals: Sequence[Any]) -> list[jax.ShapeDtypeStruct]:
+    return [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+
+
+def _primitive(name: str, abstract: Any, host: Any) -> Primitive:
+    """A primitive with several results evaluated by a host callback."""
+    prim = Primitive(f"enzyme_{name}")
+    prim.multiple_results = True
+    prim.def_abstract_eval(abstract)
+
+    def impl(*operands: Any, plan: _Plan) -> list[Any]:
+        avals = abstract(*[jax.core.ShapedArray(np.shape(o), jnp.result_type(o)) for o in operands],
+                         plan=plan)
+        return _host(functools.partial(host, plan), _shapes(avals), *operands)
+
+    prim.def_impl(impl)
+    mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=True))
+    batching.primitive_batchers[prim] = functools.partial(_batch_by_loop, prim)
+    return prim
+
+
+def _batch_by_loop(prim: Primitive, operands: Sequence[Any], dims: Sequence[Any], **params: Any):
+    """vmap: one call per batch element (the kernel is a scalar C loop)."""
+    size = next(o.shape[d] for o, d in zip(operands, dims) if d is not None)
+    moved = [jnp.moveaxis(o, d, 0) if d is not None else None for o, d in zip(operands, dims)]
+    results = [prim.bind(*[m[i] if m is not None else o for m, o in zip(moved, operands)], **params)
+               for i in range(size)]
+    return [jnp.stack(column) for column in zip(*results)], [0] * len(results[0])
+
+
+# The four primitives. Operand layouts: call (x); jvp (x, tangents of x);
+# vjp (x, cotangents of the outputs); second (x, cotangents, directions on x).
+
+def _call_abstract(*avals: Any, plan: _Plan) -> list[Any]:
+    return plan.output_avals(avals)
+
+
+def _call_host(plan: _Plan, *arrays: Any) -> tuple:
+    return plan.pure(*plan.values(arrays))
+
+
+def _jvp_abstract(*avals: Any, plan: _Plan) -> list[Any]:
+    return plan.output_avals(avals[:len(plan.floating)])
+
+
+def _jvp_host(plan: _Plan, *arrays: Any) -> tuple:
+    n = len(plan.floating)
+    tangents: list[Any] = [None] * len(plan.pure.inputs)
+    for position, tangent in zip(plan.floating, arrays[n:]):
+        tangents[position] = tangent
+    return plan.pure.jvp(plan.values(arrays[:n]), tangents)[1]
+
+
+def _vjp_abstract(*avals: Any, plan: _Plan) -> list[Any]:
+    return plan.input_avals(avals[:len(plan.floating)])
+
+
+def _vjp_host(plan: _Plan, *arrays: Any) -> tuple:
+    n = len(plan.floating)
+    grads = plan.pure.vjp(plan.values(arrays[:n]), arrays[n:])
+    return tuple(grads[p] for p in plan.floating)
+
+
+def _second_abstract(*avals: Any, plan: _Plan) -> list[Any]:
+    return plan.input_avals(avals[:len(plan.floating)])
+
+
+def _second_host(plan: _Plan, *arrays: Any) -> tuple:
+    n, m = len(plan.floating), len(plan.pure.outputs)
+    directions: list[Any] = [None] * len(plan.pure.inputs)
+    for position, direction in zip(plan.floating, arrays[n + m:]):
+        directions[position] = direction
+    _, products = plan.pure.vjp_and_derivative(plan.values(arrays[:n]), arrays[n:n + m], directions)
+    return tuple(products[p] for p in plan.floating)
+
+
+call_p = _primitive("call", _call_abstract, _call_host)
+jvp_p = _primitive("jvp", _jvp_abstract, _jvp_host)
+vjp_p = _primitive("vjp", _vjp_abstract, _vjp_host)
+second_p = _primitive("vjp_derivative", _second_abstract, _second_host)
+
+
+def _instantiate(tangents: Sequence[Any], like: Sequence[Any]) -> list[Any]:
+    return [jnp.zeros(np.shape(p), jnp.result_type(p)) if type(t) is ad.Zero else t
+            for t, p in zip(tangents, like)]
+
+
+def _nonzero(tangents: Sequence[Any]) -> bool:
+    return any(type(t) is not ad.Zero for t in tangents)
+
+
+def _not_supported(what: str) -> ActivityError:
+    return ActivityError(f"enzyme.jax: {what} is not implemented yet (first derivatives in either "
+                         "mode and second derivatives with a reverse pass inside, such as "
+                         "jax.hessian, are).")
+
+
+def _call_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
+    out = call_p.bind(*primals, plan=plan)
+    if not _nonzero(tangents):
+        return out, [ad.Zero.from_primal_value(o) for o in out]
+    return out, jvp_p.bind(*primals, *_instantiate(tangents, primals), plan=plan)
+
+
+def _jvp_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
+    n = len(plan.floating)
+    if _nonzero(tangents[:n]):
+        raise _not_supported("a derivative of a forward-mode derivative with respect to its point "
+                             "(forward over forward, e.g. jax.jacfwd(jax.jacfwd(f)))")
+    out = jvp_p.bind(*primals, plan=plan)
+    return out, jvp_p.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan)
+
+
+def _jvp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
+    n = len(plan.floating)
+    x = operands[:n]
+    if any(ad.is_undefined_primal(v) for v in x):
+        raise _not_supported("transposing a forward-mode derivative with respect to its point")
+    outs = plan.output_avals([jax.core.ShapedArray(np.shape(v), jnp.result_type(v)) for v in x])
+    cts = [jnp.zeros(a.shape, a.dtype) if type(c) is ad.Zero else c for c, a in zip(cotangents, outs)]
+    return [None] * n + vjp_p.bind(*x, *cts, plan=plan)
+
+
+def _vjp_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
+    n = len(plan.floating)
+    out = vjp_p.bind(*primals, plan=plan)
+    parts = []
+    if _nonzero(tangents[n:]):  # along the cotangents: linear
+        parts.append(vjp_p.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan))
+    if _nonzero(tangents[:n]):  # along the point: forward over reverse
+        parts.append(second_p.bind(*primals, *_instantiate(tangents[:n], primals[:n]), plan=plan))
+    if not parts:
+        return out, [ad.Zero.from_primal_value(o) for o in out]
+    total = parts[0] if len(parts) == 1 else [a + b for a, b in zip(*parts)]
+    return out, total
+
+
+def _vjp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
+    n = len(plan.floating)
+    x = operands[:n]
+    if any(ad.is_undefined_primal(v) for v in x):
+        raise _not_supported("transposing a reverse-mode derivative with respect to its point")
+    cts = [jnp.zeros(np.shape(v), jnp.result_type(v)) if type(c) is ad.Zero else c for c, v in zip(cotangents, x)]
+    return [None] * n + jvp_p.bind(*x, *cts, plan=plan)
+
+
+def _second_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
+    raise _not_supported("a third derivative")
+
+
+def _second_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
+    n, m = len(plan.floating), len(plan.pure.outputs)
+    x, cot, directions = operands[:n], operands[n:n + m], operands[n + m:]
+    if any(ad.is_undefined_primal(v) for v in (*x, *cot)):
+        raise _not_supported("transposing a second derivative with respect to its point or its "
+                             "cotangents")
+    # d/dx (J(x)^T u) along w is sum_k u_k H_k w with each H_k symmetric:
+    # its transpose in w is itself (for the directions being transposed)
+    cts = [jnp.zeros(np.shape(v), jnp.result_type(v)) if type(c) is ad.Zero else c for c, v in zip(cotangents, x)]
+    found = second_p.bind(*x, *cot, *cts, plan=plan)
+    return [None] * (n + m) + [g if ad.is_undefined_primal(w) else None for g, w in zip(found, directions)]
+
+
+ad.primitive_jvps[call_p] = _call_jvp
+ad.primitive_jvps[jvp_p] = _jvp_jvp
+ad.primitive_transposes[jvp_p] = _jvp_transpose
+ad.primitive_jvps[vjp_p] = _vjp_jvp
+ad.primitive_transposes[vjp_p] = _vjp_transpose
+ad.primitive_jvps[second_p] = _second_jvp
+ad.primitive_transposes[second_p] = _second_transpose
+
+
+class JaxFunction:
+    """A kernel as a JAX function (see :func:`function`)."""
+
+    def __init__(self, pure: PureFunction, out: Any, shapes: Any) -> None:
+        self.pure = pure
+        self._made_with = (pure.kernel, out, shapes)
+        self.__name__ = f"jax_{pure.kernel.name}"
+        self.__doc__ = (f"`{pure.kernel.signature}` as a JAX function: inputs "
+                        f"{', '.join(pure.input_names)}; outputs {', '.join(pure.output_names)}.")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            args = _bind(self.pure, args, kwargs)
+        if len(args) != len(self.pure.inputs):
+            raise ArgumentTypeError(f"{self.__name__} takes {len(self.pure.inputs)} input(s) "
+                                    f"({', '.join(self.pure.input_names)}), {len(args)} given.")
+        floating, operands, statics = [], [], []
+        sig = self.pure.kernel.signature
+        for position, value in enumerate(args):
+            ctype = sig.params[self.pure.inputs[position]].ctype
+            if self.pure.differentiable(position):
+                dtype = np.dtype(ctype.dtype)
+                if dtype == np.float64 and not jax.config.jax_enable_x64:
+                    raise ArgumentTypeError(
+                        f"'{self.pure.input_names[position]}' is C `{ctype.spelling}` (float64), but "
+                        "JAX is in 32-bit mode: call jax.config.update('jax_enable_x64', True) first.")
+                floating.append(position)
+                operands.append(jnp.asarray(value, dtype=dtype))
+            else:
+                if isinstance(value, jax.core.Tracer):
+                    raise ArgumentTypeError(
+                        f"'{self.pure.input_names[position]}' (C `{ctype.spelling}`) is static: pass "
+                        "a Python value, not a traced array (under jit, mark it static).")
+                statics.append((position, value.item() if isinstance(value, np.generic) else value))
+        plan = _Plan(self.pure, tuple(floating), tuple(statics))
+        outputs = call_p.bind(*operands, plan=plan)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def __repr__(self) -> str:
+        return (f"<enzyme.jax.function of {self.pure.kernel.signature}: "
+                f"({', '.join(self.pure.input_names)}) -> ({', '.join(self.pure.output_names)})>")
+
+    def __reduce__(self) -> tuple:
+        kernel, out, shapes = self._made_with
+        return function, (kernel, out, shapes)
+
+
+def _bind(pure: PureFunction, args: tuple, kwargs: dict) -> tuple:
+    names = pure.input_names
+    unknown = [k for k in kwargs if k not in names]
+    if unknown:
+        raise ArgumentTypeError(f"no input named {', '.join(unknown)}; the inputs: {', '.join(names)}.")
+    missing = [n for n in names[len(args):] if n not in kwargs]
+    twice = [k for k in kwargs if names.index(k) < len(args)]
+    if missing or twice:
+        raise ArgumentTypeError(f"inputs {', '.join(missing)} missing" if missing else
+                                f"{', '.join(twice)} given both by position and by name")
+    return (*args, *(kwargs[n] for n in names[len(args):]))
+
+
+def function(kernel: Kernel, out: str | Sequence[str] | None = None,
+             shapes: Mapping[str, Shape] | None = None) -> JaxFunction:
+    """A kernel as a JAX function whose derivatives come from Enzyme.
+
+    Parameters
+    ----------
+    kernel : Kernel
+        ``mod.f`` of a compiled module.
+    out : str or sequence of str, optional
+        The outputs: non-const floating array parameters the kernel writes,
+        and ``"return"`` for its floating return value (the default). Every
+        other parameter is an input: floating arrays and scalars are JAX
+        operands (differentiable), the others (sizes) static Python values.
+    shapes : mapping, optional
+        An output's shape, a tuple or a function of the inputs by name (JAX
+        abstract values for operands); by default from its declared shape
+        or length contract.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, enzyme
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> mod = enzyme.compile("double sumsq(const double *x, int n) {"
+    ...                      " double s = 0; for (int i = 0; i < n; i++) s += x[i] * x[i] * x[i]; return s; }")
+    >>> f = enzyme.jax.function(mod.sumsq)
+    >>> x = jnp.array([1.0, 2.0])
+    >>> jax.jit(jax.grad(f), static_argnums=1)(x, 2)
+    Array([ 3., 12.], dtype=float64)
+    >>> jax.hessian(f)(x, 2)
+    Array([[ 6.,  0.],
+           [ 0., 12.]], dtype=float64)
+    """
+    return JaxFunction(pure_function(kernel, out, shapes), out, shapes)

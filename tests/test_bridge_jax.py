@@ -1,0 +1,108 @@
+"""enzyme.jax: kernels as JAX functions. Every transform is compared with
+the same function written in jax.numpy (differentiated by JAX itself)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import enzyme
+from conftest import need
+
+jax = need("jax")
+jax.config.update("jax_enable_x64", True)
+jnp = jax.numpy
+import enzyme.jax as ej  # noqa: E402  (after jax is known to be there)
+
+SRC = """
+#include <math.h>
+double energy(const double *x, double a, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += a * sin(x[i]) * x[(i + 1) % n] + a * a * x[i] * x[i];
+    return s; }
+void model(const double *x, double a, double *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = a * exp(x[i]) * x[(i + 1) % n]; }
+double both(const double *x, double *y, int n) {
+    double s = 0; for (int i = 0; i < n; i++) { y[i] = x[i] * x[i]; s += x[i]; } return s; }
+"""
+
+
+def energy_jnp(x, a):
+    return jnp.sum(a * jnp.sin(x) * jnp.roll(x, -1) + a * a * x * x)
+
+
+def model_jnp(x, a):
+    return a * jnp.exp(x) * jnp.roll(x, -1)
+
+
+@pytest.fixture(scope="module")
+def mod(cc):
+    return cc(SRC, sizes={"model": {"y": "n"}, "both": {"y": "n"}})
+
+
+X = np.array([0.3, -1.2, 0.8, 2.0])
+A = 1.7
+
+
+def close(ours, theirs):
+    for o, t in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+        np.testing.assert_allclose(np.asarray(o), np.asarray(t), rtol=1e-12, atol=1e-12)
+
+
+def test_every_transform_of_a_scalar_kernel_matches_jax(mod):
+    f = ej.function(mod.energy)
+
+    def ours(x, a):
+        return f(x, a, 4)
+
+    for transform in (lambda g: g, jax.grad, lambda g: jax.grad(g, argnums=(0, 1)), jax.jacfwd, jax.jacrev,
+                      jax.hessian, lambda g: jax.hessian(g, argnums=(0, 1)),
+                      lambda g: jax.jacrev(jax.jacrev(g)), lambda g: jax.jacfwd(jax.grad(g, argnums=1))):
+        close(transform(ours)(X, A), transform(energy_jnp)(X, A))
+        close(jax.jit(transform(ours))(X, A), transform(energy_jnp)(X, A))
+    batch = np.stack([X, 2 * X, -X])
+    close(jax.vmap(ours, in_axes=(0, None))(batch, A), jax.vmap(energy_jnp, in_axes=(0, None))(batch, A))
+    close(jax.vmap(jax.grad(ours))(batch, jnp.array([1.0, 2.0, 3.0])),
+          jax.vmap(jax.grad(energy_jnp))(batch, jnp.array([1.0, 2.0, 3.0])))
+    value, tangent = jax.jvp(ours, (X, A), (np.ones(4), 0.5))
+    value2, tangent2 = jax.jvp(energy_jnp, (X, A), (np.ones(4), 0.5))
+    close((value, tangent), (value2, tangent2))
+
+
+def test_array_outputs_scalar_inputs_and_several_outputs(mod):
+    g = ej.function(mod.model, out="y")
+
+    def ours(x, a):
+        return g(x, a, 4)
+
+    for transform in (lambda h: h, lambda h: jax.jacfwd(h, argnums=(0, 1)), lambda h: jax.jacrev(h, argnums=(0, 1)),
+                      lambda h: jax.hessian(h, argnums=(0, 1))):
+        close(transform(ours)(X, A), transform(model_jnp)(X, A))
+        close(jax.jit(transform(ours))(X, A), transform(model_jnp)(X, A))
+    close(jax.vmap(jax.jacrev(ours), in_axes=(0, None))(np.stack([X, -X]), A),
+          jax.vmap(jax.jacrev(model_jnp), in_axes=(0, None))(np.stack([X, -X]), A))
+    h = ej.function(mod.both, out=["return", "y"])
+    s, y = h(X, n=4)
+    close((s, y), (X.sum(), X * X))
+    close(jax.jacrev(lambda x: h(x, 4))(X), (np.ones(4), np.diag(2 * X)))
+
+
+def test_what_is_not_supported_says_so(mod):
+    f = ej.function(mod.energy)
+    with pytest.raises(enzyme.ActivityError, match="forward over forward"):
+        jax.jacfwd(jax.jacfwd(lambda x: f(x, A, 4)))(X)
+    with pytest.raises(enzyme.ActivityError, match="not implemented yet"):
+        jax.jacfwd(jax.hessian(lambda x: f(x, A, 4)))(X)
+    with pytest.raises(enzyme.ArgumentTypeError, match="static"):
+        jax.jit(lambda x, n: f(x, A, n))(X, 4)
+    with pytest.raises(enzyme.ArgumentTypeError, match="no input named"):
+        f(X, A, m=4)
+
+
+def test_a_jax_function_pickles(mod):
+    f = ej.function(mod.model, out="y")
+    again = pickle.loads(pickle.dumps(f))
+    close(again(X, A, 4), f(X, A, 4))
+    assert repr(again) == repr(f)
