@@ -212,3 +212,33 @@ def test_second_order_through_array_outputs_matches_differences_of_the_vjp(cc):
     result = autodiff(Reverse, mod.model, Duplicated(x, dx), enzyme.Active(a), Duplicated(y, u.copy()), 3)
     np.testing.assert_allclose(grads[0], dx, rtol=1e-15)
     assert grads[1] == pytest.approx(result.derivs[1], rel=1e-15)
+
+
+def test_copy_true_converts_read_only_inputs_only(mod):
+    grid = np.arange(12.0).reshape(3, 4)
+    x, w = grid[:, 0], grid[:, 1]  # strided columns, as SciPy passes them
+    with pytest.raises(enzyme.ArgumentValueError, match="copy=True"):
+        mod.wsum(x, w, 3)
+    assert mod.wsum(x, w, 3, copy=True) == float(np.sum(w * x * x))
+    assert mod.wsum([1, 2, 3], np.ones(3, dtype=np.float32), n=3, copy=True) == 14.0
+    np.testing.assert_array_equal(grad(mod.wsum)(x, w, 3, copy=True), 2 * w * x)
+    assert np.shares_memory(grid, x)  # the caller's arrays are untouched views
+    with pytest.raises(enzyme.ArgumentTypeError, match="got float32"):
+        mod.square(x, np.zeros(3, dtype=np.float32), 3, copy=True)  # an output is never copied
+    with pytest.raises(enzyme.ArgumentTypeError, match="True or False"):
+        mod.wsum(x, w, 3, copy="yes")
+
+
+def test_an_output_given_as_none_is_allocated_from_its_contract(cc):
+    mod = cc("void sq(const double *x, double *y, int n) { for (int i = 0; i < n; i++) y[i] = x[i] * x[i]; }",
+             sizes={"sq": {"y": "n"}})
+    x = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(jacobian(mod.sq, wrt=0, out=1)(x, None, 3), np.diag(2 * x))
+    value, tangent = jvp(mod.sq, wrt=0, out="y")(x, None, 3, np.ones(3))
+    np.testing.assert_array_equal(value, x * x)
+    np.testing.assert_array_equal(tangent, 2 * x)
+    _, cotangent = vjp(mod.sq, wrt=0, out="y")(x, None, 3, np.array([1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(cotangent, [2.0, 0.0, 12.0])
+    plain = cc("void sq2(const double *x, double *y, int n) { for (int i = 0; i < n; i++) y[i] = x[i]; }")
+    with pytest.raises(enzyme.ActivityError, match="size is not known"):
+        jacobian(plain.sq2, wrt=0, out=1)(x, None, 3)

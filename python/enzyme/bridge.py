@@ -18,7 +18,7 @@ from .activity import Active, Const, Duplicated, Forward, ForwardWithPrimal, Rev
 from .autodiff import _as_kernel, autodiff
 from .errors import ActivityError, ArgumentTypeError
 from .module import Kernel, _param_index
-from .signature import length_contracts
+from .signature import known_shape
 
 __all__ = ["PureFunction", "pure_function", "RETURN"]
 
@@ -66,7 +66,6 @@ class PureFunction:
         sig = self.kernel.signature
         by_name = dict(zip(self.input_names, values))
         given = dict(self.shapes)
-        contracts = {c.param: c for c in length_contracts(sig)}
         shapes = []
         for index in self.outputs:
             if index < 0:
@@ -76,15 +75,8 @@ class PureFunction:
             if index in given:
                 shape = given[index]
                 shape = shape(**by_name) if callable(shape) else shape
-            elif param.ctype.shape and all(param.ctype.shape):
-                shape = param.ctype.shape
-            elif index in contracts:
-                contract = contracts[index]
-                missing = [n for n in contract.names if n not in by_name]
-                if missing:
-                    raise ActivityError(f"the length of output '{param.name}' ({contract.expression}) "
-                                        f"reads {', '.join(missing)}, which is an output too.")
-                shape = (contract.evaluate([int(by_name[n]) for n in contract.names]),)
+            elif (known := known_shape(sig, index, by_name)) is not None:
+                shape = known
             else:
                 raise ActivityError(
                     f"the shape of output '{param.name}' of {sig.name} is not known: give "

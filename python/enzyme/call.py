@@ -374,6 +374,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def copy_inputs(signature: Signature, args: Sequence[Any]) -> tuple:
+    """``args`` with each read-only array argument (a C ``const`` pointer to
+    numbers) that is strided, of another dtype, or a list converted to a
+    fresh C-contiguous array of the parameter's dtype (``copy=True`` of a
+    call). Arrays the C code writes are never copied: the caller would not
+    see what it wrote, so their checks still apply."""
+    out = list(args)
+    for i, (param, value) in enumerate(zip(signature.params, args)):
+        ctype = param.ctype
+        if not ctype.is_pointer or not ctype.const or ctype.is_function or ctype.is_struct \
+                or ctype.holds_pointers or value is None or isinstance(value, (str, bytes, Mapping)):
+            continue
+        value = _plain(value)
+        dtype = numpy_dtype(ctype)
+        if isinstance(value, np.ndarray) and value.dtype == dtype and value.flags.c_contiguous:
+            continue
+        try:
+            out[i] = np.ascontiguousarray(value, dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentTypeError(f"argument '{param.name}' (C `{ctype.spelling}`) cannot be "
+                                    f"converted to an array of {dtype}: {exc}") from None
+    return tuple(out)
+
+
 def adopt_arrays(args: Sequence[Any]) -> tuple:
     """``args`` with each array of another library (see _adopt) and each
     ndarray subclass as a plain numpy array sharing its memory."""
@@ -536,7 +560,8 @@ def _array_converter(ffi: cffi.FFI, ctype: CType, what: str, writable: bool,
                              "the call and read the converted array after).")
         if not value.flags.c_contiguous:
             raise value_error(f"{what} must be C-contiguous, got strides {value.strides}. Use "
-                              "np.ascontiguousarray(x).")
+                              "np.ascontiguousarray(x)" + (", or call with copy=True (inputs)."
+                                                           if not writable else "."))
         if writable and not value.flags.writeable:
             raise value_error(f"{what} is read-only, but {written_by}. Pass a writeable array "
                               "(e.g. a copy).")

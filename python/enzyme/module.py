@@ -42,6 +42,7 @@ from .call import (
     OwnedLock,
     PrimalFunction,
     SplitFunctions,
+    copy_inputs,
     global_view,
     numpy_dtype,
     release_owner,
@@ -169,6 +170,11 @@ class Kernel(FirstUseChecks):
         return numpy_dtype(self.signature.params[_param_index(self, param, "param")].ctype)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the C function: arguments by position or by C parameter
+        name. ``copy=True`` (unless the C function has a parameter of that
+        name) converts read-only array arguments that are strided, of
+        another dtype or lists into fresh arrays first (see
+        :func:`enzyme.call.copy_inputs`)."""
         primal = self._primal
         if primal is None or self.module._closed:
             primal = self._primal_function()  # raises ModuleClosedError when closed
@@ -178,7 +184,18 @@ class Kernel(FirstUseChecks):
 
     def _by_name(self, args: tuple, kwargs: dict) -> tuple:
         """Positional arguments from a call that names some by their C
-        parameter names (``mod.f(x=3.0, n=4)``)."""
+        parameter names (``mod.f(x=3.0, n=4)``), converted first when the
+        call says ``copy=True``."""
+        copy_asked = False
+        if "copy" in kwargs and all(p.name != "copy" for p in self.signature.params):
+            kwargs = dict(kwargs)
+            copy_asked = kwargs.pop("copy")
+            if not isinstance(copy_asked, bool):
+                raise ArgumentTypeError(f"copy= takes True or False, got {copy_asked!r}.")
+        args = self._by_name_only(args, kwargs) if kwargs else args
+        return copy_inputs(self.signature, args) if copy_asked else args
+
+    def _by_name_only(self, args: tuple, kwargs: dict) -> tuple:
         names = [p.name for p in self.signature.params]
         unknown = [k for k in kwargs if k not in names]
         if unknown:

@@ -18,14 +18,15 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from .errors import CompileError, ContractError, UnsupportedSignatureError
 
 __all__ = ["PARSE_VERSION", "CType", "Param", "Signature", "GlobalVar", "LengthContract", "ContractValueError",
            "CInt", "c_int_type", "length_contracts", "layout_size", "integer_register_floats",
-           "with_lengths", "parse_signatures", "parse_module", "parse_request", "worker_command",
+           "with_lengths", "known_shape", "parse_signatures", "parse_module", "parse_request", "worker_command",
     "read_worker_reply"]
 
 
@@ -425,6 +426,23 @@ def length_contracts(signature: Signature) -> tuple[LengthContract, ...]:
                                 "no length to check.")
         contracts.append(_compile_length(signature, i, param.length))
     return tuple(contracts)
+
+
+def known_shape(signature: Signature, index: int, values: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The shape an array parameter must have when the call does not give
+    the array (an output allocated for the caller): its declared shape
+    (``double r[3][3]``), or its length contract evaluated on ``values``
+    (the other arguments by name); None when neither says."""
+    param = signature.params[index]
+    if param.ctype.shape and all(param.ctype.shape):
+        return tuple(param.ctype.shape)
+    for contract in length_contracts(signature):
+        if contract.param == index:
+            missing = [n for n in contract.names if values.get(n) is None]
+            if missing:
+                return None
+            return (contract.evaluate([int(values[n]) for n in contract.names]),)
+    return None
 
 
 def with_lengths(signature: Signature, lengths: dict[str, str]) -> Signature:

@@ -37,6 +37,7 @@ from .module import Kernel, _param_index
 from .params import Role
 from .signature import (
     Signature,
+    known_shape,
 )
 
 __all__ = ["grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "aligned_zeros", "aligned_like",
@@ -242,6 +243,23 @@ def _output_array(kernel: Kernel, args: tuple, out: int) -> np.ndarray:
     return args[out]
 
 
+def _allocate_output(kernel: Kernel, args: Sequence[Any], out: int | None) -> list[Any]:
+    """``args`` with ``None`` for the output array replaced by a zero array
+    of the shape its declaration or length contract gives."""
+    args = list(args)
+    if out is None or out >= len(args) or args[out] is not None:
+        return args
+    sig = kernel.signature
+    param = sig.params[out]
+    shape = known_shape(sig, out, {p.name: a for p, a in zip(sig.params, args)})
+    if shape is None:
+        raise ActivityError(f"out: argument '{param.name}' is None and its size is not known: pass an "
+                            f"array, or give it a length contract (ENZYME_LEN, or compile(sizes="
+                            f"{{'{sig.name}': {{'{param.name}': 'n'}}}})).")
+    args[out] = np.zeros(shape, dtype=param.ctype.dtype)
+    return args
+
+
 def _wrt_array(kernel: Kernel, args: tuple, wrt: int) -> np.ndarray:
     param = kernel.signature.params[wrt]
     if not (param.ctype.is_pointer and param.ctype.is_float) or param.ctype.is_struct:
@@ -293,6 +311,7 @@ def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     def jvp_call(*args_and_v: Any) -> tuple[Any, Any]:
         *args, v = args_and_v
         _check_count(kernel, tuple(args))
+        args = _allocate_output(kernel, args, out_index)
         annotations = _inactive(kernel, args)
         annotations[x_index] = Duplicated(args[x_index], v)
         if out_index is None:
@@ -327,6 +346,7 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     def vjp_call(*args_and_u: Any) -> tuple[Any, Any]:
         *args, u = args_and_u
         _check_count(kernel, tuple(args))
+        args = _allocate_output(kernel, args, out_index)
         annotations = _inactive(kernel, args)
         if kernel.signature.params[x_index].ctype.is_pointer:
             x = _wrt_array(kernel, tuple(args), x_index)
@@ -383,7 +403,9 @@ def jacobian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, out: int 
     outputs than inputs; ``mode=Forward``/``Reverse`` forces the choice.
     Without ``out=`` the kernel's scalar return is differentiated (the
     gradient). The result has shape ``out.shape + x.shape``: for a floating
-    scalar ``wrt``, ``out.shape``. With several ``wrt`` (a sequence), a
+    scalar ``wrt``, ``out.shape``. Pass ``None`` for the output array when
+    its size is known (a declared shape or a length contract): it is
+    allocated (so too for :func:`jvp` and :func:`vjp`). With several ``wrt`` (a sequence), a
     tuple of Jacobians, one per entry, as ``jax.jacfwd(argnums=(...))``.
 
     Examples
@@ -427,6 +449,7 @@ def jacobian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, out: int 
 
     def jacobian_call(*args: Any) -> Any:
         _check_count(kernel, args)
+        args = tuple(_allocate_output(kernel, args, out_index))
         y = _output_array(kernel, args, out_index)
         restore = _writable_arrays(kernel, args)
         blocks = []
