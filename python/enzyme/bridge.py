@@ -20,7 +20,7 @@ from .errors import ActivityError, ArgumentTypeError
 from .module import Kernel, _param_index
 from .signature import known_shape
 
-__all__ = ["PureFunction", "pure_function", "RETURN"]
+__all__ = ["PureFunction", "BridgeFunction", "pure_function", "RETURN"]
 
 RETURN = "return"  # names the kernel's return value among the outputs
 
@@ -58,6 +58,19 @@ class PureFunction:
         index = self.outputs[position]
         return np.dtype(self.kernel.signature.ret.dtype if index < 0 else
                         self.kernel.signature.params[index].ctype.dtype)
+
+    def bind(self, args: tuple, kwargs: Mapping[str, Any]) -> tuple:
+        """The inputs in order from a call giving some by C parameter name."""
+        names = self.input_names
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise ArgumentTypeError(f"no input named {', '.join(unknown)}; the inputs: {', '.join(names)}.")
+        missing = [n for n in names[len(args):] if n not in kwargs]
+        twice = [k for k in kwargs if names.index(k) < len(args)]
+        if missing or twice:
+            raise ArgumentTypeError(f"inputs {', '.join(missing)} missing" if missing else
+                                    f"{', '.join(twice)} given both by position and by name")
+        return (*args, *(kwargs[n] for n in names[len(args):]))
 
     def output_shapes(self, values: Sequence[Any]) -> tuple[tuple[int, ...], ...]:
         """The outputs' shapes for a call with these inputs: given by the
@@ -190,6 +203,28 @@ class PureFunction:
         outputs = tuple(result.primal if index < 0 else args[index] for index in self.outputs)
         dots = tuple(result.tangent if index < 0 else tangent_arrays[index] for index in self.outputs)
         return outputs, dots
+
+
+class BridgeFunction:
+    """What the bridges' functions share: the pure function, a name, a
+    docstring, a repr, and pickling as the call that made them
+    (``factory(kernel, out, shapes)``)."""
+
+    framework = ""
+
+    def __init__(self, pure: PureFunction, factory: Callable[..., Any], out: Any, shapes: Any) -> None:
+        self.pure = pure
+        self._made_with = (factory, (pure.kernel, out, shapes))
+        self.__name__ = f"{self.framework}_{pure.kernel.name}"
+        self.__doc__ = (f"`{pure.kernel.signature}` as a {self.framework} function: inputs "
+                        f"{', '.join(pure.input_names)}; outputs {', '.join(pure.output_names)}.")
+
+    def __repr__(self) -> str:
+        return (f"<enzyme.{self.framework}.function of {self.pure.kernel.signature}: "
+                f"({', '.join(self.pure.input_names)}) -> ({', '.join(self.pure.output_names)})>")
+
+    def __reduce__(self) -> tuple:
+        return self._made_with
 
 
 def _second_order(pure: PureFunction) -> Any:

@@ -36,7 +36,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from .bridge import RETURN, PureFunction, Shape, pure_function
+from .bridge import RETURN, BridgeFunction, PureFunction, Shape, pure_function
 from .errors import ActivityError, ArgumentTypeError
 from .module import Kernel
 
@@ -257,19 +257,14 @@ ad.primitive_jvps[second_p] = _second_jvp
 ad.primitive_transposes[second_p] = _second_transpose
 
 
-class JaxFunction:
+class JaxFunction(BridgeFunction):
     """A kernel as a JAX function (see :func:`function`)."""
 
-    def __init__(self, pure: PureFunction, out: Any, shapes: Any) -> None:
-        self.pure = pure
-        self._made_with = (pure.kernel, out, shapes)
-        self.__name__ = f"jax_{pure.kernel.name}"
-        self.__doc__ = (f"`{pure.kernel.signature}` as a JAX function: inputs "
-                        f"{', '.join(pure.input_names)}; outputs {', '.join(pure.output_names)}.")
+    framework = "jax"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            args = _bind(self.pure, args, kwargs)
+            args = self.pure.bind(args, kwargs)
         if len(args) != len(self.pure.inputs):
             raise ArgumentTypeError(f"{self.__name__} takes {len(self.pure.inputs)} input(s) "
                                     f"({', '.join(self.pure.input_names)}), {len(args)} given.")
@@ -294,27 +289,6 @@ class JaxFunction:
         plan = _Plan(self.pure, tuple(floating), tuple(statics))
         outputs = call_p.bind(*operands, plan=plan)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
-
-    def __repr__(self) -> str:
-        return (f"<enzyme.jax.function of {self.pure.kernel.signature}: "
-                f"({', '.join(self.pure.input_names)}) -> ({', '.join(self.pure.output_names)})>")
-
-    def __reduce__(self) -> tuple:
-        kernel, out, shapes = self._made_with
-        return function, (kernel, out, shapes)
-
-
-def _bind(pure: PureFunction, args: tuple, kwargs: dict) -> tuple:
-    names = pure.input_names
-    unknown = [k for k in kwargs if k not in names]
-    if unknown:
-        raise ArgumentTypeError(f"no input named {', '.join(unknown)}; the inputs: {', '.join(names)}.")
-    missing = [n for n in names[len(args):] if n not in kwargs]
-    twice = [k for k in kwargs if names.index(k) < len(args)]
-    if missing or twice:
-        raise ArgumentTypeError(f"inputs {', '.join(missing)} missing" if missing else
-                                f"{', '.join(twice)} given both by position and by name")
-    return (*args, *(kwargs[n] for n in names[len(args):]))
 
 
 def function(kernel: Kernel, out: str | Sequence[str] | None = None,
@@ -349,4 +323,4 @@ def function(kernel: Kernel, out: str | Sequence[str] | None = None,
     Array([[ 6.,  0.],
            [ 0., 12.]], dtype=float64)
     """
-    return JaxFunction(pure_function(kernel, out, shapes), out, shapes)
+    return JaxFunction(pure_function(kernel, out, shapes), function, out, shapes)

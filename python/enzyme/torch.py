@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bridge import RETURN, PureFunction, Shape, pure_function
+from .bridge import RETURN, BridgeFunction, PureFunction, Shape, pure_function
 from .errors import ArgumentTypeError
 from .module import Kernel
 
@@ -45,42 +45,18 @@ def _to_tensor(value: Any, dtype: np.dtype) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.from_numpy(np.zeros((), dtype=dtype)).dtype)
 
 
-class TorchFunction:
+class TorchFunction(BridgeFunction):
     """A kernel as a function of tensors (see :func:`function`)."""
 
-    def __init__(self, pure: PureFunction, out: Any, shapes: Any) -> None:
-        self.pure = pure
-        self._made_with = (pure.kernel, out, shapes)
-        self.__name__ = f"torch_{pure.kernel.name}"
-        self.__doc__ = (f"`{pure.kernel.signature}` on tensors: inputs "
-                        f"{', '.join(pure.input_names)}; outputs {', '.join(pure.output_names)}.")
+    framework = "torch"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
-            args = _bind(self.pure, args, kwargs)
+            args = self.pure.bind(args, kwargs)
         outputs = _KernelFunction.apply(self.pure, *args)
         return outputs[0] if len(self.pure.outputs) == 1 else outputs
 
-    def __repr__(self) -> str:
-        return (f"<enzyme.torch.function of {self.pure.kernel.signature}: "
-                f"({', '.join(self.pure.input_names)}) -> ({', '.join(self.pure.output_names)})>")
 
-    def __reduce__(self) -> tuple:
-        kernel, out, shapes = self._made_with
-        return function, (kernel, out, shapes)
-
-
-def _bind(pure: PureFunction, args: tuple, kwargs: dict) -> tuple:
-    names = pure.input_names
-    unknown = [k for k in kwargs if k not in names]
-    if unknown:
-        raise ArgumentTypeError(f"no input named {', '.join(unknown)}; the inputs: {', '.join(names)}.")
-    missing = [n for n in names[len(args):] if n not in kwargs]
-    twice = [k for k in kwargs if names.index(k) < len(args)]
-    if missing or twice:
-        raise ArgumentTypeError(f"inputs {', '.join(missing)} missing" if missing else
-                                f"{', '.join(twice)} given both by position and by name")
-    return (*args, *(kwargs[n] for n in names[len(args):]))
 
 
 class _KernelFunction(torch.autograd.Function):
@@ -178,5 +154,5 @@ def function(kernel: Kernel, out: str | Sequence[str] | None = None,
     >>> x.grad
     tensor([2., 4.], dtype=torch.float64)
     """
-    return TorchFunction(pure_function(kernel, out, shapes), out, shapes)
+    return TorchFunction(pure_function(kernel, out, shapes), function, out, shapes)
 
