@@ -142,6 +142,12 @@ def test_joblib_runs_a_kernel_and_its_gradient_unchanged(cc, data):
     gradient = grad(mod.misfit)
     points = [np.array([1.0, 0.5, 2.5]) * (1 + 0.1 * k) for k in range(6)]
     parallel = joblib.Parallel(n_jobs=2, backend="loky")
-    found = parallel(joblib.delayed(gradient)(p, t, y, len(t)) for p in points)
+    try:
+        found = parallel(joblib.delayed(gradient)(p, t, y, len(t)) for p in points)
+    finally:
+        # (loky keeps its workers for reuse: stop them, so no process or
+        # pipe of this test outlives it)
+        from joblib.externals.loky import get_reusable_executor
+        get_reusable_executor().shutdown(wait=True)
     for p, g in zip(points, found):
         np.testing.assert_array_equal(g, gradient(p, t, y, len(t)))

@@ -5,6 +5,7 @@ hung builds stopped, a failing cache replaced by a private temporary one."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import subprocess
 import sys
@@ -59,13 +60,16 @@ def test_no_growth_over_200_compile_unload_cycles(cc, verify):
 
     for i in range(20):
         cycle(i)
+    gc.collect()
     rss, fds = _rss_kib(), _fds()
     for i in range(200):
         cycle(i)
     growth = _rss_kib() - rss
     print(f"RSS growth over 200 compile/unload cycles: {growth} KiB; fds {fds} -> {_fds()}")
     assert growth < 4096
-    assert _fds() == fds
+    # (not ==: a descriptor an earlier test left to the collector, or a
+    # framework's thread, may close meanwhile; a leak is growth)
+    assert _fds() <= fds
     assert len(call._libraries) == libraries  # every library was unloaded again
 
 
