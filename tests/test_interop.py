@@ -242,3 +242,15 @@ def test_an_output_given_as_none_is_allocated_from_its_contract(cc):
     plain = cc("void sq2(const double *x, double *y, int n) { for (int i = 0; i < n; i++) y[i] = x[i]; }")
     with pytest.raises(enzyme.ActivityError, match="size is not known"):
         jacobian(plain.sq2, wrt=0, out=1)(x, None, 3)
+
+
+def test_second_order_in_a_module_of_its_own_refuses_mutable_globals(cc):
+    mod = cc("double scale = 2.0;\n"
+             "double f(const double *x, double a) { return scale * a * a * x[0] * x[1]; }",
+             inactive_globals=["scale"])
+    mod.globals["scale"][...] = 5.0  # a state the new module would not see
+    with pytest.raises(enzyme.DifferentiationError, match="scale"):
+        enzyme.hessian(mod.f, wrt=("x", "a"))(np.array([1.0, 2.0]), 3.0)
+    # the single-array Hessian uses this module's globals
+    np.testing.assert_allclose(enzyme.hessian(mod.f, wrt="x")(np.array([1.0, 2.0]), 3.0),
+                               [[0.0, 45.0], [45.0, 0.0]], rtol=1e-15)

@@ -386,6 +386,17 @@ class Kernel(FirstUseChecks):
         if recipe is None:
             raise NotPicklableError("this module was not made by enzyme.compile(): its derivatives "
                                     "cannot be differentiated again.")
+        mutable = sorted(v.name for v in self.module._variables.values() if not v.const)
+        if mutable:
+            # The new module has globals of its own: what this module's
+            # globals hold now would not be seen, a silently different function.
+            raise DifferentiationError(
+                f"this second derivative of '{self.name}' is computed in a module of its own, which "
+                f"would not share this module's global variable(s) {', '.join(mutable)}.\nFix: make "
+                "them const if they never change, or pass their values as arguments; hessian(wrt=<one "
+                "array>) and hvp use this module's globals.",
+                kernel=self.name, pattern="second order", code="global-second-order",
+                hint="const globals, or pass the values as arguments")
         spec = self._with_callbacks(resolve_activities(self.signature, Reverse, kinds, ret, 1))
         wrapper = generate_derivative(spec, self.module.runtime_activity)
         # (the packed twin takes void **: not a kernel)
