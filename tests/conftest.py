@@ -67,3 +67,10 @@ def need(module: str):
         if IN_CI:
             pytest.fail(f"{module} is not installed ({exc}); CI installs the bridges' extras.")
         pytest.skip(f"{module} is not installed")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked ``jax`` run last: once JAX is imported its runtime
+    threads live in the process, and the fork-based tests (and every
+    first-use check) would fork a multithreaded process."""
+    items.sort(key=lambda item: item.get_closest_marker("jax") is not None)

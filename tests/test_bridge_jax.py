@@ -11,6 +11,7 @@ import pytest
 import enzyme
 from conftest import need
 
+pytestmark = pytest.mark.jax
 jax = need("jax")
 jax.config.update("jax_enable_x64", True)
 jnp = jax.numpy

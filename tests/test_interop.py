@@ -80,6 +80,7 @@ def test_torch_tensors_are_shared_both_ways(mod):
         mod.square(x.float(), y, 3)
 
 
+@pytest.mark.jax
 def test_jax_arrays_are_read_only_inputs(mod):
     jax = need("jax")
     jax.config.update("jax_enable_x64", True)
