@@ -110,3 +110,24 @@ def test_the_stiff_calibration_example_recovers_the_rates(tc, capsys):
     jac = rhs.jac(0.0, y, example.TRUE_K)
     np.testing.assert_allclose(jac, central(lambda z: rhs.fun(0.0, z, example.TRUE_K), y, h=1e-9),
                                rtol=1e-5, atol=1e-3)
+
+
+def test_vectorized_right_hand_sides_and_points_the_kernel_writes(cc):
+    mod = cc("""void decay(double t, const double *y, double *dy, const double *k) {
+        dy[0] = -k[0] * y[0]; dy[1] = k[0] * y[0] - k[1] * y[1]; }
+        double sqnorm(double *x, int n) { double s = 0; for (int i = 0; i < n; i++) { s += x[i] * x[i]; x[i] = 0; }
+            return s; }""")
+    rhs = enzyme.scipy.ode(mod.decay, t="t", y="y", out="dy")
+    k = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(rhs.fun(0.0, np.array([[1.0, 2.0], [0.0, 0.0]]), k), [[-1.0, -2.0], [1.0, 2.0]])
+    sol = scipy.integrate.solve_ivp(rhs.fun, (0, 1), [1.0, 0.0], args=(k,), vectorized=True, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sol.y[0, -1], np.exp(-1.0), rtol=1e-8)
+    with pytest.raises(enzyme.ArgumentTypeError, match="t must be a number"):
+        rhs.fun(np.array([0.0, 1.0]), [1.0, 0.0], k)
+    f = enzyme.scipy.minimize(mod.sqnorm, wrt="x")
+    x = np.array([1.0, 2.0])
+    assert f.fun(x, 2) == 5.0
+    np.testing.assert_array_equal(f.jac(x, 2), [2.0, 4.0])
+    np.testing.assert_array_equal(x, [1.0, 2.0])  # the solver's point is not written
+    with pytest.raises(enzyme.ArgumentValueError, match="one-dimensional"):
+        f.fun(np.ones((2, 2)), 2)

@@ -107,3 +107,33 @@ def test_a_torch_function_pickles(mod):
     x = x4(False)
     np.testing.assert_array_equal(again(x, 1.5, 4).numpy(), g(x, 1.5, 4).numpy())
     assert repr(again) == repr(g)
+
+
+def test_second_derivatives_with_numbers_float32_and_read_back_outputs(cc):
+    mod = cc("""double sc(double a, double b) { return a * a * b * b; }
+        float ff(const float *x, float a, int n) { float s = 0; for (int i = 0; i < n; i++) s += a * a * x[i] * x[i];
+            return s; }
+        void g(const double *x, double *y, double *w, int n) {
+            for (int i = 0; i < n; i++) y[i] = x[i] * x[i];
+            w[0] = 0; for (int i = 0; i < n; i++) w[0] += y[i] * y[i]; }""", sizes={"g": {"y": "n"}})
+    s = et.function(mod.sc)
+    a = torch.tensor(1.0, dtype=torch.float64)
+    # b given as a Python number: no gradient for it, and no error
+    assert torch.autograd.functional.hessian(lambda a: s(a, 2.0), a).item() == 8.0
+    g = et.function(mod.g, out=("y", "w"), shapes={"w": (1,)})
+    x = torch.tensor([0.3, -0.7, 1.1], dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.functional.hessian(lambda x: g(x, 3)[1][0], x),
+                               torch.diag(12 * x ** 2), rtol=1e-14, atol=1e-14)
+    assert torch.autograd.gradgradcheck(lambda x: g(x, 3)[1], (x.clone().requires_grad_(),))
+    blocks = enzyme.hessian(mod.ff, wrt=("x", "a"))(np.array([1.0, 2.0], dtype=np.float32), np.float32(1.5), 2)
+    np.testing.assert_allclose(blocks[0][0], 2 * 1.5 ** 2 * np.eye(2), rtol=1e-6)
+    np.testing.assert_allclose(blocks[0][1], [6.0, 12.0], rtol=1e-6)
+    assert blocks[1][1] == pytest.approx(10.0, rel=1e-6)
+
+
+def test_lazy_torch_views_are_refused_not_misread(mod):
+    x = torch.tensor([1 + 1j, 1 + 2j, 1 + 3j], dtype=torch.complex128).conj().imag  # -1, -2, -3
+    with pytest.raises(enzyme.ArgumentTypeError, match="resolve_neg"):
+        mod.energy(x, 3)
+    assert mod.energy(x.resolve_neg(), 3) == pytest.approx(
+        float((torch.sin(x.resolve_neg()) * torch.roll(x.resolve_neg(), -1)).sum()), rel=1e-15)

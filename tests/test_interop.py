@@ -255,3 +255,30 @@ def test_second_order_in_a_module_of_its_own_refuses_mutable_globals(cc):
     # the single-array Hessian uses this module's globals
     np.testing.assert_allclose(enzyme.hessian(mod.f, wrt="x")(np.array([1.0, 2.0]), 3.0),
                                [[0.0, 45.0], [45.0, 0.0]], rtol=1e-15)
+
+
+def test_a_direction_named_like_a_parameter_and_a_missing_direction(cc):
+    mod = cc("double vf(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++) s += v[i] * v[i] * v[i];"
+             " return s; }")
+    forward = jvp(mod.vf, wrt="v")
+    assert list(inspect.signature(forward).parameters) == ["v", "n", "v_"]
+    x = np.array([1.0, 2.0, 3.0])
+    assert forward(v=x, n=3, v_=np.ones(3)) == (36.0, 42.0)
+    np.testing.assert_array_equal(enzyme.hvp(mod.vf, wrt="v")(x, 3, np.arange(6.0)[::2], copy=True), 6 * x * [0, 2, 4])
+    with pytest.raises(enzyme.ActivityError, match="is the direction missing"):
+        forward(x, 3)
+
+
+def test_split_passes_pickled_one_by_one_still_pair(cc):
+    from enzyme import ReverseSplitWithPrimal, autodiff_thunk
+
+    mod = cc("double wdot(const double *x, const double *w, int n) {"
+             " double s = 0; for (int i = 0; i < n; i++) s += w[i] * x[i] * x[i]; return s; }")
+    forward, reverse = autodiff_thunk(ReverseSplitWithPrimal, mod.wdot, Duplicated, Const, Const)
+    forward2, reverse2 = pickle.loads(pickle.dumps(forward)), pickle.loads(pickle.dumps(reverse))
+    dx = np.zeros(2)
+    reverse2(forward2(np.array([1.0, 2.0]), dx, np.array([3.0, 0.5]), 2))
+    np.testing.assert_array_equal(dx, [6.0, 2.0])
+    _, other = autodiff_thunk(ReverseSplitWithPrimal, mod.wdot, Const, Duplicated, Const)
+    with pytest.raises(enzyme.ActivityError, match="needs the Tape"):
+        other(forward2(np.array([1.0, 2.0]), np.zeros(2), np.ones(2), 2))

@@ -16,9 +16,9 @@ import numpy as np
 
 from .activity import Active, Const, Duplicated, Forward, ForwardWithPrimal, Reverse
 from .autodiff import _as_kernel, autodiff
-from .errors import ActivityError, ArgumentTypeError
+from .errors import ActivityError, ArgumentTypeError, LengthError
 from .module import Kernel, _param_index
-from .signature import known_shape
+from .signature import known_shape, length_contracts
 
 __all__ = ["PureFunction", "BridgeFunction", "pure_function", "RETURN"]
 
@@ -87,7 +87,13 @@ class PureFunction:
             param = sig.params[index]
             if index in given:
                 shape = given[index]
-                shape = shape(**by_name) if callable(shape) else shape
+                if callable(shape):
+                    try:
+                        shape = shape(**by_name)
+                    except Exception as exc:  # the user's function: say whose it is
+                        raise ActivityError(f"shapes['{param.name}'] could not be computed from the "
+                                            f"inputs ({', '.join(by_name)}): {type(exc).__name__}: "
+                                            f"{exc}") from None
             elif (known := known_shape(sig, index, by_name)) is not None:
                 shape = known
             else:
@@ -101,6 +107,28 @@ class PureFunction:
                 raise ActivityError(f"the shape of output '{param.name}' must be a tuple of "
                                     f"integers, got {shape!r}.") from None
         return tuple(shapes)
+
+    def check_sizes(self, values: Sequence[Any]) -> None:
+        """Check the length contracts on the inputs' sizes and the outputs'
+        shapes before anything runs (for a framework that calls the kernel
+        later, where an error would lose its type): ``values`` may be
+        arrays or anything with a ``shape`` (JAX's abstract values)."""
+        sig = self.kernel.signature
+        by_name = dict(zip(self.input_names, values))
+        sizes = {name: int(np.prod(np.shape(v))) for name, v in by_name.items()
+                 if sig.params[self.inputs[self.input_names.index(name)]].ctype.is_pointer}
+        for (index, shape) in zip(self.outputs, self.output_shapes(values)):
+            if index >= 0:
+                sizes[sig.params[index].name] = int(np.prod(shape))
+        for contract in length_contracts(sig):
+            name = sig.params[contract.param].name
+            try:
+                needed = contract.evaluate([int(by_name[n]) for n in contract.names])
+            except (KeyError, TypeError, ValueError):
+                continue  # a length read from a value not known here: checked at the call
+            if name in sizes and sizes[name] < needed:
+                raise LengthError(f"'{name}' of {sig.name} has {sizes[name]} element(s), but its "
+                                  f"length contract `{contract.expression}` needs {needed}.")
 
     def _arguments(self, values: Sequence[Any]) -> tuple[list[Any], list[np.ndarray]]:
         """The C argument list (fresh zeroed outputs, copies of written

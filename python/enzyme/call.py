@@ -338,6 +338,16 @@ def _adopt(value: Any) -> Any:
         if callable(value):
             return value  # a kernel for a function pointer
         if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__"):
+            for lazy in ("is_neg", "is_conj"):
+                # torch's lazy views (x.conj().imag, t._neg_view()) keep a
+                # sign or conjugation in a flag that DLPack does not carry:
+                # shared as they are, their values would be wrong
+                flagged = getattr(value, lazy, None)
+                if callable(flagged) and flagged():
+                    fix = "resolve_neg" if lazy == "is_neg" else "resolve_conj"
+                    raise ArgumentTypeError(
+                        f"this tensor is a lazy {'negated' if lazy == 'is_neg' else 'conjugated'} "
+                        f"view, which cannot be shared with C as it is: pass t.{fix}() (a copy).")
             return np.from_dlpack(value)
         if hasattr(value, "__array_interface__"):
             return np.asarray(value)
@@ -347,10 +357,12 @@ def _adopt(value: Any) -> Any:
     except TypeError:
         return value  # not an array at all: the parameter's converter says what it needs
     except (BufferError, RuntimeError, ValueError) as exc:
-        hint = (" (a torch tensor that requires grad: pass t.detach(), or use enzyme.torch)"
-                if "gradient" in str(exc) else "")
+        if "gradient" in str(exc):
+            raise ArgumentTypeError("a torch tensor that requires grad cannot be shared with C: "
+                                    "pass t.detach(), or use enzyme.torch.function for gradients "
+                                    "that flow back to torch.") from None
         raise ArgumentTypeError(f"{type(value).__name__} could not be shared with C without a "
-                                f"copy: {exc}{hint}. Pass a numpy array.") from None
+                                f"copy: {exc}. Pass a numpy array.") from None
 
 
 # cffi's primitive C types that are numpy numbers
@@ -1535,7 +1547,10 @@ class SplitFunctions(_CheckedOnce):
         return args, converted
 
     def reverse(self, tape: Tape, seed: Any = None) -> ReverseResult:
-        if not isinstance(tape, Tape) or tape.owner is not self:
+        # (a tape of another handle's copy of this very derivative, e.g. the
+        # passes unpickled one by one, runs the same reverse entry point)
+        if not isinstance(tape, Tape) or (tape.owner is not self and
+                                          tape.owner._reverse is not self._reverse):
             raise ActivityError(f"reverse() needs the Tape returned by this derivative's forward "
                                 f"pass ({self.spec.kernel}, {self.spec.pattern}).")
         if self._seed_convert is not None:

@@ -58,7 +58,7 @@ class _Plan:
             array = np.asarray(value)
             out[position] = float(array) if array.ndim == 0 else array
         for position, value in self.statics:
-            out[position] = value
+            out[position] = value.array() if isinstance(value, _StaticArray) else value
         return out
 
     def avals_by_input(self, avals: Sequence[Any]) -> list[Any]:
@@ -66,7 +66,7 @@ class _Plan:
         for position, aval in zip(self.floating, avals):
             out[position] = aval
         for position, value in self.statics:
-            out[position] = value
+            out[position] = value.array() if isinstance(value, _StaticArray) else value
         return out
 
     def output_avals(self, input_avals: Sequence[Any]) -> list[jax.core.ShapedArray]:
@@ -75,6 +75,24 @@ class _Plan:
 
     def input_avals(self, input_avals: Sequence[Any]) -> list[jax.core.ShapedArray]:
         return [jax.core.ShapedArray(a.shape, a.dtype) for a in input_avals]
+
+
+@dataclasses.dataclass(frozen=True)
+class _StaticArray:
+    """A non-floating array input (``const int *idx``): static, so held as
+    bytes (JAX's static parameters must be hashable)."""
+
+    data: bytes
+    dtype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, value: Any, dtype: np.dtype) -> _StaticArray:
+        array = np.ascontiguousarray(value, dtype=dtype)
+        return cls(array.tobytes(), array.dtype.str, array.shape)
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(self.data, dtype=self.dtype).reshape(self.shape).copy()
 
 
 def _host(fn: Any, results: Sequence[jax.ShapeDtypeStruct], *operands: Any) -> list[Any]:
@@ -285,8 +303,17 @@ class JaxFunction(BridgeFunction):
                     raise ArgumentTypeError(
                         f"'{self.pure.input_names[position]}' (C `{ctype.spelling}`) is static: pass "
                         "a Python value, not a traced array (under jit, mark it static).")
+                if ctype.is_pointer and not ctype.is_function and not ctype.is_struct:
+                    try:
+                        value = _StaticArray.of(value, np.dtype(ctype.dtype))
+                    except (TypeError, ValueError) as exc:
+                        raise ArgumentTypeError(f"'{self.pure.input_names[position]}' (C "
+                                                f"`{ctype.spelling}`) must be an array: {exc}") from None
                 statics.append((position, value.item() if isinstance(value, np.generic) else value))
         plan = _Plan(self.pure, tuple(floating), tuple(statics))
+        # the contracts, now: inside the callback an error would reach the
+        # caller as JAX's "CpuCallback error"
+        self.pure.check_sizes(plan.avals_by_input(operands))
         outputs = call_p.bind(*operands, plan=plan)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 

@@ -26,18 +26,32 @@ import numpy as np
 
 from .autodiff import _as_kernel
 from .bridge import Shape, pure_function
-from .errors import ActivityError, ArgumentTypeError
+from .errors import ActivityError, ArgumentTypeError, ArgumentValueError
 from .module import Kernel, _param_index
 from .transforms import grad, hessian, hvp, jacobian, value_and_grad
 
 __all__ = ["minimize", "least_squares", "ode", "Minimize", "LeastSquares", "ODE"]
 
 
-def _point(x: Any, dtype: np.dtype, what: str) -> np.ndarray:
+def _point(x: Any, dtype: np.dtype, what: str, written: bool = False) -> np.ndarray:
+    """The solver's point as a C-contiguous 1-D array of the kernel's dtype;
+    a copy when the kernel writes it (the solver's own array stays as it
+    was)."""
     try:
-        return np.ascontiguousarray(x, dtype=dtype)
+        point = np.array(x, dtype=dtype, order="C", copy=True) if written else \
+            np.ascontiguousarray(x, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ArgumentTypeError(f"{what} must be an array of numbers, got {type(x).__name__}: {exc}") from None
+    if point.ndim != 1:
+        raise ArgumentValueError(f"{what} must be one-dimensional, got shape {point.shape}.")
+    return point
+
+
+def _number(value: Any, what: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ArgumentTypeError(f"{what} must be a number, got {type(value).__name__}: {exc}") from None
 
 
 def _array_param(kernel: Kernel, which: int | str, what: str) -> int:
@@ -74,8 +88,9 @@ class _Adapter:
         for i, param in enumerate(sig.params):
             if i in self._slots:
                 value = given[self._slots[i]]
-                args.append(_point(value, np.dtype(param.ctype.dtype), self._slots[i])
-                            if param.ctype.is_pointer else float(value))
+                args.append(_point(value, np.dtype(param.ctype.dtype), self._slots[i],
+                                   written=not param.ctype.const)
+                            if param.ctype.is_pointer else _number(value, self._slots[i]))
             elif i == self._out:
                 args.append(None)  # allocated below, once the inputs are known
             else:
@@ -176,6 +191,8 @@ class ODE(_Adapter):
                      None if self.params is None else sig.params[self.params].name)
 
     def fun(self, t: float, y: Any, *args: Any) -> np.ndarray:
+        if np.ndim(y) == 2:  # solve_ivp(vectorized=True): one state per column
+            return np.stack([self.fun(t, column, *args) for column in np.asarray(y).T], axis=1)
         arguments = self._arguments({"t": t, "y": y}, args)
         self.kernel(*arguments)
         return arguments[self._out]

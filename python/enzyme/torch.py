@@ -111,8 +111,10 @@ class _PullBack(torch.autograd.Function):
         _, products = pure.vjp_and_derivative(arrays, bars, directions)
         _, along = pure.jvp(arrays, directions)
         grads: list[Any] = [None, None]
-        for product in products:
-            grads.append(None if product is None else _to_tensor(product, np.asarray(product).dtype))
+        for product, value in zip(products, values):
+            # (a Python number given for a scalar input gets no gradient)
+            grads.append(None if product is None or not isinstance(value, torch.Tensor)
+                         else _to_tensor(product, np.asarray(product).dtype))
         for i, tangent in enumerate(along):
             grads.append(_to_tensor(tangent, pure.output_dtype(i)))
         return tuple(grads)

@@ -73,6 +73,9 @@ class Transformed:
         self.kernel = kernel
         self.options = options
         self._body = body
+        names = {p.name for p in kernel.signature.params}
+        while direction is not None and direction in names:
+            direction += "_"  # (a C parameter named v: the direction is v_)
         self._direction = direction
         self.__name__ = self.__qualname__ = f"{transform}_{kernel.name}"
         described = ", ".join(f"{k}={v!r}" for k, v in options.items())
@@ -84,14 +87,18 @@ class Transformed:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             args = self._by_name(args, kwargs)
+        if self._direction is not None and len(args) != len(self.kernel.signature.params) + 1:
+            raise ActivityError(
+                f"{self.__name__} takes the {len(self.kernel.signature.params)} argument(s) of "
+                f"{self.kernel.name} and then the direction {self._direction}; {len(args)} given"
+                f"{' (is the direction missing?)' if len(args) == len(self.kernel.signature.params) else ''}.")
         return self._body(*adopt_arrays(args))
 
     def _by_name(self, args: tuple, kwargs: dict) -> tuple:
         direction = self._direction
         if direction is None:
             return self.kernel._by_name(args, kwargs)
-        names = [p.name for p in self.kernel.signature.params]
-        if direction in kwargs and direction not in names:
+        if direction in kwargs:
             kwargs = dict(kwargs)
             last = kwargs.pop(direction)
         elif args:
@@ -99,6 +106,8 @@ class Transformed:
         else:
             raise ActivityError(f"{self.__name__} needs its direction {direction}: the last "
                                 f"positional argument, or {direction}=.")
+        if kwargs.get("copy") is True and last is not None and not np.isscalar(last):
+            last = np.ascontiguousarray(last)  # (the direction is an input too)
         return (*self.kernel._by_name(args, kwargs), last)
 
     @property
@@ -723,9 +732,12 @@ class SecondOrder:
         for slot in self._slots:
             if slot.role is Role.SEED or (slot.role is Role.PRIMAL and kinds[slot.arg] is Const):
                 outer.append(Const)
-            elif slot.role is Role.SHADOW and slot.arg in self.outputs:
-                outer.append(Const)  # a seed: constant in the inputs
             else:
+                # (an output's shadow too: it enters holding the seed, a
+                # constant, but the reverse pass adds into it the adjoints of
+                # the kernel's reads of that output, which depend on the
+                # inputs; as Const, their tangents were dropped: wrong
+                # Hessians of a kernel that reads back what it wrote)
                 outer.append(Duplicated)
         self._outer = derivative(self._inner, Forward, *outer)
         self._kinds = kinds
@@ -743,7 +755,8 @@ class SecondOrder:
             if slot.role is Role.SEED:
                 flat.append(float(seeds.get(-1, 0.0)))
             elif slot.role is Role.ADJOINT_OUT:  # a scalar input's adjoint, in memory
-                grads[i], second[i] = np.zeros(1), np.zeros(1)
+                dtype = np.dtype(sig.params[i].ctype.dtype)
+                grads[i], second[i] = np.zeros(1, dtype=dtype), np.zeros(1, dtype=dtype)
                 flat += (grads[i], second[i])
             elif slot.role is Role.PRIMAL:
                 value = args[i]
@@ -761,7 +774,7 @@ class SecondOrder:
                 template = np.asarray(args[i])
                 if i in self.outputs:
                     seed = np.array(seeds.get(i, 0.0), dtype=template.dtype, order="C", copy=True)
-                    flat.append(np.broadcast_to(seed, template.shape).copy())
+                    flat += (np.broadcast_to(seed, template.shape).copy(), np.zeros_like(template))
                 elif i in self.wrt:
                     grads[i], second[i] = np.zeros_like(template), np.zeros_like(template)
                     flat += (grads[i], second[i])
