@@ -282,3 +282,24 @@ def test_split_passes_pickled_one_by_one_still_pair(cc):
     _, other = autodiff_thunk(ReverseSplitWithPrimal, mod.wdot, Const, Duplicated, Const)
     with pytest.raises(enzyme.ActivityError, match="needs the Tape"):
         other(forward2(np.array([1.0, 2.0]), np.zeros(2), np.ones(2), 2))
+
+
+def test_forward_over_forward_matches_differences_of_the_jvp(cc):
+    from enzyme.transforms import ForwardSecondOrder
+
+    mod = cc("void model(const double *x, double a, double *y, int n) {"
+             " for (int i = 0; i < n; i++) y[i] = a * sin(x[i]) * x[(i + 1) % n]; }",
+             flags=["-include", "math.h"])
+    x, a = np.array([0.3, -1.2, 0.8]), 1.7
+    t, ta = np.array([1.0, 0.5, -1.0]), 0.2
+    w, wa = np.array([0.3, -0.4, 2.0]), -0.5
+    found = ForwardSecondOrder(mod.model, (0, 1), (2,))((x, a, np.zeros(3), 3), {0: t, 1: ta}, {0: w, 1: wa})
+
+    def tangent(x, a):
+        y, dy = np.zeros(3), np.zeros(3)
+        autodiff(Forward, mod.model, Duplicated(x, t.copy()), Duplicated(a, ta), Duplicated(y, dy), 3)
+        return dy
+
+    h = 1e-6
+    np.testing.assert_allclose(found[2], (tangent(x + h * w, a + h * wa) - tangent(x - h * w, a - h * wa)) / (2 * h),
+                               rtol=1e-7, atol=1e-9)

@@ -202,6 +202,17 @@ class PureFunction:
         grads, products = _second_order(self)(args, seeds, moves)
         return (tuple(grads.get(i) for i in self.inputs), tuple(products.get(i) for i in self.inputs))
 
+    def jvp_derivative(self, values: Sequence[Any], tangents: Sequence[Any],
+                       directions: Sequence[Any]) -> tuple[Any, ...]:
+        """The derivative along ``directions`` of the outputs' tangents along
+        ``tangents`` (both on the inputs; None: zero), from one
+        forward-over-forward call."""
+        args, _ = self._arguments(values)
+        tangent_map = {self.inputs[p]: t for p, t in enumerate(tangents) if t is not None and self.differentiable(p)}
+        moves = {self.inputs[p]: d for p, d in enumerate(directions) if d is not None and self.differentiable(p)}
+        found = _second_order(self, forward=True)(args, tangent_map, moves)
+        return tuple(found[i] for i in self.outputs)
+
     def jvp(self, values: Sequence[Any], tangents: Sequence[Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """One forward pass: the outputs and their tangents along the
         inputs' tangents (None or 0 for an input held fixed)."""
@@ -255,17 +266,22 @@ class BridgeFunction:
         return self._made_with
 
 
-def _second_order(pure: PureFunction) -> Any:
-    from .transforms import SecondOrder  # (the transforms import the core; built on first use)
+def _second_order(pure: PureFunction, forward: bool = False) -> Any:
+    """The forward-over-reverse (or forward-over-forward) derivative of a
+    pure function through all its floating inputs, built on first use."""
+    from .transforms import ForwardSecondOrder, SecondOrder
 
-    found = _SECOND.get(pure)
+    cache = _FORWARD_SECOND if forward else _SECOND
+    found = cache.get(pure)
     if found is None:
         wrt = tuple(pure.inputs[p] for p in range(len(pure.inputs)) if pure.differentiable(p))
-        found = _SECOND.setdefault(pure, SecondOrder(pure.kernel, wrt, pure.outputs))
+        found = cache.setdefault(pure, (ForwardSecondOrder if forward else SecondOrder)(
+            pure.kernel, wrt, pure.outputs))
     return found
 
 
 _SECOND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FORWARD_SECOND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def pure_function(kernel: Kernel, out: str | int | Sequence[str | int] | None = None,

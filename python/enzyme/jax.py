@@ -2,7 +2,7 @@
 
 ``enzyme.jax.function(mod.f, out=...)`` returns a function of JAX arrays
 that works under ``jax.jit``, ``jax.grad``, ``jax.jacfwd``, ``jax.jacrev``,
-``jax.hessian`` and ``jax.vmap``. It is built from four JAX primitives, each
+``jax.hessian`` and ``jax.vmap``. It is built from five JAX primitives, each
 a host callback into the compiled C code:
 
 - the kernel itself;
@@ -11,14 +11,16 @@ a host callback into the compiled C code:
 - the VJP (one Enzyme reverse pass), whose own JVP is the VJP again (along
   the cotangents) plus
 - the derivative of the VJP along the inputs (one forward-over-reverse
-  pass), which is symmetric in its direction and so its own transpose.
+  pass), which is symmetric in its direction and so its own transpose;
+- the derivative of the JVP along the inputs (one forward-over-forward
+  pass), symmetric in its two directions, whose transpose in either is the
+  forward-over-reverse one.
 
-So first derivatives in either mode and second derivatives of the form
-forward-over-reverse or reverse-over-reverse (``jax.hessian``,
-``jax.jacrev(jax.jacrev(f))``, ``jax.jacfwd(jax.grad(f))``) are exact;
-forward-over-forward (``jax.jacfwd(jax.jacfwd(f))``) and third derivatives
-raise an error saying so. Integer parameters (sizes) are static: pass
-Python ints. ``jax.vmap`` runs the callback once per batch element. Needs
+So first derivatives in either mode and second derivatives in any nesting
+(``jax.hessian``, ``jax.jacfwd(jax.jacfwd(f))``, ``jax.jacrev(jax.jacrev(f))``,
+``jax.jacrev(jax.jacfwd(f))``) are exact; third derivatives raise an
+error saying so. Integer parameters (sizes) are static: pass Python ints.
+``jax.vmap`` runs the callback once per batch element. Needs
 ``jax.config.update("jax_enable_x64", True)`` for kernels on doubles.
 Install with ``pip install enzyme-ffi[jax]``.
 """
@@ -179,7 +181,21 @@ def _second_host(plan: _Plan, *arrays: Any) -> tuple:
     return tuple(products[p] for p in plan.floating)
 
 
+def _forward_second_abstract(*avals: Any, plan: _Plan) -> list[Any]:
+    return plan.output_avals(avals[:len(plan.floating)])
+
+
+def _forward_second_host(plan: _Plan, *arrays: Any) -> tuple:
+    n = len(plan.floating)
+    tangents: list[Any] = [None] * len(plan.pure.inputs)
+    directions: list[Any] = [None] * len(plan.pure.inputs)
+    for k, position in enumerate(plan.floating):
+        tangents[position], directions[position] = arrays[n + k], arrays[2 * n + k]
+    return plan.pure.jvp_derivative(plan.values(arrays[:n]), tangents, directions)
+
+
 call_p = _primitive("call", _call_abstract, _call_host)
+forward_second_p = _primitive("jvp_derivative", _forward_second_abstract, _forward_second_host)
 jvp_p = _primitive("jvp", _jvp_abstract, _jvp_host)
 vjp_p = _primitive("vjp", _vjp_abstract, _vjp_host)
 second_p = _primitive("vjp_derivative", _second_abstract, _second_host)
@@ -195,9 +211,8 @@ def _nonzero(tangents: Sequence[Any]) -> bool:
 
 
 def _not_supported(what: str) -> ActivityError:
-    return ActivityError(f"enzyme.jax: {what} is not implemented yet (first derivatives in either "
-                         "mode and second derivatives with a reverse pass inside, such as "
-                         "jax.hessian, are).")
+    return ActivityError(f"enzyme.jax: {what} is not implemented yet (first and second "
+                         "derivatives are).")
 
 
 def _call_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
@@ -209,11 +224,33 @@ def _call_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
 
 def _jvp_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
     n = len(plan.floating)
-    if _nonzero(tangents[:n]):
-        raise _not_supported("a derivative of a forward-mode derivative with respect to its point "
-                             "(forward over forward, e.g. jax.jacfwd(jax.jacfwd(f)))")
     out = jvp_p.bind(*primals, plan=plan)
-    return out, jvp_p.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan)
+    parts = []
+    if _nonzero(tangents[n:]):  # along the tangents: linear
+        parts.append(jvp_p.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan))
+    if _nonzero(tangents[:n]):  # along the point: forward over forward
+        parts.append(forward_second_p.bind(*primals, *_instantiate(tangents[:n], primals[:n]), plan=plan))
+    if not parts:
+        return out, [ad.Zero.from_primal_value(o) for o in out]
+    return out, parts[0] if len(parts) == 1 else [a + b for a, b in zip(*parts)]
+
+
+def _forward_second_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
+    # sum_k ct_k t^T H_k w is symmetric in t and w: transposed in one of
+    # them, it is the forward-over-reverse product along the other
+    n = len(plan.floating)
+    x, t, w = operands[:n], operands[n:2 * n], operands[2 * n:]
+    undefined_t = any(ad.is_undefined_primal(v) for v in t)
+    undefined_w = any(ad.is_undefined_primal(v) for v in w)
+    if any(ad.is_undefined_primal(v) for v in x) or undefined_t == undefined_w:
+        raise _not_supported("this transpose of a second derivative")
+    outs = plan.output_avals([jax.core.ShapedArray(np.shape(v), jnp.result_type(v)) for v in x])
+    cts = [jnp.zeros(a.shape, a.dtype) if type(c) is ad.Zero else c for c, a in zip(cotangents, outs)]
+    along = w if undefined_t else t
+    found = second_p.bind(*x, *cts, *along, plan=plan)
+    transposed = t if undefined_t else w
+    out = [g if ad.is_undefined_primal(v) else None for g, v in zip(found, transposed)]
+    return [None] * n + (out + [None] * n if undefined_t else [None] * n + out)
 
 
 def _jvp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
@@ -250,7 +287,7 @@ def _vjp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
 
 
 def _second_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
-    raise _not_supported("a third derivative")
+    raise _not_supported("a third derivative")  # (of either second-order primitive)
 
 
 def _second_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
@@ -272,6 +309,8 @@ ad.primitive_transposes[jvp_p] = _jvp_transpose
 ad.primitive_jvps[vjp_p] = _vjp_jvp
 ad.primitive_transposes[vjp_p] = _vjp_transpose
 ad.primitive_jvps[second_p] = _second_jvp
+ad.primitive_jvps[forward_second_p] = _second_jvp
+ad.primitive_transposes[forward_second_p] = _forward_second_transpose
 ad.primitive_transposes[second_p] = _second_transpose
 
 

@@ -31,6 +31,7 @@ from . import build
 from . import toolchain as _toolchain_stage
 from . import verify as _verify
 from .activity import (
+    Forward,
     Mode,
     Reverse,
     resolve_activities,
@@ -372,15 +373,19 @@ class Kernel(FirstUseChecks):
                      "argument")
         return found
 
-    def reverse_as_kernel(self, kinds: tuple, ret: Any = None) -> tuple[Kernel, tuple]:
-        """The reverse derivative with these activities as a C function of a
-        module of its own (the kernel's sources plus the generated reverse
-        wrapper), and the wrapper's parameters (:class:`~enzyme.params.Slot`).
+    def derivative_as_kernel(self, mode: Mode, kinds: tuple, ret: Any = None) -> tuple[Kernel, tuple]:
+        """The derivative (``Reverse`` or ``Forward``) with these activities
+        as a C function of a module of its own (the kernel's sources plus
+        the generated wrapper), and the wrapper's parameters
+        (:class:`~enzyme.params.Slot`).
 
         Derivatives of that kernel are derivatives of the derivative (Enzyme
-        differentiates through the inner ``__enzyme_autodiff`` call, as for
-        Hessian-vector products), built, called and checked like any other.
+        differentiates through the inner ``__enzyme_autodiff`` or
+        ``__enzyme_fwddiff`` call, as for Hessian-vector products), built,
+        called and checked like any other.
         """
+        if mode not in (Reverse, Forward):
+            raise ActivityError(f"derivative_as_kernel takes Reverse or Forward, not {mode!r}.")
         self.module._check_open()
         recipe = self.module._recipe
         if recipe is None:
@@ -397,13 +402,13 @@ class Kernel(FirstUseChecks):
                 "array>) and hvp use this module's globals.",
                 kernel=self.name, pattern="second order", code="global-second-order",
                 hint="const globals, or pass the values as arguments")
-        spec = self._with_callbacks(resolve_activities(self.signature, Reverse, kinds, ret, 1))
+        spec = self._with_callbacks(resolve_activities(self.signature, mode, kinds, ret, 1))
         wrapper = generate_derivative(spec, self.module.runtime_activity)
         # (the packed twin takes void **: not a kernel)
         text = "\n".join(line for line in wrapper.c_source.splitlines()
                          if not line.startswith("void __efi_pk_"))
-        inputs = [*recipe.inputs, build.SourceInput(text, f"<enzyme-ffi reverse of {self.name}>")]
-        key = ("reverse-of", recipe.digest, spec.pattern, hashlib.sha256(text.encode()).hexdigest())
+        inputs = [*recipe.inputs, build.SourceInput(text, f"<enzyme-ffi {mode!r} of {self.name}>")]
+        key = ("derivative-of", recipe.digest, spec.pattern, hashlib.sha256(text.encode()).hexdigest())
         module = _handle_of(key, lambda: _compile(list(inputs), recipe.options, recipe.toolchain))
         return module[wrapper.entry], wrapper.params
 

@@ -706,7 +706,7 @@ class SecondOrder:
 
     Built by differentiating the reverse derivative in forward mode: the
     reverse derivative's generated C becomes a kernel of a module of its
-    own (:meth:`Kernel.reverse_as_kernel`), whose forward derivative is
+    own (:meth:`Kernel.derivative_as_kernel`), whose forward derivative is
     built, called and checked like any other.
     """
 
@@ -727,7 +727,7 @@ class SecondOrder:
             else:
                 kinds.append(Const)
         ret = Active if -1 in self.outputs else (Const if sig.ret.kind != "void" else None)
-        self._inner, self._slots = kernel.reverse_as_kernel(tuple(kinds), ret)
+        self._inner, self._slots = kernel.derivative_as_kernel(Reverse, tuple(kinds), ret)
         outer = []
         for slot in self._slots:
             if slot.role is Role.SEED or (slot.role is Role.PRIMAL and kinds[slot.arg] is Const):
@@ -785,6 +785,73 @@ class SecondOrder:
         scalar = {i for i in self.wrt if not sig.params[i].ctype.is_pointer}
         return ({i: (float(g[0]) if i in scalar else g) for i, g in grads.items()},
                 {i: (float(d[0]) if i in scalar else d) for i, d in second.items()})
+
+
+class ForwardSecondOrder:
+    """Forward over forward through several inputs and outputs: for inputs
+    ``wrt`` (floating arrays and scalars) with tangents ``t`` and
+    directions ``w``, one call gives, for each output (array parameters,
+    -1 for the return value), the derivative along ``w`` of its tangent
+    along ``t``: ``sum_ij d2 f / dx_i dx_j t_i w_j``. Built like
+    :class:`SecondOrder`, from the forward derivative made a kernel."""
+
+    def __init__(self, kernel: Kernel, wrt: Sequence[int], outputs: Sequence[int]) -> None:
+        sig = kernel.signature
+        self.kernel, self.wrt, self.outputs = kernel, tuple(wrt), tuple(outputs)
+        for param in sig.params:
+            if param.ctype.is_function or param.ctype.holds_pointers or param.ctype.rows:
+                raise ActivityError(f"second derivatives of '{sig.name}' do not take its parameter "
+                                    f"'{param.name}' (C `{param.ctype.spelling}`) yet.")
+        kinds = [Duplicated if i in self.wrt or (p.ctype.is_pointer and not p.ctype.const and p.ctype.is_float)
+                 else Const for i, p in enumerate(sig.params)]
+        ret = Duplicated if -1 in self.outputs else (Const if sig.ret.kind != "void" else None)
+        self._inner, self._slots = kernel.derivative_as_kernel(Forward, tuple(kinds), ret)
+        self._kinds = kinds
+        outer = [Const if slot.role is Role.PRIMAL and kinds[slot.arg] is Const else Duplicated
+                 for slot in self._slots]
+        self._outer = derivative(self._inner, Forward, *outer)
+
+    def __call__(self, args: Sequence[Any], tangents: Mapping[int, Any],
+                 directions: Mapping[int, Any]) -> dict[int, Any]:
+        """For each output index: the second derivative (an array like the
+        output, or a float for the return value)."""
+        sig = self.kernel.signature
+        flat: list[Any] = []
+        found: dict[int, Any] = {}
+
+        def filled(template: np.ndarray, value: Any) -> np.ndarray:
+            out = np.zeros_like(template)
+            if value is not None:
+                out[...] = np.asarray(value, dtype=template.dtype).reshape(template.shape)
+            return out
+
+        for slot in self._slots:
+            i = slot.arg
+            if slot.role is Role.TANGENT_OUT:  # the return value's tangent, in memory
+                found[-1] = np.zeros(2, dtype=np.dtype(sig.ret.dtype))
+                flat += (found[-1][:1], found[-1][1:])
+            elif slot.role is Role.PRIMAL:
+                value = args[i]
+                if self._kinds[i] is Const:
+                    flat.append(value)
+                elif not sig.params[i].ctype.is_pointer:
+                    flat += (float(value), float(directions.get(i, 0.0)))
+                else:
+                    value = np.array(value, copy=True)
+                    flat += (value, filled(value, directions.get(i)))
+            else:  # Role.SHADOW: a tangent of the inner forward pass
+                if not sig.params[i].ctype.is_pointer:
+                    flat += (float(tangents.get(i, 0.0)), 0.0)
+                    continue
+                template = np.asarray(args[i])
+                tangent = filled(template, tangents.get(i)) if i in self.wrt else np.zeros_like(template)
+                second = np.zeros_like(template)
+                if i in self.outputs:
+                    found[i] = second
+                flat += (tangent, second)
+        with self.kernel.module._wrt_arguments_only():
+            self._outer(*flat)
+        return {i: (float(v[1]) if i == -1 else v) for i, v in found.items()}
 
 
 _TRANSFORMS: dict[str, Callable[..., Transformed]] = {
