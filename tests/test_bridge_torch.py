@@ -137,3 +137,18 @@ def test_lazy_torch_views_are_refused_not_misread(mod):
         mod.energy(x, 3)
     assert mod.energy(x.resolve_neg(), 3) == pytest.approx(
         float((torch.sin(x.resolve_neg()) * torch.roll(x.resolve_neg(), -1)).sum()), rel=1e-15)
+
+
+def test_a_third_derivative_is_an_error_not_a_silent_zero(mod):
+    f = et.function(mod.energy)
+    x = x4()
+    y = f(x, 4) + (x ** 4).sum()  # torch's own part would still give a number
+    (g,) = torch.autograd.grad(y, x, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), x, create_graph=True)
+    same = x4()
+    (g2,) = torch.autograd.grad((torch.sin(same) * torch.roll(same, -1)).sum() + (same ** 4).sum(), same,
+                                create_graph=True)
+    (h2,) = torch.autograd.grad(g2.sum(), same)
+    torch.testing.assert_close(h.detach(), h2, rtol=1e-13, atol=1e-13)
+    with pytest.raises(enzyme.ActivityError, match="third derivatives"):
+        torch.autograd.grad(h.sum(), x)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .bridge import RETURN, BridgeFunction, PureFunction, Shape, pure_function
-from .errors import ArgumentTypeError
+from .errors import ActivityError, ArgumentTypeError
 from .module import Kernel
 
 __all__ = ["function", "TorchFunction", "RETURN"]
@@ -99,25 +99,42 @@ class _PullBack(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *second: torch.Tensor) -> tuple[Any, ...]:
-        # g = J(x)^T u. Along w (the cotangents of g): d/du = J w, a forward
-        # pass; d/dx = d/dx (u^T J(x) w), forward over reverse.
-        pure, count = ctx.pure, ctx.count
         items = [s if s is not None else o for s, o in zip(ctx.saved_tensors, ctx.others)]
+        values = items[:ctx.count]
+        directions = [None if w is None or not ctx.pure.differentiable(i) else w
+                      for i, w in enumerate(second[:ctx.count])]
+        found = _SecondOrder.apply(ctx.pure, ctx.count, directions, *items)
+        grads: list[Any] = [None, None]
+        for i, (product, value) in enumerate(zip(found[:ctx.count], values)):
+            # (a Python number given for a scalar input gets no gradient)
+            grads.append(product if isinstance(value, torch.Tensor) and ctx.pure.differentiable(i) else None)
+        grads += list(found[ctx.count:])
+        return tuple(grads)
+
+
+class _SecondOrder(torch.autograd.Function):
+    """The derivative of the vector-Jacobian product g = J(x)^T u along w
+    (the cotangents of g): d/dx (u^T J(x) w), forward over reverse, and
+    d/du = J w, a forward pass. Its own derivative (a third derivative) is
+    an error: without this node torch would take these products for
+    constants and return a silently wrong third derivative."""
+
+    @staticmethod
+    def forward(ctx: Any, pure: PureFunction, count: int, directions: list, *items: Any) -> tuple[torch.Tensor, ...]:
         values, cotangents = items[:count], items[count:]
         arrays = [_scalar(_to_numpy(v)) for v in values]
         bars = [np.zeros(()) if c is None else _to_numpy(c) for c in cotangents]
-        directions = [None if w is None or not pure.differentiable(i) else _scalar(_to_numpy(w))
-                      for i, w in enumerate(second[:count])]
-        _, products = pure.vjp_and_derivative(arrays, bars, directions)
-        _, along = pure.jvp(arrays, directions)
-        grads: list[Any] = [None, None]
-        for product, value in zip(products, values):
-            # (a Python number given for a scalar input gets no gradient)
-            grads.append(None if product is None or not isinstance(value, torch.Tensor)
-                         else _to_tensor(product, np.asarray(product).dtype))
-        for i, tangent in enumerate(along):
-            grads.append(_to_tensor(tangent, pure.output_dtype(i)))
-        return tuple(grads)
+        moves = [None if w is None else _scalar(_to_numpy(w)) for w in directions]
+        _, products = pure.vjp_and_derivative(arrays, bars, moves)
+        _, along = pure.jvp(arrays, moves)
+        out = [torch.zeros(()) if p is None else _to_tensor(p, np.asarray(p).dtype) for p in products]
+        out += [_to_tensor(t, pure.output_dtype(i)) for i, t in enumerate(along)]
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx: Any, *_: torch.Tensor) -> tuple[Any, ...]:
+        raise ActivityError("enzyme.torch: third derivatives are not implemented yet (first and "
+                            "second derivatives are).")
 
 
 def function(kernel: Kernel, out: str | Sequence[str] | None = None,
