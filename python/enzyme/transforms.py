@@ -695,6 +695,16 @@ def _array_hessian(kernel: Kernel, x_index: int, chunk: int) -> Callable[..., np
     return hessian_call
 
 
+def _check_second_order_parameters(kernel: Kernel) -> None:
+    """The parameters a derivative made a kernel cannot take yet (the
+    derivative's C function would need them converted again)."""
+    sig = kernel.signature
+    for param in sig.params:
+        if param.ctype.is_function or param.ctype.holds_pointers or param.ctype.rows:
+            raise ActivityError(f"second derivatives of '{sig.name}' do not take its parameter "
+                                f"'{param.name}' (C `{param.ctype.spelling}`) yet.")
+
+
 class SecondOrder:
     """Forward over reverse through several inputs and outputs at once: for
     inputs ``wrt`` (floating arrays and scalars), outputs ``outputs``
@@ -713,10 +723,7 @@ class SecondOrder:
     def __init__(self, kernel: Kernel, wrt: Sequence[int], outputs: Sequence[int]) -> None:
         sig = kernel.signature
         self.kernel, self.wrt, self.outputs = kernel, tuple(wrt), tuple(outputs)
-        for param in sig.params:
-            if param.ctype.is_function or param.ctype.holds_pointers or param.ctype.rows:
-                raise ActivityError(f"second derivatives of '{sig.name}' do not take its parameter "
-                                    f"'{param.name}' (C `{param.ctype.spelling}`) yet.")
+        _check_second_order_parameters(kernel)
         kinds = []
         for i, param in enumerate(sig.params):
             ctype = param.ctype
@@ -798,10 +805,7 @@ class ForwardSecondOrder:
     def __init__(self, kernel: Kernel, wrt: Sequence[int], outputs: Sequence[int]) -> None:
         sig = kernel.signature
         self.kernel, self.wrt, self.outputs = kernel, tuple(wrt), tuple(outputs)
-        for param in sig.params:
-            if param.ctype.is_function or param.ctype.holds_pointers or param.ctype.rows:
-                raise ActivityError(f"second derivatives of '{sig.name}' do not take its parameter "
-                                    f"'{param.name}' (C `{param.ctype.spelling}`) yet.")
+        _check_second_order_parameters(kernel)
         kinds = [Duplicated if i in self.wrt or (p.ctype.is_pointer and not p.ctype.const and p.ctype.is_float)
                  else Const for i, p in enumerate(sig.params)]
         ret = Duplicated if -1 in self.outputs else (Const if sig.ret.kind != "void" else None)
