@@ -69,6 +69,9 @@ def test_every_transform_of_a_scalar_kernel_matches_jax(mod):
     close(jax.vmap(ours, in_axes=(0, None))(batch, A), jax.vmap(energy_jnp, in_axes=(0, None))(batch, A))
     close(jax.vmap(jax.grad(ours))(batch, jnp.array([1.0, 2.0, 3.0])),
           jax.vmap(jax.grad(energy_jnp))(batch, jnp.array([1.0, 2.0, 3.0])))
+    empty = np.zeros((0, 4))
+    close(jax.vmap(ours, in_axes=(0, None))(empty, A), jax.vmap(energy_jnp, in_axes=(0, None))(empty, A))
+    assert jax.vmap(jax.grad(ours), in_axes=(0, None))(empty, A).shape == (0, 4)
     value, tangent = jax.jvp(ours, (X, A), (np.ones(4), 0.5))
     value2, tangent2 = jax.jvp(energy_jnp, (X, A), (np.ones(4), 0.5))
     close((value, tangent), (value2, tangent2))

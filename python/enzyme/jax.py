@@ -130,6 +130,11 @@ def _batch_by_loop(prim: Primitive, operands: Sequence[Any], dims: Sequence[Any]
     """vmap: one call per batch element (the kernel is a scalar C loop)."""
     size = next(o.shape[d] for o, d in zip(operands, dims) if d is not None)
     moved = [jnp.moveaxis(o, d, 0) if d is not None else None for o, d in zip(operands, dims)]
+    if size == 0:  # an empty batch: empty results of the right shapes, no call
+        element = [jax.core.ShapedArray(np.shape(m[0:1])[1:] if m is not None else np.shape(o), jnp.result_type(o))
+                   for m, o in zip(moved, operands)]
+        avals = prim.abstract_eval(*element, **params)[0]
+        return [jnp.zeros((0, *a.shape), a.dtype) for a in avals], [0] * len(avals)
     results = [prim.bind(*[m[i] if m is not None else o for m, o in zip(moved, operands)], **params)
                for i in range(size)]
     return [jnp.stack(column) for column in zip(*results)], [0] * len(results[0])
