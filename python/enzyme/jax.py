@@ -116,8 +116,7 @@ def _primitive(name: str, abstract: Any, host: Any) -> Primitive:
     prim.def_abstract_eval(abstract)
 
     def impl(*operands: Any, plan: _Plan) -> list[Any]:
-        avals = abstract(*[jax.core.ShapedArray(np.shape(o), jnp.result_type(o)) for o in operands],
-                         plan=plan)
+        avals = abstract(*[_aval(o) for o in operands], plan=plan)
         return _host(functools.partial(host, plan), _shapes(avals), *operands)
 
     prim.def_impl(impl)
@@ -227,17 +226,31 @@ def _call_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
     return out, jvp_p.bind(*primals, *_instantiate(tangents, primals), plan=plan)
 
 
-def _jvp_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
+def _first_order_jvp(first: Primitive, second: Primitive, primals: Sequence[Any],
+                     tangents: Sequence[Any], *, plan: _Plan):
+    """The JVP of a first-derivative primitive (the JVP or the VJP), whose
+    operands are the point and a direction linear in it: the primitive
+    again along the direction, plus its second-order primitive along the
+    point."""
     n = len(plan.floating)
-    out = jvp_p.bind(*primals, plan=plan)
+    out = first.bind(*primals, plan=plan)
     parts = []
-    if _nonzero(tangents[n:]):  # along the tangents: linear
-        parts.append(jvp_p.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan))
-    if _nonzero(tangents[:n]):  # along the point: forward over forward
-        parts.append(forward_second_p.bind(*primals, *_instantiate(tangents[:n], primals[:n]), plan=plan))
+    if _nonzero(tangents[n:]):  # along the direction: linear
+        parts.append(first.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan))
+    if _nonzero(tangents[:n]):  # along the point: a second derivative
+        parts.append(second.bind(*primals, *_instantiate(tangents[:n], primals[:n]), plan=plan))
     if not parts:
         return out, [ad.Zero.from_primal_value(o) for o in out]
     return out, parts[0] if len(parts) == 1 else [a + b for a, b in zip(*parts)]
+
+
+def _aval(value: Any) -> jax.core.ShapedArray:
+    return jax.core.ShapedArray(np.shape(value), jnp.result_type(value))
+
+
+def _dense(cotangents: Sequence[Any], avals: Sequence[Any]) -> list[Any]:
+    """Cotangents with JAX's symbolic zeros made arrays of the given shapes."""
+    return [jnp.zeros(a.shape, a.dtype) if type(c) is ad.Zero else c for c, a in zip(cotangents, avals)]
 
 
 def _forward_second_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
@@ -249,8 +262,7 @@ def _forward_second_transpose(cotangents: Sequence[Any], *operands: Any, plan: _
     undefined_w = any(ad.is_undefined_primal(v) for v in w)
     if any(ad.is_undefined_primal(v) for v in x) or undefined_t == undefined_w:
         raise _not_supported("this transpose of a second derivative")
-    outs = plan.output_avals([jax.core.ShapedArray(np.shape(v), jnp.result_type(v)) for v in x])
-    cts = [jnp.zeros(a.shape, a.dtype) if type(c) is ad.Zero else c for c, a in zip(cotangents, outs)]
+    cts = _dense(cotangents, plan.output_avals([_aval(v) for v in x]))
     along = w if undefined_t else t
     found = second_p.bind(*x, *cts, *along, plan=plan)
     transposed = t if undefined_t else w
@@ -263,23 +275,8 @@ def _jvp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
     x = operands[:n]
     if any(ad.is_undefined_primal(v) for v in x):
         raise _not_supported("transposing a forward-mode derivative with respect to its point")
-    outs = plan.output_avals([jax.core.ShapedArray(np.shape(v), jnp.result_type(v)) for v in x])
-    cts = [jnp.zeros(a.shape, a.dtype) if type(c) is ad.Zero else c for c, a in zip(cotangents, outs)]
+    cts = _dense(cotangents, plan.output_avals([_aval(v) for v in x]))
     return [None] * n + vjp_p.bind(*x, *cts, plan=plan)
-
-
-def _vjp_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, plan: _Plan):
-    n = len(plan.floating)
-    out = vjp_p.bind(*primals, plan=plan)
-    parts = []
-    if _nonzero(tangents[n:]):  # along the cotangents: linear
-        parts.append(vjp_p.bind(*primals[:n], *_instantiate(tangents[n:], primals[n:]), plan=plan))
-    if _nonzero(tangents[:n]):  # along the point: forward over reverse
-        parts.append(second_p.bind(*primals, *_instantiate(tangents[:n], primals[:n]), plan=plan))
-    if not parts:
-        return out, [ad.Zero.from_primal_value(o) for o in out]
-    total = parts[0] if len(parts) == 1 else [a + b for a, b in zip(*parts)]
-    return out, total
 
 
 def _vjp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
@@ -287,7 +284,7 @@ def _vjp_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
     x = operands[:n]
     if any(ad.is_undefined_primal(v) for v in x):
         raise _not_supported("transposing a reverse-mode derivative with respect to its point")
-    cts = [jnp.zeros(np.shape(v), jnp.result_type(v)) if type(c) is ad.Zero else c for c, v in zip(cotangents, x)]
+    cts = _dense(cotangents, [_aval(v) for v in x])
     return [None] * n + jvp_p.bind(*x, *cts, plan=plan)
 
 
@@ -303,15 +300,15 @@ def _second_transpose(cotangents: Sequence[Any], *operands: Any, plan: _Plan):
                              "cotangents")
     # d/dx (J(x)^T u) along w is sum_k u_k H_k w with each H_k symmetric:
     # its transpose in w is itself (for the directions being transposed)
-    cts = [jnp.zeros(np.shape(v), jnp.result_type(v)) if type(c) is ad.Zero else c for c, v in zip(cotangents, x)]
+    cts = _dense(cotangents, [_aval(v) for v in x])
     found = second_p.bind(*x, *cot, *cts, plan=plan)
     return [None] * (n + m) + [g if ad.is_undefined_primal(w) else None for g, w in zip(found, directions)]
 
 
 ad.primitive_jvps[call_p] = _call_jvp
-ad.primitive_jvps[jvp_p] = _jvp_jvp
+ad.primitive_jvps[jvp_p] = functools.partial(_first_order_jvp, jvp_p, forward_second_p)
 ad.primitive_transposes[jvp_p] = _jvp_transpose
-ad.primitive_jvps[vjp_p] = _vjp_jvp
+ad.primitive_jvps[vjp_p] = functools.partial(_first_order_jvp, vjp_p, second_p)
 ad.primitive_transposes[vjp_p] = _vjp_transpose
 ad.primitive_jvps[second_p] = _second_jvp
 ad.primitive_jvps[forward_second_p] = _second_jvp
