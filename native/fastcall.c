@@ -55,6 +55,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t inflight;
     int closed;
+    int pinned;         /* native callers outside the gate (XLA): never unload */
     PyObject *on_idle;  /* called once, when closed and idle */
 } Gate;
 
@@ -65,7 +66,7 @@ static void gate_dealloc(Gate *self) {
 
 static void gate_run_idle(Gate *self) {
     PyObject *on_idle = self->on_idle;
-    if (on_idle == NULL || !self->closed || self->inflight != 0) return;
+    if (on_idle == NULL || !self->closed || self->inflight != 0 || self->pinned) return;
     self->on_idle = NULL;
     PyObject *r = PyObject_CallNoArgs(on_idle);
     if (r == NULL) PyErr_WriteUnraisable(on_idle);
@@ -114,6 +115,16 @@ static PyObject *gate_py_close(Gate *self, PyObject *on_idle) {
     Py_RETURN_TRUE;
 }
 
+/* Callers that cannot enter the gate (an XLA custom call runs without the
+ * GIL, at any time after the Python call that compiled it) read the closed
+ * flag at this address before each call instead; a pinned gate never runs
+ * on_idle, so code such a caller may still jump to stays mapped. */
+static PyObject *gate_py_pin(Gate *self, PyObject *unused) {
+    (void)unused;
+    self->pinned = 1;
+    return PyLong_FromVoidPtr(&self->closed);
+}
+
 static PyObject *gate_get_inflight(Gate *self, void *unused) {
     (void)unused;
     return PyLong_FromSsize_t(self->inflight);
@@ -131,6 +142,8 @@ static PyMethodDef gate_methods[] = {
      "Count a call out; runs on_idle if it was the last one after close()."},
     {"close", (PyCFunction)gate_py_close, METH_O,
      "Refuse new calls; call on_idle (or None) once no call is in flight."},
+    {"pin", (PyCFunction)gate_py_pin, METH_NOARGS,
+     "Never unload; return the address of the closed flag (an int) for native callers."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -52,7 +52,21 @@ def close(ours, theirs):
         np.testing.assert_allclose(np.asarray(o), np.asarray(t), rtol=1e-12, atol=1e-12)
 
 
-def test_every_transform_of_a_scalar_kernel_matches_jax(mod):
+@pytest.fixture(params=["custom calls", "callbacks"])
+def path(request, monkeypatch):
+    """Compiled calls through XLA custom calls (the default) or, with
+    ENZYME_JAX_CALLBACKS=1, through Python callbacks: both must agree with
+    JAX."""
+    if request.param == "callbacks":
+        monkeypatch.setenv("ENZYME_JAX_CALLBACKS", "1")
+    return request.param
+
+
+def lowered(fn, *args):
+    return jax.jit(fn).lower(*args).as_text()
+
+
+def test_every_transform_of_a_scalar_kernel_matches_jax(mod, path):
     f = ej.function(mod.energy)
 
     def ours(x, a):
@@ -69,6 +83,11 @@ def test_every_transform_of_a_scalar_kernel_matches_jax(mod):
     close(jax.vmap(ours, in_axes=(0, None))(batch, A), jax.vmap(energy_jnp, in_axes=(0, None))(batch, A))
     close(jax.vmap(jax.grad(ours))(batch, jnp.array([1.0, 2.0, 3.0])),
           jax.vmap(jax.grad(energy_jnp))(batch, jnp.array([1.0, 2.0, 3.0])))
+    close(jax.jit(jax.vmap(jax.grad(ours)))(batch, jnp.array([1.0, 2.0, 3.0])),
+          jax.vmap(jax.grad(energy_jnp))(batch, jnp.array([1.0, 2.0, 3.0])))
+    text = lowered(jax.grad(ours), X, A)
+    assert ("enzyme_ffi_call" in text) == (path == "custom calls")
+    assert ("callback" in text) == (path == "callbacks")
     empty = np.zeros((0, 4))
     close(jax.vmap(ours, in_axes=(0, None))(empty, A), jax.vmap(energy_jnp, in_axes=(0, None))(empty, A))
     assert jax.vmap(jax.grad(ours), in_axes=(0, None))(empty, A).shape == (0, 4)
@@ -77,7 +96,7 @@ def test_every_transform_of_a_scalar_kernel_matches_jax(mod):
     close((value, tangent), (value2, tangent2))
 
 
-def test_array_outputs_scalar_inputs_and_several_outputs(mod):
+def test_array_outputs_scalar_inputs_and_several_outputs(mod, path):
     g = ej.function(mod.model, out="y")
 
     def ours(x, a):
@@ -148,3 +167,62 @@ def test_integer_array_inputs_are_static_and_contracts_are_checked_before_the_ca
         ej.function(mod.sq, out="y", shapes={"y": (2,)})(jnp.ones(3), 3)
     with pytest.raises(enzyme.ActivityError, match=r"shapes\['y'\] could not be computed"):
         ej.function(mod.sq, out="y", shapes={"y": lambda q: (q,)})(jnp.ones(3), 3)
+
+
+def test_custom_calls_copy_written_inputs_and_run_from_threads(cc):
+    """A kernel writing its input gets a private copy (XLA's buffers are
+    immutable: writing one would change the caller's array); float32
+    kernels; many threads calling one compiled function."""
+    mod = cc("""double consume(double *x, int n) {
+        double s = 0; for (int i = 0; i < n; i++) { x[i] = x[i] * x[i]; s += x[i] * x[i]; } return s; }
+        float cube(const float *x, int n) {
+            float s = 0; for (int i = 0; i < n; i++) s += x[i] * x[i] * x[i]; return s; }""")
+    f = ej.function(mod.consume)
+    grad = jax.jit(jax.grad(lambda x: f(x, 4)))
+    value = jax.jit(lambda x: f(x, 4))
+    x = jnp.array(X)
+    for _ in range(3):
+        close(value(x), np.sum(X ** 4))
+        close(grad(x), 4 * X ** 3)
+    close(x, X)
+    assert "enzyme_ffi_call" in lowered(jax.grad(lambda x: f(x, 4)), x)
+    cube = jax.jit(jax.grad(lambda x: ej.function(mod.cube)(x, 4)))
+    x32 = jnp.array(X, dtype=jnp.float32)
+    assert cube(x32).dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(cube(x32)), 3 * X.astype(np.float32) ** 2, rtol=1e-6)
+
+    import concurrent.futures
+    points = [X + 0.1 * k for k in range(64)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda p: np.asarray(grad(jnp.array(p))), points))
+    for p, g in zip(points, found):
+        np.testing.assert_allclose(g, 4 * p ** 3, rtol=1e-13)
+
+
+def test_a_custom_call_after_close_or_a_refused_derivative_raises(cc):
+    """The first call of each custom call runs in Python, through the checked
+    path: a derivative the first-use check refuses raises there, on every
+    call, and never runs natively. A compiled function whose module was
+    closed raises instead of jumping into unloaded code."""
+    from enzyme import DerivativeMismatchError
+    mod = cc("double quart(const double *x, int n) { double s = 0;"
+             " for (int i = 0; i < n; i++) s += x[i] * x[i] * x[i] * x[i]; return s; } /* closed */")
+    f = ej.function(mod.quart)
+    fn = mod.quart.derivative_function(*f.pure.pattern(reverse=True))
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise DerivativeMismatchError("refused by the test")
+
+    fn.first_call = refuse  # (a stand-in for a real refusal: test_verify.py makes those)
+    grad = jax.jit(jax.grad(lambda x: f(x, 4)))
+    for _ in range(2):
+        with pytest.raises(Exception, match="DerivativeMismatchError: refused by the test"):
+            np.asarray(grad(jnp.array(X)))
+    assert len(calls) == 1  # (the check runs once; its error is raised again)
+    value = jax.jit(lambda x: f(x, 4))
+    close(value(jnp.array(X)), np.sum(X ** 4))
+    mod.close()
+    with pytest.raises(Exception, match="was closed"):
+        np.asarray(value(jnp.array(X)))

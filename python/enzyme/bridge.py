@@ -156,21 +156,40 @@ class PureFunction:
         result = self.kernel(*args)
         return tuple(result if index < 0 else args[index] for index in self.outputs)
 
+    def pattern(self, reverse: bool) -> tuple[Any, tuple, Any]:
+        """``(mode, activity classes per parameter, ret)`` of the derivative
+        :meth:`vjp` (``reverse``) or :meth:`jvp` calls: every floating input
+        and every output differentiated (scalar inputs Active in reverse
+        mode), the rest Const."""
+        sig = self.kernel.signature
+        kinds: list[Any] = [Const] * len(sig.params)
+        for position, index in enumerate(self.inputs):
+            if self.differentiable(position):
+                kinds[index] = Active if reverse and not sig.params[index].ctype.is_pointer else Duplicated
+        for index in self.outputs:
+            if index >= 0:
+                kinds[index] = Duplicated
+        returns = -1 in self.outputs
+        ret = None if returns else (Const if sig.ret.kind != "void" else None)
+        mode = Reverse if reverse else ForwardWithPrimal if returns else Forward
+        return mode, tuple(kinds), ret
+
     def vjp(self, values: Sequence[Any], cotangents: Sequence[Any]) -> tuple[Any, ...]:
         """One reverse pass: for each input, the cotangents (one per output)
         pulled back (None for an input that is not floating)."""
         sig = self.kernel.signature
         args, _ = self._arguments(values)
+        mode, kinds, ret = self.pattern(reverse=True)
         annotations: list[Any] = [Const(a) for a in args]
-        for position, index in enumerate(self.inputs):
-            if self.differentiable(position):
-                value = args[index]
-                annotations[index] = (Duplicated(value, np.zeros_like(value))
-                                      if sig.params[index].ctype.is_pointer else Active(value))
-        seed, ret = None, (Const if sig.ret.kind != "void" else None)
+        for index, kind in enumerate(kinds):
+            if kind is Active:
+                annotations[index] = Active(args[index])
+            elif kind is Duplicated and index not in self.outputs:
+                annotations[index] = Duplicated(args[index], np.zeros_like(args[index]))
+        seed = None
         for index, cotangent in zip(self.outputs, cotangents):
             if index < 0:
-                seed, ret = float(cotangent), None
+                seed = float(cotangent)
             else:
                 y = args[index]
                 bar = np.array(cotangent, dtype=y.dtype, copy=True, order="C")
@@ -179,7 +198,7 @@ class PureFunction:
                                         f"{bar.shape}, the output {y.shape}.")
                 annotations[index] = Duplicated(y, bar)
         with self.kernel.module._wrt_arguments_only():
-            result = autodiff(Reverse, self.kernel, *annotations, ret=ret, seed=seed)
+            result = autodiff(mode, self.kernel, *annotations, ret=ret, seed=seed)
         grads: list[Any] = []
         for position, index in enumerate(self.inputs):
             if not self.differentiable(position):
@@ -234,11 +253,9 @@ class PureFunction:
             if index >= 0:
                 tangent_arrays[index] = np.zeros_like(args[index])
                 annotations[index] = Duplicated(args[index], tangent_arrays[index])
-        returns = RETURN in self.output_names
+        mode, _, ret = self.pattern(reverse=False)
         with self.kernel.module._wrt_arguments_only():
-            result = autodiff(Forward if not returns else ForwardWithPrimal, self.kernel,
-                              *annotations, ret=None if returns else
-                              (Const if sig.ret.kind != "void" else None))
+            result = autodiff(mode, self.kernel, *annotations, ret=ret)
         outputs = tuple(result.primal if index < 0 else args[index] for index in self.outputs)
         dots = tuple(result.tangent if index < 0 else tangent_arrays[index] for index in self.outputs)
         return outputs, dots

@@ -116,6 +116,7 @@ from .paths import (
 from .toolchain import Toolchain, probe_store
 
 __all__ = ["SourceInput", "ModuleArtifact", "ModuleFacts", "build_module", "build_derivative", "run_tool",
+           "build_helper",
            "SHADOW_PREFIX",
            "cache_root", "PRE_AD_FLAGS", "subprocess_runs", "FlagError", "LinkError"]
 
@@ -1142,6 +1143,37 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
     with _memo_lock:
         _derivative_memo[key] = (so_path, _identity(so_path))
     return so_path
+
+
+def build_helper(tc: Toolchain, source: str, include_dirs: Sequence[str], what: str) -> Path:
+    """Compile plain C (no Enzyme: glue such as enzyme.jax's XLA handler) to
+    a shared library; cached by the source, the toolchain and the headers it
+    includes. Raises :class:`CompileError` with clang's diagnostics."""
+    headers = sorted(str(h) for d in include_dirs for h in Path(d).rglob("*.h"))
+    material = json.dumps([FORMAT_VERSION, _package_version(), tc.identity, source,
+                           [(h, sha256_file(h)) for h in headers]])
+    key = hashlib.sha256(material.encode()).hexdigest()[:32]
+
+    def at(root: Path) -> Path:
+        entries = private_dir(root / "helpers")
+        out = entries / f"{key}.so"
+        if out.is_file():
+            return out
+        with _key_lock(root, key):
+            if out.is_file():
+                return out
+            with tempfile.TemporaryDirectory(dir=entries) as work:
+                c_file = Path(work) / "helper.c"
+                c_file.write_text(source)
+                so = Path(work) / "helper.so"
+                done = run_tool([tc.clang, "-std=c11", "-O2", "-fPIC", "-shared",
+                                 *(f"-I{d}" for d in include_dirs), str(c_file), "-o", str(so)])
+                if done.returncode != 0:
+                    raise CompileError(f"compiling {what} failed:\n{done.stderr.strip()}")
+                os.replace(so, out)
+        return out
+
+    return _with_cache(at)
 
 
 def _module_on_disk(module: ModuleArtifact) -> ModuleArtifact:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stag
     from .codegen import GeneratedSplit, GeneratedWrapper
     from .signature import GlobalVar
 
-__all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction",
+__all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction", "NativeEntry", "native_entry",
            "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype",
            "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER", "aligned_zeros",
            "aligned_like"]
@@ -866,6 +866,7 @@ class PrimalFunction:
                  owner: int = PERMANENT_OWNER, isolate: bool = False, module_key: str = "") -> None:
         self.signature = signature
         self._ffi, self._fn, self._library = load_symbol(so_path, cdef, entry or signature.name, owner)
+        self._isolate = isolate or bool(entry)  # (a struct result: through its wrapper only)
         # (the gate is entered inline below: the primal call is the hot one)
         self._gate = self._library.gate
         slots = primal_slots(signature, struct_out=bool(entry))
@@ -1014,6 +1015,37 @@ def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
         return None
 
 
+def _native_entry(ffi: Any, library: Any, name: str, isolate: bool) -> NativeEntry | None:
+    if isolate or not name or _fastcall is None:
+        return None
+    return NativeEntry(int(ffi.cast("uintptr_t", getattr(library.lib, name))), library.gate)
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeEntry:
+    """An entry point for native callers outside Python (the XLA custom
+    call of enzyme.jax): the address of a ``void f(void **slots)`` or of the
+    kernel itself, and its library's gate. Such callers cannot enter the
+    gate; :meth:`closed_flag` pins the library (it is never unloaded) and
+    gives the address of the flag its close() sets, to read before each
+    call."""
+
+    address: int
+    gate: Any
+
+    def closed_flag(self) -> int:
+        return int(self.gate.pin())
+
+
+def native_entry(fn: DerivativeFunction | PrimalFunction) -> NativeEntry | None:
+    """The packed twin of a derivative, or the kernel of a primal function,
+    for native callers; None where calls must stay in Python (an isolated
+    module, no C fast path)."""
+    if isinstance(fn, PrimalFunction):
+        return _native_entry(fn._ffi, fn._library, fn.signature.name, fn._isolate)
+    return fn._native
+
+
 def _check_in_progress(fn: Any, *args: Any) -> None:
     """The marker of a first-use check that is running (see _CheckedOnce)."""
 
@@ -1104,7 +1136,7 @@ class DerivativeFunction(_CheckedOnce):
     __slots__ = ("spec", "so_path", "_ffi", "_fn", "_library", "_invoke", "_width", "_batched",
                  "_convert", "_group", "_buffers", "_pairs", "_outputs", "_has_seed", "_seed_convert",
                  "_slots", "_nflat", "_nargs", "_lengths", "_fast", "_fixed_result", "_flat_names",
-                 "_writes_back")
+                 "_writes_back", "_native")
 
     def __init__(self, spec: DerivativeSpec, wrapper: GeneratedWrapper, so_path: str,
                  owner: int = PERMANENT_OWNER, isolate: bool = False) -> None:
@@ -1170,6 +1202,7 @@ class DerivativeFunction(_CheckedOnce):
         self._lengths = _length_plan(sig, position)
         self._writes_back = any(s.ctype.holds_pointers for s in self._slots)
         self._fast = _fast_plan(self, wrapper) if wrapper.packed_entry and not isolate else None
+        self._native = _native_entry(self._ffi, self._library, wrapper.packed_entry, isolate)
         # With no scalar results the result never changes: build it once.
         self._fixed_result = (self._result(()) if not self._outputs else None)
         self._flat_names = [

@@ -32,7 +32,7 @@ from .signature import (
 
 __all__ = ["GeneratedWrapper", "generate_blas_support", "generate_derivative", "generate_hvp", "primal_cdef",
            "generate_registrations", "GeneratedSplit", "generate_split", "generate_primal_wrapper",
-           "struct_definitions"]
+           "struct_definitions", "generate_primal_shim"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
 CODEGEN_VERSION = "7"
@@ -60,6 +60,42 @@ def _packed(entry: str, params: tuple[Slot, ...]) -> tuple[str, str, str]:
             for i, p in enumerate(params)]
     return (f"void {name}(void **s) {{ {entry}({', '.join(args)}); }}",
             f"void {name}(void **);", name)
+
+
+def generate_primal_shim(signature: Signature) -> tuple[str, str] | None:
+    """C source and name of ``void shim(void **s)``, which calls a kernel of
+    this signature through the function pointer in ``s[n]`` (``n`` its
+    parameter count) with the slots before it as its arguments (pointers as
+    themselves, scalars by address) and stores a return value at ``s[n + 1]``:
+    the primal call in the packed convention of the derivatives' twins (see
+    :func:`_packed`), for callers that cannot call arbitrary signatures (the
+    XLA custom call of enzyme.jax). None for signatures it cannot pass (structs
+    by value, row tables, function pointers).
+
+    Examples
+    --------
+    >>> from enzyme.signature import CType, Param, Signature
+    >>> x = CType("pointer", "const double *", "double", "float64", const=True)
+    >>> n = CType("scalar", "int", "int", "int32")
+    >>> sig = Signature("f", (Param("x", x), Param("n", n)), CType("scalar", "double", "double", "float64"), "f.c:1")
+    >>> print(generate_primal_shim(sig)[0])
+    typedef double (*__efi_fn)(const double *, int);
+    void __efi_px(void **s) { *(double *)s[3] = ((__efi_fn)s[2])((const double *)s[0], *(int *)s[1]); }
+    """
+    types = [signature.ret, *(p.ctype for p in signature.params)]
+    if any(t.kind not in ("scalar", "pointer", "void") or t.is_struct or t.rows for t in types):
+        return None
+    if signature.ret.kind == "pointer":
+        return None
+    params = primal_slots(signature)
+    n = len(params)
+    args = [f"({p.c_type})s[{i}]" if p.pointer else f"*({p.c_type} *)s[{i}]" for i, p in enumerate(params)]
+    call = f"((__efi_fn)s[{n}])({', '.join(args)})"
+    ret = signature.ret.c_decl
+    body = call if ret == "void" else f"*({ret} *)s[{n + 1}] = {call}"
+    name = "__efi_px"
+    return (f"typedef {ret} (*__efi_fn)({', '.join(p.c_type for p in params) or 'void'});\n"
+            f"void {name}(void **s) {{ {body}; }}", name)
 
 
 def primal_cdef(signature: Signature) -> str:

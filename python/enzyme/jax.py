@@ -2,8 +2,8 @@
 
 ``enzyme.jax.function(mod.f, out=...)`` returns a function of JAX arrays
 that works under ``jax.jit``, ``jax.grad``, ``jax.jacfwd``, ``jax.jacrev``,
-``jax.hessian`` and ``jax.vmap``. It is built from five JAX primitives, each
-a host callback into the compiled C code:
+``jax.hessian`` and ``jax.vmap``. It is built from five JAX primitives,
+each a call of compiled C code:
 
 - the kernel itself;
 - its JVP (one Enzyme forward pass), linear in the tangents, whose
@@ -20,7 +20,16 @@ So first derivatives in either mode and second derivatives in any nesting
 (``jax.hessian``, ``jax.jacfwd(jax.jacfwd(f))``, ``jax.jacrev(jax.jacrev(f))``,
 ``jax.jacrev(jax.jacfwd(f))``) are exact; third derivatives raise an
 error saying so. Integer parameters (sizes) are static: pass Python ints.
-``jax.vmap`` runs the callback once per batch element. Needs
+``jax.vmap`` makes one call per batch element.
+
+Compiled (``jax.jit``, and every transform JAX compiles), the kernel, its
+JVP and its VJP are XLA custom calls into the generated C (see
+:mod:`enzyme.xla`): no Python on the call path after the first call of each,
+which runs the checked Python path once (a derivative's first-use check). The
+two second-order primitives, modules run in a worker process (``isolate``)
+and modules carrying derivatives through globals use ``jax.pure_callback``;
+so does everything when ``ENZYME_JAX_CALLBACKS=1``. Evaluated eagerly, the
+primitives call the C directly. Needs
 ``jax.config.update("jax_enable_x64", True)`` for kernels on doubles.
 Install with ``pip install enzyme-ffi[jax]``.
 """
@@ -38,9 +47,11 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from . import xla
 from .bridge import RETURN, BridgeFunction, PureFunction, Shape, pure_function
 from .errors import ActivityError, ArgumentTypeError
 from .module import Kernel
+from .params import Role
 
 __all__ = ["function", "JaxFunction", "RETURN"]
 
@@ -109,20 +120,141 @@ def _shapes(avals: Sequence[Any]) -> list[jax.ShapeDtypeStruct]:
     return [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
 
 
-def _primitive(name: str, abstract: Any, host: Any) -> Primitive:
-    """A primitive with several results evaluated by a host callback."""
+def _primitive(name: str, abstract: Any, host: Any, native: Any = None) -> Primitive:
+    """A primitive with several results: called directly when evaluated
+    eagerly; compiled, an XLA custom call where ``native`` makes a plan for
+    it (see enzyme.xla), a host callback otherwise."""
     prim = Primitive(f"enzyme_{name}")
     prim.multiple_results = True
     prim.def_abstract_eval(abstract)
 
     def impl(*operands: Any, plan: _Plan) -> list[Any]:
         avals = abstract(*[_aval(o) for o in operands], plan=plan)
+        out = host(plan, *[np.asarray(o) for o in operands])
+        return [jnp.asarray(np.asarray(o, dtype=a.dtype).reshape(a.shape)) for o, a in zip(out, avals)]
+
+    def callback(*operands: Any, plan: _Plan) -> list[Any]:
+        avals = abstract(*[_aval(o) for o in operands], plan=plan)
         return _host(functools.partial(host, plan), _shapes(avals), *operands)
 
+    by_callback = mlir.lower_fun(callback, multiple_results=True)
+
+    def lowering(ctx: Any, *operands: Any, plan: _Plan) -> Any:
+        found = _native_plan(native, host, plan, ctx.avals_in, ctx.avals_out) if native else None
+        if found is None:
+            return by_callback(ctx, *operands, plan=plan)
+
+        def custom_call(*values: Any) -> Any:
+            return jax.ffi.ffi_call(xla.TARGET, _shapes(ctx.avals_out))(*values, plan=np.int64(found.address))
+        return mlir.lower_fun(custom_call, multiple_results=True)(ctx, *operands)
+
     prim.def_impl(impl)
-    mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=True))
+    mlir.register_lowering(prim, lowering)
     batching.primitive_batchers[prim] = functools.partial(_batch_by_loop, prim)
     return prim
+
+
+_native_plans: dict[tuple, Any] = {}
+
+
+def _native_plan(native: Any, host: Any, plan: _Plan, avals_in: Sequence[Any],
+                 avals_out: Sequence[Any]) -> xla.Plan | None:
+    """The custom-call plan of one lowering (cached: compiled programs keep
+    its address), or None for the callback. Modules calling into a worker
+    process or carrying derivatives through globals keep the callback (the
+    Python path handles them)."""
+    module = plan.pure.kernel.module
+    if module.isolate or module._shadowed or not xla.available(module._toolchain):
+        return None
+    key = (native, plan, tuple((a.shape, a.dtype) for a in avals_in))
+    if key not in _native_plans:
+        args = [(tuple(a.shape), np.dtype(a.dtype)) for a in avals_in]
+        results = [(tuple(a.shape), np.dtype(a.dtype)) for a in avals_out]
+        _native_plans[key] = native(plan, host, args, results)
+    return _native_plans[key]
+
+
+def _positions(plan: _Plan) -> tuple[dict[int, int], dict[int, Any], dict[int, int]]:
+    """C parameter index -> operand position (floating inputs), static value,
+    output position."""
+    floating = {plan.pure.inputs[p]: k for k, p in enumerate(plan.floating)}
+    statics = {plan.pure.inputs[p]: (v.array() if isinstance(v, _StaticArray) else v) for p, v in plan.statics}
+    outputs = {index: j for j, index in enumerate(plan.pure.outputs)}
+    return floating, statics, outputs
+
+
+def _first_call(host: Any, plan: _Plan, checked: Any) -> Any:
+    """The first call of a custom call, in Python: the callback's work on
+    XLA's buffers; later calls may go native once ``checked()``."""
+    def run(args: list[np.ndarray], results: list[np.ndarray]) -> bool:
+        for out, value in zip(results, host(plan, *args)):
+            out[...] = np.asarray(value, dtype=out.dtype).reshape(out.shape)
+        return checked()
+    return run
+
+
+def _primal_native(plan: _Plan, host: Any, args: Sequence, results: Sequence) -> xla.Plan | None:
+    kernel = plan.pure.kernel
+    sig = kernel.signature
+    floating, statics, outputs = _positions(plan)
+    sources = []
+    for index, param in enumerate(sig.params):
+        if index in floating:
+            written = param.ctype.is_pointer and not param.ctype.const
+            sources.append(xla.Source(xla.ARG_COPY if written else xla.ARG, floating[index]))
+        elif index in outputs:
+            sources.append(xla.Source(xla.RET, outputs[index]))
+        else:
+            source = xla._static(statics[index], param.ctype)
+            if source is None:
+                return None
+            sources.append(source)
+    sources.append(xla.Source(xla.RET, outputs[-1]) if -1 in outputs else xla.Source(xla.SCRATCH, 16))
+    return xla.primal_plan(kernel.module._toolchain, kernel._primal_function(), sources,
+                           _first_call(host, plan, lambda: True), args, results)
+
+
+def _derivative_native(reverse: bool, plan: _Plan, host: Any, args: Sequence,
+                       results: Sequence) -> xla.Plan | None:
+    """The plan of the JVP (operands: x, tangents; results: output tangents)
+    or the VJP (operands: x, output cotangents; results: input gradients)."""
+    pure = plan.pure
+    mode, kinds, ret = pure.pattern(reverse=reverse)
+    fn = pure.kernel.derivative_function(mode, kinds, ret)
+    floating, statics, outputs = _positions(plan)
+    n = len(plan.floating)
+    sig = pure.kernel.signature
+
+    def source(slot: Any) -> xla.Source | None:
+        a, role = slot.arg, slot.role
+        if role is Role.PRIMAL:
+            if a in floating:
+                return xla.Source(xla.ARG_COPY if slot.writable else xla.ARG, floating[a])
+            if a in outputs:
+                return xla.Source(xla.SCRATCH_ARG, n + outputs[a]) if reverse else \
+                    xla.Source(xla.SCRATCH_RET, outputs[a])
+            return xla._static(statics[a], sig.params[a].ctype)
+        if role is Role.SHADOW:
+            if a in floating:
+                return xla.Source(xla.RET, floating[a]) if reverse else \
+                    xla.Source(xla.ARG_COPY if slot.writable else xla.ARG, n + floating[a])
+            if a in outputs:  # (reverse: the cotangent, which Enzyme zeroes)
+                return xla.Source(xla.ARG_COPY, n + outputs[a]) if reverse else xla.Source(xla.RET, outputs[a])
+            return None
+        if role is Role.SEED and reverse and -1 in outputs:
+            return xla.Source(xla.ARG, n + outputs[-1])
+        if role in (Role.ADJOINT_OUT, Role.GRADIENT_OUT) and reverse and a in floating:
+            return xla.Source(xla.RET, floating[a])
+        if role is Role.TANGENT_OUT and not reverse and -1 in outputs:
+            return xla.Source(xla.RET, outputs[-1])
+        if role is Role.PRIMAL_OUT:
+            return xla.Source(xla.SCRATCH, 16)
+        return None
+
+    def checked() -> bool:
+        return fn.first_call is None and fn.failed is None
+
+    return xla.plan_for(fn, fn._slots, source, _first_call(host, plan, checked), args, results)
 
 
 def _batch_by_loop(prim: Primitive, operands: Sequence[Any], dims: Sequence[Any], **params: Any):
@@ -198,10 +330,10 @@ def _forward_second_host(plan: _Plan, *arrays: Any) -> tuple:
     return plan.pure.jvp_derivative(plan.values(arrays[:n]), tangents, directions)
 
 
-call_p = _primitive("call", _call_abstract, _call_host)
+call_p = _primitive("call", _call_abstract, _call_host, _primal_native)
 forward_second_p = _primitive("jvp_derivative", _forward_second_abstract, _forward_second_host)
-jvp_p = _primitive("jvp", _jvp_abstract, _jvp_host)
-vjp_p = _primitive("vjp", _vjp_abstract, _vjp_host)
+jvp_p = _primitive("jvp", _jvp_abstract, _jvp_host, functools.partial(_derivative_native, False))
+vjp_p = _primitive("vjp", _vjp_abstract, _vjp_host, functools.partial(_derivative_native, True))
 second_p = _primitive("vjp_derivative", _second_abstract, _second_host)
 
 
