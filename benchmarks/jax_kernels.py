@@ -92,6 +92,6 @@ def lennard_jones(pos, n):
 
 JAX_KERNELS = {
     "rosenbrock_10": rosenbrock, "rosenbrock_1e6": rosenbrock, "lotka_volterra": lotka_volterra,
-    "gmm": gmm, "heat": heat, "mlp": mlp, "black_scholes": black_scholes,
+    "gmm": gmm, "heat": heat, "mlp": mlp, "mlp_blas": mlp, "black_scholes": black_scholes,
     "lennard_jones": lennard_jones,
 }

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import first_use  # noqa: E402
 import latency  # noqa: E402
+import vector_math_accuracy  # noqa: E402
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Case:
     dup: tuple[int, ...]          # indices of the differentiated (array) arguments
     make: Callable[[np.random.Generator], list]
     cheap_bound: bool             # in the "gradient / primal <= 5" target set
+    options: dict = field(default_factory=dict)  # compile() options (libraries=...)
 
 
 def _rosen(n):
@@ -68,6 +70,10 @@ CASES = [
     Case("mlp", "2-layer tanh MLP 64-128-1, batch 256", "mlp.c", "mlp_loss", (0,),
          lambda rng: [rng.normal(scale=0.1, size=64 * 128 + 128 + 128 + 1),
                       rng.normal(size=256 * 64), rng.normal(size=256), 256, 64, 128], False),
+    Case("mlp_blas", "2-layer tanh MLP 64-128-1, batch 256, CBLAS", "mlp_blas.c", "mlp_blas_loss", (0,),
+         lambda rng: [rng.normal(scale=0.1, size=64 * 128 + 128 + 128 + 1),
+                      rng.normal(size=256 * 64), rng.normal(size=256), 256, 64, 128], False,
+         {"libraries": ["openblas"]}),
     Case("black_scholes", "Black-Scholes, 1e6 options (d/d spot, d/d vol)", "black_scholes.c",
          "bs_total", (0, 1),
          lambda rng: [rng.uniform(80, 120, size=10**6), rng.uniform(0.1, 0.4, size=10**6),
@@ -258,7 +264,7 @@ def case_setup(case: Case):
     """The case's module, kernel, derivative and arguments, the same in every
     process (seeded): (mod, kernel, df, args, shadows, flat)."""
     args = case.make(np.random.default_rng(0))
-    mod = enzyme.compile(path=HERE / "kernels" / case.file)
+    mod = enzyme.compile(path=HERE / "kernels" / case.file, **case.options)
     kernel = mod[case.kernel]
     kinds = [Duplicated if i in case.dup else Const for i in range(len(args))]
     df = enzyme.derivative(kernel, Reverse, *kinds)
@@ -327,7 +333,7 @@ def run_case(case: Case, workdir: Path) -> dict:
     raw_gradient = summary(raw_times)
     native = {"primal": summary(samples["primal"]), "gradient": summary(samples["gradient"])}
     n_wrt = sum(np.size(args[i]) for i in case.dup)
-    result = {"case": case, "build": build_time, "python": {"primal": python_primal,
+    result = {"case": case, "build": build_time, "modes": mode_results(case), "python": {"primal": python_primal,
               "gradient": python_gradient}, "raw_cffi": raw_gradient, "native": native, "n_wrt": n_wrt,
               "python_over_native": statistics.median(over_native),
               "python_over_raw": statistics.median(py_in_process) / statistics.median(raw_times),
@@ -338,6 +344,107 @@ def run_case(case: Case, workdir: Path) -> dict:
         grad = enzyme.grad(kernel)(*args)
         result["forces_max_abs_diff"] = float(np.max(np.abs(-grad - force)))
     return result
+
+
+# compile() modes compared for every kernel (in-process Python API timings):
+# libm's scalar functions (the default before vector math), the default, and
+# reassociated floating-point reductions.
+MODES = (("vector_math=False", {"vector_math": False}), ("default", {}),
+         ("reassociate=True", {"reassociate": True}))
+
+
+def mode_results(case: Case) -> dict[str, dict]:
+    """Each mode's primal and gradient (Python API, this process) and how far
+    its value and gradient are from the default mode's (largest difference
+    over the largest magnitude)."""
+    args = case.make(np.random.default_rng(0))
+    found: dict[str, dict] = {}
+    for label, options in MODES:
+        mod = enzyme.compile(path=HERE / "kernels" / case.file, **case.options, **options)
+        kernel = mod[case.kernel]
+        df = enzyme.derivative(kernel, Reverse, *[Duplicated if i in case.dup else Const
+                                                 for i in range(len(args))])
+        shadows = {i: np.zeros_like(args[i]) for i in case.dup}
+        flat = [v for i, a in enumerate(args) for v in ((a, shadows[i]) if i in shadows else (a,))]
+        df(*flat)
+        gradient = np.concatenate([shadows[i].ravel() for i in case.dup])
+        found[label] = {"value": float(kernel(*args)), "gradient_values": gradient,
+                        "primal": summary(timings(lambda k=kernel: k(*args), min_time=0.3, max_reps=500)),
+                        "gradient": summary(timings(lambda d=df, f=flat: d(*f), min_time=0.3, max_reps=500))}
+    base = found["default"]
+    for entry in found.values():
+        entry["value_diff"] = abs(entry["value"] - base["value"]) / max(abs(base["value"]), 1e-300)
+        entry["gradient_diff"] = float(np.max(np.abs(entry["gradient_values"] - base["gradient_values"]))
+                                       / max(np.max(np.abs(base["gradient_values"])), 1e-300))
+        del entry["gradient_values"]
+    return found
+
+
+VMAP_DRIVER = string.Template(r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+typedef void (*grad_t)(${entry_types});
+int main(int argc, char **argv) {
+    void *hm = dlopen(argv[1], RTLD_NOW), *hd = dlopen(argv[2], RTLD_NOW);
+    if (!hm || !hd) { fprintf(stderr, "%s
+", dlerror()); return 1; }
+    grad_t g = (grad_t)dlsym(hd, "${entry}");
+    long points = atol(argv[3]); int reps = atoi(argv[4]);
+    double *X = malloc(points * 10 * sizeof(double)), *G = malloc(points * 10 * sizeof(double));
+    for (long i = 0; i < points * 10; i++) X[i] = (double)((i * 7919) % 1000) / 333.0 - 1.5;
+    printf("loop");
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        memset(G, 0, points * 10 * sizeof(double));  /* (vmap's result: a fresh zeroed array) */
+        for (long p = 0; p < points; p++) { ${declare} g(${entry_args}); }
+        printf(" %.9e", now() - t0);
+    }
+    printf("
+");
+    return G[0] == 12345.678;
+}
+""")
+
+
+def vmap_results(workdir: Path, points: int = 10_000) -> dict:
+    """Rosenbrock n=10 gradients at ``points`` points: enzyme.vmap on one and
+    two threads, a Python loop of enzyme.grad calls, and the same loop in C
+    calling the same entry point."""
+    mod = enzyme.compile(path=HERE / "kernels" / "rosenbrock.c")
+    X = np.random.default_rng(0).uniform(-1.5, 1.5, size=(points, 10))
+    gradient = enzyme.grad(mod.rosenbrock)
+    out = {"points": points, "python_loop": summary(timings(lambda: [gradient(x, 10) for x in X],
+                                                            min_time=1.0, max_reps=20))}
+    for workers in (1, 2):
+        batched = enzyme.vmap(gradient, in_axes=(0, None), workers=workers)
+        out[f"vmap_{workers}"] = summary(timings(lambda b=batched: b(X, 10), min_time=1.0, max_reps=200))
+    df = enzyme.derivative(mod.rosenbrock, Reverse, Duplicated, Const)
+    wrapper = generate_derivative(df.spec)
+    entry_args, declare = [], ""
+    for param in wrapper.params:
+        if param.role is Role.PRIMAL:
+            entry_args.append("X + 10 * p" if param.arg == 0 else "10")
+        elif param.role is Role.SHADOW:
+            entry_args.append("G + 10 * p")
+        elif param.role is Role.SEED:
+            entry_args.append("1.0")
+        else:
+            declare = "double cell = 0.0;"
+            entry_args.append("&cell")
+    source = VMAP_DRIVER.substitute({"entry_types": ", ".join(p.c_type for p in wrapper.params),
+                                     "entry": wrapper.entry, "entry_args": ", ".join(entry_args),
+                                     "declare": declare})
+    c_file, exe = workdir / "vmap_driver.c", workdir / "vmap_driver"
+    c_file.write_text(source)
+    subprocess.run([enzyme.toolchain.resolve().clang, "-O2", str(c_file), "-o", str(exe), "-ldl"], check=True)
+    line = subprocess.run([str(exe), mod._artifact.so_path, df._library.key[0], str(points), "50"],
+                          check=True, capture_output=True, text=True).stdout.split()
+    out["c_loop"] = summary([float(t) for t in line[1:]])
+    return out
 
 
 def scaling_source(size: int) -> str:
@@ -401,7 +508,8 @@ def _span(s: dict) -> str:
 
 
 def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, path: Path,
-                 chart: Path, first: dict | None = None) -> None:
+                 chart: Path, first: dict | None = None, vm: dict | None = None,
+                 accuracy: list | None = None) -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
                f"Python {platform.python_version()}, numpy {np.__version__}, "
                f"enzyme-ffi {enzyme.__version__}, {enzyme.toolchain.resolve().identity}")
@@ -434,6 +542,43 @@ def write_report(results: list[dict], lat: dict, overhead: dict, scaling: list, 
                      f"{ratio:.2f} | {_span(py['gradient'])} | {r['python_over_native']:.3f} | "
                      f"{r['python_over_raw']:.3f} | {jax_cell} | "
                      f"{jax_ratio} | {_fmt(r['fd'])} |")
+    lines += ["", "## Modes", "",
+              "The same kernels built three ways, timed through the Python API in one process: "
+              "`vector_math=False` (libm's scalar functions: the default before vector math), the "
+              "default (`vector_math=True`: libmvec in vectorised loops after Enzyme) and "
+              "`reassociate=True` (with vector math; floating-point reductions may be reordered). "
+              "The last two columns: the largest difference of the value and of the gradient from "
+              "the default's, over the largest magnitude. JAX / Enzyme uses the JAX time of the "
+              "table above.", "",
+              "| kernel | mode | primal | gradient | grad / primal | JAX / Enzyme | value vs default "
+              "| gradient vs default |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for label, m in r.get("modes", {}).items():
+            ratio = m["gradient"]["median"] / m["primal"]["median"]
+            jx = r["jax"]
+            jax_ratio = f"{jx['gradient']['median'] / m['gradient']['median']:.2f}x" if jx else "n/a"
+            lines.append(f"| {r['case'].title} | {label} | {_span(m['primal'])} | {_span(m['gradient'])} | "
+                         f"{ratio:.2f} | {jax_ratio} | {m['value_diff']:.1e} | {m['gradient_diff']:.1e} |")
+    if accuracy:
+        lines += ["", "### Vector math accuracy", "",
+                  "Each libm function libmvec covers, in a C loop built with and without vector math, "
+                  "over 10^6 points of a typical domain (benchmarks/vector_math_accuracy.py): the "
+                  "largest difference in units in the last place of the scalar result, the largest "
+                  "relative difference over normal results, and how many results differ at all.", "",
+                  "| function | max ulp | max rel. diff | results differing |", "|---|---|---|---|"]
+        lines += [f"| {a['function']} | {a['max_ulp']:.0f} | {a['max_rel']:.1e} | {100 * a['differ']:.1f}% |"
+                  for a in accuracy]
+    if vm:
+        base = vm["c_loop"]["median"]
+        lines += ["", f"## Many small calls: Rosenbrock n = 10 gradients at {vm['points']:,} points", "",
+                  "`enzyme.vmap(enzyme.grad(mod.rosenbrock), in_axes=(0, None))(X, 10)` against a "
+                  "Python loop of `enzyme.grad` calls and the same loop in C calling the same entry "
+                  "point (zeroing the gradients first, as vmap's fresh result is).", "",
+                  "| how | time | per point | / C loop |", "|---|---|---|---|"]
+        for key, label in (("c_loop", "C loop"), ("vmap_1", "enzyme.vmap, workers=1"),
+                           ("vmap_2", "enzyme.vmap, workers=2"), ("python_loop", "Python loop of grad")):
+            t = vm[key]["median"]
+            lines.append(f"| {label} | {_span(vm[key])} | {_fmt(t / vm['points'])} | {t / base:.2f} |")
     lines += ["", "## Targets", ""]
     for r in results:
         nat = r["native"]
@@ -561,8 +706,12 @@ def main() -> None:
     print("first-use check ...", flush=True)
     first = first_use.measure([c.name for c in selected])
     scaling = compile_scaling([int(s) for s in args.scaling.split(",") if s], args.whole_up_to)
+    print("vmap and vector math accuracy ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        vm = vmap_results(Path(tmp))
+    accuracy = vector_math_accuracy.measure()
     out = Path(args.out)
-    write_report(results, lat, overhead, scaling, out, HERE / "ratios.png", first)
+    write_report(results, lat, overhead, scaling, out, HERE / "ratios.png", first, vm, accuracy)
     print(f"wrote {out} and {HERE / 'ratios.png'}")
 
 

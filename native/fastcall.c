@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <pthread.h>
 #include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -416,8 +417,80 @@ static PyObject *tune_malloc(PyObject *self, PyObject *args) {
 #endif
 }
 
+/* run_batch(address, gate, bases, strides, start, stop, workers)
+ * Calls the packed entry point at ``address`` (``void f(void **slots)``) once
+ * per batch element i in [start, stop), slot k pointing at
+ * bases[k] + i * strides[k] (a stride of 0: the same memory, or a value such
+ * as a function pointer, for every element), without the GIL, split over
+ * ``workers`` threads in contiguous chunks. The Python side (enzyme/vmap.py)
+ * has checked every buffer and the first element already. */
+typedef struct {
+    void (*entry)(void **);
+    int nslots;
+    const char *const *bases;
+    const long long *strides;
+    long long start, stop;
+} BatchChunk;
+
+static void *run_chunk(void *arg) {
+    const BatchChunk *c = (const BatchChunk *)arg;
+    void *slots[MAX_SLOTS];
+    for (long long i = c->start; i < c->stop; i++) {
+        for (int k = 0; k < c->nslots; k++) slots[k] = (void *)(c->bases[k] + i * c->strides[k]);
+        c->entry(slots);
+    }
+    return NULL;
+}
+
+#define MAX_WORKERS 256
+
+static PyObject *run_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long address;
+    PyObject *gate, *bases_obj, *strides_obj;
+    long long start, stop;
+    int workers;
+    if (!PyArg_ParseTuple(args, "KO!O!O!LLi", &address, &GateType, &gate, &PyTuple_Type, &bases_obj,
+                          &PyTuple_Type, &strides_obj, &start, &stop, &workers))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(bases_obj);
+    if (n > MAX_SLOTS || PyTuple_GET_SIZE(strides_obj) != n || workers < 1 || workers > MAX_WORKERS) {
+        PyErr_SetString(PyExc_ValueError, "run_batch: bad slot or worker count");
+        return NULL;
+    }
+    const char *bases[MAX_SLOTS];
+    long long strides[MAX_SLOTS];
+    for (Py_ssize_t k = 0; k < n; k++) {
+        bases[k] = (const char *)(uintptr_t)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(bases_obj, k));
+        strides[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(strides_obj, k));
+    }
+    if (PyErr_Occurred()) return NULL;
+    if (stop <= start) Py_RETURN_TRUE;
+    if (!gate_enter((Gate *)gate)) Py_RETURN_FALSE;  /* closed: the caller says so */
+    void (*entry)(void **) = (void (*)(void **))(uintptr_t)address;
+    long long count = stop - start;
+    if (workers > count) workers = (int)count;
+    BatchChunk chunks[MAX_WORKERS];
+    pthread_t threads[MAX_WORKERS];
+    int started[MAX_WORKERS];
+    Py_BEGIN_ALLOW_THREADS
+    for (int w = 0; w < workers; w++) {
+        chunks[w] = (BatchChunk){entry, (int)n, bases, strides, start + count * w / workers,
+                                 start + count * (w + 1) / workers};
+        started[w] = w > 0 && pthread_create(&threads[w], NULL, run_chunk, &chunks[w]) == 0;
+        if (w > 0 && !started[w]) run_chunk(&chunks[w]);  /* no thread: run it here */
+    }
+    run_chunk(&chunks[0]);
+    for (int w = 1; w < workers; w++)
+        if (started[w]) pthread_join(threads[w], NULL);
+    Py_END_ALLOW_THREADS
+    gate_leave((Gate *)gate);
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef module_methods[] = {
     {"tune_malloc", tune_malloc, METH_VARARGS, "Keep blocks up to the threshold in the heap (glibc)."},
+    {"run_batch", run_batch, METH_VARARGS, "Call a packed entry point once per batch element."},
     {NULL, NULL, 0, NULL},
 };
 

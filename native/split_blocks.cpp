@@ -343,6 +343,8 @@ struct InlinePieces : PassInfoMixin<InlinePieces> {
 
 }  // namespace
 
+bool efiRegisterVectorMath(StringRef name, ModulePassManager &MPM);  // native/vector_math.cpp
+
 extern "C" LLVM_ATTRIBUTE_WEAK PassPluginLibraryInfo llvmGetPassPluginInfo() {
   return {LLVM_PLUGIN_API_VERSION, "enzyme-ffi-split-long-blocks", "2",
           [](PassBuilder &PB) {
@@ -357,7 +359,7 @@ extern "C" LLVM_ATTRIBUTE_WEAK PassPluginLibraryInfo llvmGetPassPluginInfo() {
                     MPM.addPass(InlinePieces());
                     return true;
                   }
-                  return false;
+                  return efiRegisterVectorMath(name, MPM);
                 });
           }};
 }

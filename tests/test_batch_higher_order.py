@@ -127,7 +127,9 @@ def test_jvp_and_vjp(mod):
     np.testing.assert_allclose(tangent, jac @ v, rtol=1e-12)
     y2, cotangent = enzyme.vjp(mod.nlmap, wrt=0, out=2)(x, 8, np.zeros(5), 5, u)
     np.testing.assert_allclose(cotangent, u @ jac, rtol=1e-12)
-    np.testing.assert_array_equal(y, y2)
+    # (two entry points, each vectorised its own way: libmvec's results may
+    # differ from one build to another in the last bits)
+    np.testing.assert_allclose(y, y2, rtol=4e-15, atol=0)
     value, tangent = enzyme.jvp(mod.energy, wrt=1)(x, 0.5, 8, 1.0)
     assert tangent == pytest.approx(enzyme.grad(mod.energy, argnums=1)(x, 0.5, 8))
     value, cot = enzyme.vjp(mod.energy, wrt=0)(x, 0.5, 8, 2.0)

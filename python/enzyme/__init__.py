@@ -63,6 +63,7 @@ from .errors import (
 from .module import GlobalNotFoundError, Kernel, KernelNotFoundError, Module, compile, get_include
 from .transforms import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .verify import CheckReport, check, check_functions
+from .vmap import vmap
 
 __all__ = [
     "aligned_zeros",
@@ -78,6 +79,7 @@ __all__ = [
     "Tape",
     "derivative",
     "grad",
+    "vmap",
     "value_and_grad",
     "get_include",
     "Mode",

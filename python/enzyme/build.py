@@ -206,6 +206,7 @@ class ModuleArtifact:
     opt_flags: tuple[str, ...] = ()  # Enzyme options (e.g. -enzyme-loose-types) for every build
     native_cpu: bool = False  # optimise for this machine's CPU after Enzyme
     split_long_blocks: bool = True  # run the long-block pass when the toolchain has it
+    vector_math: bool = False  # libmvec in vectorised loops after Enzyme, where available
     # Builds the module again (same sources, same options): a derivative
     # build needs the module's bitcode, and the cache may have been cleared
     # since the module was loaded.
@@ -576,7 +577,8 @@ def host_cpu() -> str:
 
 
 def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
-                link_args: Sequence[str], split_long_blocks: bool, native_cpu: bool) -> str:
+                link_args: Sequence[str], split_long_blocks: bool, native_cpu: bool,
+                vector_math: bool = False) -> str:
     material = {
         "format": FORMAT_VERSION, "package": _package_version(), "toolchain": tc.identity,
         "parse": _signature.PARSE_VERSION,  # the entry stores the parse's results
@@ -584,6 +586,7 @@ def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[st
         "passes": _passes(tc, split_long_blocks), "post_passes": POST_AD_PASSES, "opt": OPT_FLAGS,
         "post": POST_AD_FLAGS, "args": list(args), "link": list(link_args),
         "cpu": host_cpu() if native_cpu else "",
+        "vector_math": _vector_material(tc, native_cpu, vector_math),
         "sources": [[s.display_name, hashlib.sha256(s.text.encode()).hexdigest(), s.language,
                      list(s.flags)] for s in sources],
     }
@@ -596,12 +599,96 @@ def _passes(tc: Toolchain, split_long_blocks: bool) -> str:
     return OPT_PASSES_SPLIT if split_long_blocks and tc.split_pass else OPT_PASSES
 
 
-def _opt_pipeline(tc: Toolchain, split_long_blocks: bool, native_cpu: bool) -> list[str]:
+def _opt_pipeline(tc: Toolchain, split_long_blocks: bool, native_cpu: bool,
+                  vector_math: bool = False) -> list[str]:
     """opt's plugin and pass arguments for the run through Enzyme; without
     ``native_cpu`` the same run goes on with the post-AD optimisation."""
-    plugins = [tc.plugin, tc.split_pass] if split_long_blocks and tc.split_pass else [tc.plugin]
-    passes = _passes(tc, split_long_blocks) + ("" if native_cpu else f",{POST_AD_PASSES}")
-    return [*(f"--load-pass-plugin={p}" for p in plugins), f"-passes={passes}"]
+    vector = None if native_cpu else vector_math_support(tc, False) if vector_math else None
+    plugins = [tc.plugin, tc.split_pass] if (split_long_blocks or vector) and tc.split_pass else [tc.plugin]
+    passes = _passes(tc, split_long_blocks)
+    if not native_cpu:
+        passes += f",{_post_ad_passes(vector)}"
+    return [*(f"--load-pass-plugin={p}" for p in plugins), f"-passes={passes}", *_vector_options(vector)]
+
+
+# glibc's libmvec (x86-64): the libm functions of one or two double arguments
+# it has vector versions of (most since glibc 2.35; each is probed).
+_LIBMVEC_FUNCTIONS = ("acos", "acosh", "asin", "asinh", "atan", "atanh", "cbrt", "cos", "cosh", "erf",
+                      "erfc", "exp", "exp10", "exp2", "expm1", "log", "log10", "log1p", "log2", "sin",
+                      "sinh", "tan", "tanh", "atan2", "hypot", "pow")
+_TWO_ARGUMENTS = ("atan2", "hypot", "pow")
+VECTOR_MATH_FLAGS = ("-fveclib=libmvec",)  # the final clang step's, linking libmvec
+# compile(reassociate=True): clang may reorder floating-point sums and
+# products (a reduction `s += ...` vectorizes), assume no signed zeros and no
+# traps; NaN and infinity semantics are kept (not -ffast-math)
+REASSOCIATE_FLAGS = ("-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math")
+
+
+_LIBMVEC_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib")
+
+
+@functools.lru_cache(maxsize=8)
+def vector_math_support(tc: Toolchain, native_cpu: bool) -> tuple[str, tuple[str, ...], str] | None:
+    """``(instruction sets, functions, library)`` for efi-vector-math
+    (native/vector_math.cpp): the libmvec ISA letters this build may call
+    (``b``, SSE, always; ``c``/``d`` with AVX/AVX2 and ``e`` with AVX-512F on
+    this CPU when ``native_cpu``), the functions this glibc has and the
+    library's path (linked by path: no -dev symlink needed); None where
+    libmvec cannot be used (not x86-64, no libmvec, or no pass plugin). No
+    subprocess: a warm compile runs none."""
+    import ctypes
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64") or not tc.split_pass:
+        return None
+    path = next((os.path.join(d, "libmvec.so.1") for d in _LIBMVEC_DIRS
+                 if os.path.isfile(os.path.join(d, "libmvec.so.1"))), None)
+    if path is None:
+        return None
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return None
+    functions = tuple(f for f in _LIBMVEC_FUNCTIONS
+                      if hasattr(library, f"_ZGVbN2{'vv' if f in _TWO_ARGUMENTS else 'v'}_{f}"))
+    if not functions:
+        return None
+    isa = "b"
+    if native_cpu:
+        # (the CPU's own flags, read here: clang's -march=native probe is a
+        # subprocess, and this runs before any build, in every thread)
+        flags = _cpu_flags()
+        isa += "d" if "avx2" in flags else "c" if "avx" in flags else ""
+        isa += "e" if "avx512f" in flags else ""
+    return isa, functions, path
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")),
+                        set())
+    except OSError:
+        return set()
+
+
+def _vector_material(tc: Toolchain, native_cpu: bool, vector_math: bool) -> list:
+    """What vector math changes in a build, for cache keys."""
+    support = vector_math_support(tc, native_cpu) if vector_math else None
+    return [support[0], list(support[1]), support[2], VECTOR_MATH_FLAGS] if support else []
+
+
+def _post_ad_passes(vector: tuple[str, tuple[str, ...], str] | None) -> str:
+    return f"efi-vector-math,{POST_AD_PASSES}" if vector else POST_AD_PASSES
+
+
+def _vector_options(vector: tuple[str, tuple[str, ...], str] | None) -> list[str]:
+    return [f"-efi-vector-isa={vector[0]}", f"-efi-vector-functions={','.join(vector[1])}"] if vector else []
+
+
+def _final_flags(tc: Toolchain, native_cpu: bool, vector_math: bool) -> tuple[list[str], list[str]]:
+    """The final clang step's extra flags and libraries."""
+    support = vector_math_support(tc, native_cpu) if vector_math else None
+    return (list(VECTOR_MATH_FLAGS), [support[2]]) if support else ([], [])
 
 
 @functools.lru_cache(maxsize=4)
@@ -627,11 +714,13 @@ def native_features(clang: str) -> str:
 
 
 def _optimize_for_host(tc: Toolchain, bitcode: str, work: Path,
-                       on_error: Callable[[str], Exception]) -> str:
+                       on_error: Callable[[str], Exception], vector_math: bool = False) -> str:
     """The post-AD optimisation, for this machine's CPU."""
     out = str(work / "native.bc")
-    done = run_tool([tc.opt, bitcode, f"-passes={POST_AD_PASSES}", f"-mattr={native_features(tc.clang)}",
-                 *OPT_FLAGS, "-o", out])
+    vector = vector_math_support(tc, True) if vector_math else None
+    plugin = [f"--load-pass-plugin={tc.split_pass}"] if vector else []
+    done = run_tool([tc.opt, bitcode, *plugin, f"-passes={_post_ad_passes(vector)}", *_vector_options(vector),
+                     f"-mattr={native_features(tc.clang)}", *OPT_FLAGS, "-o", out])
     if done.returncode != 0:
         raise on_error(done.stderr)
     return out
@@ -642,7 +731,8 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
                             on_enzyme_error: Callable[[str], Exception],
                             extern_globals: Sequence[str] = (), opt_flags: Sequence[str] = (),
                             split_long_blocks: bool = True, native_cpu: bool = False,
-                            on_link_error: Callable[[str], Exception] | None = None) -> None:
+                            on_link_error: Callable[[str], Exception] | None = None,
+                            vector_math: bool = False) -> None:
     if len(bitcode) == 1:
         linked = bitcode[0]
     else:
@@ -651,12 +741,12 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         if done.returncode != 0:
             raise on_enzyme_error(done.stderr)
     ad = str(work / "ad.bc")
-    done = run_tool([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks, native_cpu), *OPT_FLAGS,
-                 *opt_flags, "-o", ad])
+    done = run_tool([tc.opt, linked, *_opt_pipeline(tc, split_long_blocks, native_cpu, vector_math),
+                     *OPT_FLAGS, *opt_flags, "-o", ad])
     if done.returncode != 0:
         raise on_enzyme_error(done.stderr)
     if native_cpu:
-        ad = _optimize_for_host(tc, ad, work, on_enzyme_error)
+        ad = _optimize_for_host(tc, ad, work, on_enzyme_error, vector_math)
     if extern_globals:
         # Only now turn the module's global definitions into declarations:
         # this library then uses the primal library's globals (it is linked
@@ -672,8 +762,9 @@ def _link_and_differentiate(tc: Toolchain, bitcode: Sequence[str], out_so: Path,
         if done.returncode != 0:
             raise on_enzyme_error(done.stderr)
         ad = extern
-    done = run_tool([tc.clang, *POST_AD_FLAGS, ad, "-o", str(out_so),
-                 *link_args, "-lm"])
+    final_flags, final_libraries = _final_flags(tc, native_cpu, vector_math)
+    done = run_tool([tc.clang, *POST_AD_FLAGS, *final_flags, ad, "-o", str(out_so),
+                     *link_args, *final_libraries, "-lm"])
     if done.returncode != 0:
         raise (on_link_error or on_enzyme_error)(done.stderr)
 
@@ -725,7 +816,7 @@ def check_flags(args: Sequence[str]) -> None:
 def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
                  link_args: Sequence[str], describe: Callable[[list[str]], ModuleFacts],
                  opt_flags: Sequence[str] = (), native_cpu: bool = False,
-                 split_long_blocks: bool = True) -> ModuleArtifact:
+                 split_long_blocks: bool = True, vector_math: bool = False) -> ModuleArtifact:
     """Compile a module's sources to pre-AD bitcode and a primal shared library.
 
     ``describe(paths, cache_dir)`` is called on a cache miss with the C files
@@ -736,7 +827,8 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
     stores the parsed signatures there).
     """
     check_flags(args)
-    key = _module_key(tc, sources, [*args, *opt_flags], link_args, split_long_blocks, native_cpu)
+    key = _module_key(tc, sources, [*args, *opt_flags], link_args, split_long_blocks, native_cpu,
+                      vector_math)
     with _memo_lock:
         hit = _module_memo.get(key)
     if hit is not None:
@@ -766,7 +858,7 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                 bc_sha256=manifest["files"][bc_name], link_args=tuple(link_args),
                 extra=manifest["extra"], dep_stamps=tuple(_stamp(d) for d in manifest["deps"]),
                 shared_globals=tuple(manifest.get("shared", ())), opt_flags=tuple(opt_flags),
-                native_cpu=native_cpu, split_long_blocks=split_long_blocks)
+                native_cpu=native_cpu, split_long_blocks=split_long_blocks, vector_math=vector_math)
 
         artifact = load()
         if artifact is None:
@@ -776,19 +868,19 @@ def build_module(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[s
                     artifact = _build_module_locked(tc, sources, args, link_args,
                                                     describe, key, entries, manifest_path,
                                                     tuple(opt_flags), native_cpu,
-                                                    split_long_blocks)
+                                                    split_long_blocks, vector_math)
         return artifact
 
     artifact = dataclasses.replace(_with_cache(at), rebuild=functools.partial(
         build_module, tc, sources, args, link_args, describe, opt_flags, native_cpu,
-        split_long_blocks))
+        split_long_blocks, vector_math))
     with _memo_lock:
         _module_memo[key] = (artifact, _identity(artifact.so_path, artifact.bc_path))
     return artifact
 
 
 def _build_module_locked(tc, sources, args, link_args, describe, key, entries, manifest_path,
-                         opt_flags, native_cpu, split_long_blocks):
+                         opt_flags, native_cpu, split_long_blocks, vector_math):
     with tempfile.TemporaryDirectory(prefix="build-", dir=entries.parent) as tmp:
         work = Path(os.path.realpath(tmp))  # compared with the depfile's real paths
         paths, rename, bitcode, headers = [], {}, [], []
@@ -881,12 +973,16 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
         if any("__enzyme" in source.text for source in sources):
             _link_and_differentiate(tc, [linked], so, link_args, work, module_failure,
                                     opt_flags=opt_flags, split_long_blocks=split_long_blocks,
-                                    native_cpu=native_cpu, on_link_error=link_failure)
+                                    native_cpu=native_cpu, on_link_error=link_failure,
+                                    vector_math=vector_math)
         else:
             # No Enzyme call or registration in the sources: the primal library
             # needs no Enzyme pass, and clang optimises and links in one step.
-            optimized = _optimize_for_host(tc, linked, work, optimizer_failure) if native_cpu else linked
-            done = run_tool([tc.clang, *POST_AD_FLAGS, optimized, "-o", str(so), *link_args, "-lm"])
+            optimized = (_optimize_for_host(tc, linked, work, optimizer_failure, vector_math)
+                         if native_cpu else linked)
+            final_flags, final_libraries = _final_flags(tc, native_cpu, vector_math and native_cpu)
+            done = run_tool([tc.clang, *POST_AD_FLAGS, *final_flags, optimized, "-o", str(so), *link_args,
+                             *final_libraries, "-lm"])
             if done.returncode != 0:
                 raise link_failure(done.stderr)
         extra = facts.extra
@@ -918,7 +1014,7 @@ def _build_module_locked(tc, sources, args, link_args, describe, key, entries, m
                           bc_sha256=files[bc_name], link_args=tuple(link_args), extra=extra,
                           dep_stamps=tuple(_stamp(d) for d in deps), shared_globals=tuple(shared),
                           opt_flags=opt_flags, native_cpu=native_cpu,
-                          split_long_blocks=split_long_blocks)
+                          split_long_blocks=split_long_blocks, vector_math=vector_math)
 
 
 def _bitcode_archive(stderr: str) -> str:
@@ -1107,6 +1203,7 @@ def build_derivative(tc: Toolchain, module: ModuleArtifact, wrapper_source: str,
                            wrapper_source, PRE_AD_FLAGS, _passes(tc, module.split_long_blocks),
                            OPT_FLAGS, POST_AD_PASSES, POST_AD_FLAGS,
                            host_cpu() if module.native_cpu else "", list(module.link_args),
+                           _vector_material(tc, module.native_cpu, module.vector_math),
                            list(module.shared_globals), list(module.opt_flags),
                            module.so_path if module.shared_globals else ""])
     key = hashlib.sha256(material.encode()).hexdigest()[:32]
@@ -1253,7 +1350,8 @@ def _build_derivative_locked(tc, module, wrapper_source, kernel, pattern, key, e
         _link_and_differentiate(tc, [linked_bc], so, link, work, failure,
                                 extern_globals=module.shared_globals, opt_flags=module.opt_flags,
                                 split_long_blocks=module.split_long_blocks,
-                                native_cpu=module.native_cpu, on_link_error=link_failure)
+                                native_cpu=module.native_cpu, on_link_error=link_failure,
+                                vector_math=module.vector_math)
         files = {f"{key}.so": sha256_file(so)}
         os.replace(so, entries / f"{key}.so")
         atomic_write_bytes(manifest_path, _manifest_bytes({"key": key, "files": files}), 0o600)

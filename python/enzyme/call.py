@@ -50,9 +50,9 @@ if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stag
     from .codegen import GeneratedSplit, GeneratedWrapper
     from .signature import GlobalVar
 
-__all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction", "NativeEntry", "native_entry",
-           "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol", "numpy_dtype",
-           "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER", "aligned_zeros",
+__all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction", "NativeEntry",
+           "native_entry", "run_batch", "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol",
+           "numpy_dtype", "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER", "aligned_zeros",
            "aligned_like"]
 
 
@@ -1035,6 +1035,16 @@ class NativeEntry:
 
     def closed_flag(self) -> int:
         return int(self.gate.pin())
+
+
+def run_batch(entry: NativeEntry, bases: Sequence[int], strides: Sequence[int], start: int, stop: int,
+              workers: int = 1) -> bool:
+    """Call a packed entry point once per element ``i`` of ``[start, stop)``
+    with slot ``k`` at ``bases[k] + i * strides[k]``, without the GIL, on
+    ``workers`` threads (native/fastcall.c). False when the library's gate is
+    closed (nothing ran). The caller has checked every buffer."""
+    return bool(_fastcall.run_batch(entry.address, entry.gate, tuple(bases), tuple(strides), start, stop,
+                                    workers))
 
 
 def native_entry(fn: DerivativeFunction | PrimalFunction) -> NativeEntry | None:

@@ -210,8 +210,7 @@ def _primal_native(plan: _Plan, host: Any, args: Sequence, results: Sequence) ->
                 return None
             sources.append(source)
     sources.append(xla.Source(xla.RET, outputs[-1]) if -1 in outputs else xla.Source(xla.SCRATCH, 16))
-    return xla.primal_plan(kernel.module._toolchain, kernel._primal_function(), sources,
-                           _first_call(host, plan, lambda: True), args, results)
+    return xla.primal_plan(kernel, sources, _first_call(host, plan, lambda: True), args, results)
 
 
 def _derivative_native(reverse: bool, plan: _Plan, host: Any, args: Sequence,

@@ -38,13 +38,17 @@ from .activity import (
     resolve_hvp,
 )
 from .call import (
+    PERMANENT_OWNER,
     DerivativeFunction,
     HvpFunction,
+    NativeEntry,
     OwnedLock,
     PrimalFunction,
     SplitFunctions,
     copy_inputs,
     global_view,
+    load_symbol,
+    native_entry,
     numpy_dtype,
     release_owner,
     tape_size,
@@ -53,6 +57,7 @@ from .codegen import (
     generate_blas_support,
     generate_derivative,
     generate_hvp,
+    generate_primal_shim,
     generate_primal_wrapper,
     generate_registrations,
     generate_split,
@@ -116,6 +121,10 @@ def _resolve_toolchain(tc: _toolchain_stage.Toolchain | None) -> _toolchain_stag
         if _default_toolchain is None or _default_toolchain[0] != env:
             _default_toolchain = (env, _toolchain_stage.resolve())
         return _default_toolchain[1]
+
+
+_primal_shims: dict[str, int] = {}  # shim source -> its address (loaded for good)
+_shims_lock = threading.Lock()
 
 
 class Kernel(FirstUseChecks):
@@ -269,6 +278,28 @@ class Kernel(FirstUseChecks):
                 "wrapper; it cannot be passed as a function pointer.")
         primal = self._primal_function()
         return int(primal._ffi.cast("uintptr_t", primal._fn))
+
+    def packed_primal(self) -> tuple[NativeEntry, int] | None:
+        """The kernel in the packed convention, for native callers (enzyme.jax's
+        XLA custom calls, enzyme.vmap's batch loop): the entry of a shim
+        ``void f(void **s)`` that calls the kernel through the function pointer
+        in ``s[n]`` (``n`` its parameter count) with ``s[0..n-1]`` as its
+        arguments and stores its return value at ``s[n + 1]``, and the
+        kernel's address; None where the kernel cannot be called so (an
+        isolated module, structs by value, row tables, function pointers)."""
+        primal = self._primal_function()
+        kernel = native_entry(primal)
+        shim = generate_primal_shim(self.signature)
+        if kernel is None or shim is None:
+            return None
+        source, name = shim
+        with _shims_lock:
+            address = _primal_shims.get(source)
+            if address is None:
+                path = build.build_helper(self.module._toolchain, source, [], f"the primal shim of '{self.name}'")
+                ffi, fn, _ = load_symbol(str(path), f"void {name}(void **);", name, PERMANENT_OWNER)
+                address = _primal_shims[source] = int(ffi.cast("uintptr_t", fn))
+        return NativeEntry(address, kernel.gate), kernel.address
 
     def _primal_function(self) -> PrimalFunction:
         self.module._check_open()
@@ -975,6 +1006,8 @@ class CompileOptions:
     enzyme_flags: tuple[str, ...] = ()
     native_cpu: bool = True
     split_long_blocks: bool = True
+    vector_math: bool = True
+    reassociate: bool = False
     verify: bool = True
     isolate: bool = False
     language: str | None = None  # None: by file name ending (text: C)
@@ -987,7 +1020,8 @@ class CompileOptions:
                        sizes: Any = None, loose_types: Any = False, runtime_activity: Any = False,
                        enzyme_flags: Any = (), native_cpu: Any = True, split_long_blocks: Any = True,
                        verify: Any = None, isolate: Any = False,
-                       language: Any = None, compile_commands: Any = None) -> CompileOptions:
+                       language: Any = None, compile_commands: Any = None, vector_math: Any = True,
+                       reassociate: Any = False) -> CompileOptions:
         """Check and normalise compile()'s keyword arguments (OptionError /
         OptionTypeError for what cannot be used)."""
         if verify is None:
@@ -998,7 +1032,8 @@ class CompileOptions:
                                       f"{type(rules).__name__}.")
         for name, flag in (("verify", verify), ("isolate", isolate), ("loose_types", loose_types),
                            ("runtime_activity", runtime_activity), ("native_cpu", native_cpu),
-                           ("split_long_blocks", split_long_blocks)):
+                           ("split_long_blocks", split_long_blocks), ("vector_math", vector_math),
+                           ("reassociate", reassociate)):
             # (bool("no") is True: a string here would silently mean the opposite)
             if not isinstance(flag, (bool, np.bool_)):
                 raise OptionTypeError(f"{name}= takes True or False, got {flag!r}.")
@@ -1033,6 +1068,7 @@ class CompileOptions:
             runtime_activity=bool(runtime_activity),
             enzyme_flags=_text_list(enzyme_flags, "enzyme_flags"), native_cpu=bool(native_cpu),
             split_long_blocks=bool(split_long_blocks), verify=bool(verify), isolate=bool(isolate),
+            vector_math=bool(vector_math), reassociate=bool(reassociate),
             language=_LANGUAGES[language.lower()] if language is not None else None,
             compile_commands=(os.path.abspath(_check_text(os.fspath(compile_commands),
                                                           "compile_commands"))
@@ -1055,7 +1091,7 @@ def _verify_by_default() -> bool:
 # compile()'s keyword defaults, in the order compile() lists them, and the
 # options they give (by the environment's ENZYME_VERIFY)
 _DEFAULT_ARGUMENTS = ((), None, (), (), (), None, None, (), (), None, False, False, (), True, True,
-                      None, False, None, None)
+                      None, False, None, None, True, False)
 _default_options = {verify: CompileOptions(verify=verify) for verify in (False, True)}
 
 
@@ -1074,6 +1110,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             split_long_blocks: bool = True, verify: bool | None = None, isolate: bool = False,
             language: str | None = None,
             compile_commands: str | os.PathLike | None = None,
+            vector_math: bool = True, reassociate: bool = False,
             toolchain: _toolchain_stage.Toolchain | None = None) -> Module:
     """Compile C code and return a :class:`Module` of callable, differentiable kernels.
 
@@ -1136,6 +1173,20 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         whose run time matters more than its compile time. Needs the pass
         built at install time (``python -m enzyme doctor`` says whether it is
         there).
+    vector_math : bool
+        After Enzyme has run, let loops that call libm functions (``exp``,
+        ``log``, ``tanh``, ``erfc``, ``pow``, ...) vectorize with glibc's
+        vector math library, libmvec (x86-64 with glibc 2.35 or later for most
+        functions; elsewhere this does nothing). Its functions are accurate to
+        4 ulp (glibc's bound) where libm's are to 1: results may differ from
+        scalar libm in the last bits (see the README's performance section
+        for what was measured). Pass False for libm's own results.
+    reassociate : bool
+        Let clang reorder floating-point sums and products (and assume no
+        signed zeros and no floating-point traps), so that reductions such
+        as ``s += x[i] * x[i]`` vectorize: often 2-4x faster loops, with
+        rounding that depends on the vector width. NaN and infinity keep
+        their meaning (this is not ``-ffast-math``). Default False.
     verify : bool, optional
         Check every derivative entry point once, on its first call: the
         dot-product test against the other mode (forward for a reverse
@@ -1186,7 +1237,8 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
     # calls: closing one handle never closes another's.
     given = (include_dirs, defines, flags, libraries, library_dirs, forward_rules, reverse_rules,
              inactive, inactive_globals, sizes, loose_types, runtime_activity, enzyme_flags,
-             native_cpu, split_long_blocks, verify, isolate, language, compile_commands)
+             native_cpu, split_long_blocks, verify, isolate, language, compile_commands, vector_math,
+             reassociate)
     # (types first: an array among the arguments would make == ambiguous)
     if all(type(a) is type(d) for a, d in zip(given, _DEFAULT_ARGUMENTS)) \
             and given == _DEFAULT_ARGUMENTS:
@@ -1200,7 +1252,8 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
             inactive=inactive, inactive_globals=inactive_globals, sizes=sizes,
             loose_types=loose_types, runtime_activity=runtime_activity, enzyme_flags=enzyme_flags,
             native_cpu=native_cpu, split_long_blocks=split_long_blocks, verify=verify,
-            isolate=isolate, language=language, compile_commands=compile_commands)
+            isolate=isolate, language=language, compile_commands=compile_commands,
+            vector_math=vector_math, reassociate=reassociate)
     return _handle_of(_call_key(source, path, sources, options, toolchain), lambda: _compile(
         _source_inputs(source, path, sources, options.language, options.compile_commands),
         options, toolchain))
@@ -1266,6 +1319,8 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
     args = [f"-I{os.path.abspath(d)}" for d in options.include_dirs]
     args += [f"-D{d}" for d in options.defines]
     args += [*options.flags, f"-I{get_include()}"]
+    if options.reassociate:
+        args += list(build.REASSOCIATE_FLAGS)
     forward_rules, reverse_rules = dict(options.forward_rules), dict(options.reverse_rules)
     inactive, inactive_globals = options.inactive, options.inactive_globals
     rule_functions = {fwd for fwd in forward_rules.values()} | {
@@ -1314,7 +1369,7 @@ def _compile(inputs: list[build.SourceInput], options: CompileOptions,
 
     opt_flags = (("-enzyme-loose-types",) if options.loose_types else ()) + options.enzyme_flags
     artifact = build.build_module(tc, inputs, args, tuple(link_args), describe, opt_flags,
-                                  options.native_cpu, options.split_long_blocks)
+                                  options.native_cpu, options.split_long_blocks, options.vector_math)
     # Contracts change checks, not code: the same artifact with other sizes=
     # is another Module.
     memo_key = (artifact.key, options.sizes, options.runtime_activity, options.verify,

@@ -167,6 +167,19 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
     if len(args) != len(sig.params):
         raise ActivityError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} given. "
                             f"Signature: {sig}")
+    annotations = grad_annotations(kernel, nums, args)
+    with kernel.module._wrt_arguments_only():
+        result = autodiff(mode, kernel, *annotations)
+    grads = tuple(result.derivs[i] if isinstance(annotations[i], Active) else annotations[i].dval
+                  for i in nums)
+    return (grads[0] if single else grads), result.primal
+
+
+def grad_annotations(kernel: Kernel, nums: Sequence[int], args: Sequence[Any]) -> list[Any]:
+    """The activities :func:`grad` differentiates a call with: the
+    arguments ``nums`` Duplicated (arrays, fresh zero shadows) or Active,
+    the others as :func:`enzyme.firstuse._inactive` says."""
+    sig = kernel.signature
     annotations = _inactive(kernel, args)
     for i in nums:
         value = args[i]
@@ -177,11 +190,7 @@ def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
             annotations[i] = Duplicated(value, aligned_like(value))
         else:
             annotations[i] = Active(value)
-    with kernel.module._wrt_arguments_only():
-        result = autodiff(mode, kernel, *annotations)
-    grads = tuple(result.derivs[i] if isinstance(annotations[i], Active) else annotations[i].dval
-                  for i in nums)
-    return (grads[0] if single else grads), result.primal
+    return annotations
 
 
 def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:

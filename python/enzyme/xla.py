@@ -31,7 +31,6 @@ import numpy as np
 
 from . import build
 from .call import NativeEntry, native_entry
-from .codegen import generate_primal_shim
 from .errors import EnzymeError
 from .params import Role
 
@@ -191,21 +190,15 @@ def plan_for(fn: Any, slots: Sequence[Any], role_of: Callable[[Any], Source | No
     return Plan(entry, sources, first_call, args, results, keep=(fn,))
 
 
-def primal_plan(toolchain: Any, primal: Any, sources: Sequence[Source], first_call: Callable,
+def primal_plan(kernel: Any, sources: Sequence[Source], first_call: Callable,
                 args: Sequence, results: Sequence) -> Plan | None:
-    """The plan of a kernel's own call, through a shim taking packed slots
-    (``sources`` for its parameters, then the return value's)."""
-    entry = native_entry(primal)
-    shim = generate_primal_shim(primal.signature)
-    if entry is None or shim is None or len(sources) + 2 > 2 * _MAX_BUFFERS:
+    """The plan of a kernel's own call, through its packed shim
+    (:meth:`enzyme.module.Kernel.packed_primal`): ``sources`` for its
+    parameters, then the return value's."""
+    packed = kernel.packed_primal()
+    if packed is None or len(sources) + 2 > 2 * _MAX_BUFFERS:
         return None
-    source, name = shim
-    with _lock:
-        library = _state.get(source)
-        if library is None:
-            path = build.build_helper(toolchain, source, [], f"the primal shim of '{primal.signature.name}'")
-            library = _state[source] = ctypes.CDLL(str(path))
-    shim_entry = NativeEntry(ctypes.cast(getattr(library, name), ctypes.c_void_p).value, entry.gate)
+    shim, address = packed
     # s[n] is the kernel itself, as the shim calls it
-    fixed = [*sources[:-1], Source(FIXED, 0, entry.address), sources[-1]]
-    return Plan(shim_entry, fixed, first_call, args, results, keep=(primal, library))
+    fixed = [*sources[:-1], Source(FIXED, 0, address), sources[-1]]
+    return Plan(shim, fixed, first_call, args, results, keep=(kernel,))
