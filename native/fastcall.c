@@ -417,28 +417,28 @@ static PyObject *tune_malloc(PyObject *self, PyObject *args) {
 #endif
 }
 
-/* run_batch(address, gate, bases, strides, start, stop, workers)
- * Calls the packed entry point at ``address`` (``void f(void **slots)``) once
- * per batch element i in [start, stop), slot k pointing at
- * bases[k] + i * strides[k] (a stride of 0: the same memory, or a value such
- * as a function pointer, for every element), without the GIL, split over
- * ``workers`` threads in contiguous chunks. The Python side (enzyme/vmap.py)
- * has checked every buffer and the first element already. */
+/* run_batch(address, gate, bases, strides, zero, start, stop, workers)
+ * Calls the batch twin of a generated entry point at ``address`` (``void
+ * f(char *const *bases, const long long *strides, const long long *zero,
+ * long long lo, long long hi)``, which calls the entry for each i in [lo, hi)
+ * with slot k at bases[k] + i * strides[k], a stride of 0 meaning the same
+ * memory, or a value such as a function pointer, for every element; and
+ * first zeroes zero[k] bytes there for the written slots with zero[k] > 0)
+ * for [start, stop), without the GIL, split over ``workers`` threads in
+ * contiguous chunks. The Python side (enzyme/vmap.py) has checked every
+ * buffer and the first element already. */
+typedef void (*batch_fn)(char *const *, const long long *, const long long *, long long, long long);
+
 typedef struct {
-    void (*entry)(void **);
-    int nslots;
-    const char *const *bases;
-    const long long *strides;
+    batch_fn batch;
+    char *const *bases;
+    const long long *strides, *zero;
     long long start, stop;
 } BatchChunk;
 
 static void *run_chunk(void *arg) {
     const BatchChunk *c = (const BatchChunk *)arg;
-    void *slots[MAX_SLOTS];
-    for (long long i = c->start; i < c->stop; i++) {
-        for (int k = 0; k < c->nslots; k++) slots[k] = (void *)(c->bases[k] + i * c->strides[k]);
-        c->entry(slots);
-    }
+    c->batch(c->bases, c->strides, c->zero, c->start, c->stop);
     return NULL;
 }
 
@@ -447,27 +447,47 @@ static void *run_chunk(void *arg) {
 static PyObject *run_batch(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long address;
-    PyObject *gate, *bases_obj, *strides_obj;
+    PyObject *gate, *bases_obj, *strides_obj, *zero_obj;
     long long start, stop;
     int workers;
-    if (!PyArg_ParseTuple(args, "KO!O!O!LLi", &address, &GateType, &gate, &PyTuple_Type, &bases_obj,
-                          &PyTuple_Type, &strides_obj, &start, &stop, &workers))
+    if (!PyArg_ParseTuple(args, "KO!O!O!O!LLi", &address, &GateType, &gate, &PyTuple_Type, &bases_obj,
+                          &PyTuple_Type, &strides_obj, &PyTuple_Type, &zero_obj, &start, &stop, &workers))
         return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(bases_obj);
-    if (n > MAX_SLOTS || PyTuple_GET_SIZE(strides_obj) != n || workers < 1 || workers > MAX_WORKERS) {
-        PyErr_SetString(PyExc_ValueError, "run_batch: bad slot or worker count");
+    if (address == 0 || n > MAX_SLOTS || PyTuple_GET_SIZE(strides_obj) != n ||
+        PyTuple_GET_SIZE(zero_obj) != n || workers < 1 || workers > MAX_WORKERS) {
+        PyErr_SetString(PyExc_ValueError, "run_batch: no batch entry, or bad slot or worker count");
         return NULL;
     }
-    const char *bases[MAX_SLOTS];
-    long long strides[MAX_SLOTS];
+    /* A base is an address (an int) or an object exporting a C-contiguous
+       buffer (a numpy array), whose memory is held for the call. */
+    char *bases[MAX_SLOTS];
+    long long strides[MAX_SLOTS], zero[MAX_SLOTS];
+    Py_buffer views[MAX_SLOTS];
+    int held[MAX_SLOTS];
+    int ok = 1;
     for (Py_ssize_t k = 0; k < n; k++) {
-        bases[k] = (const char *)(uintptr_t)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(bases_obj, k));
+        PyObject *base = PyTuple_GET_ITEM(bases_obj, k);
+        held[k] = 0;
+        if (ok && PyLong_Check(base)) {
+            bases[k] = (char *)(uintptr_t)PyLong_AsUnsignedLongLong(base);
+        } else if (ok && PyObject_GetBuffer(base, &views[k], PyBUF_C_CONTIGUOUS) == 0) {
+            held[k] = 1;
+            bases[k] = (char *)views[k].buf;
+        } else {
+            ok = 0;
+        }
         strides[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(strides_obj, k));
+        zero[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(zero_obj, k));
     }
-    if (PyErr_Occurred()) return NULL;
-    if (stop <= start) Py_RETURN_TRUE;
-    if (!gate_enter((Gate *)gate)) Py_RETURN_FALSE;  /* closed: the caller says so */
-    void (*entry)(void **) = (void (*)(void **))(uintptr_t)address;
+    if (!ok || PyErr_Occurred() || stop <= start || !gate_enter((Gate *)gate)) {
+        for (Py_ssize_t k = 0; k < n; k++)
+            if (held[k]) PyBuffer_Release(&views[k]);
+        if (!ok || PyErr_Occurred()) return NULL;
+        if (stop <= start) Py_RETURN_TRUE;
+        Py_RETURN_FALSE;  /* closed: the caller says so */
+    }
+    batch_fn batch = (batch_fn)(uintptr_t)address;
     long long count = stop - start;
     if (workers > count) workers = (int)count;
     BatchChunk chunks[MAX_WORKERS];
@@ -475,7 +495,7 @@ static PyObject *run_batch(PyObject *self, PyObject *args) {
     int started[MAX_WORKERS];
     Py_BEGIN_ALLOW_THREADS
     for (int w = 0; w < workers; w++) {
-        chunks[w] = (BatchChunk){entry, (int)n, bases, strides, start + count * w / workers,
+        chunks[w] = (BatchChunk){batch, bases, strides, zero, start + count * w / workers,
                                  start + count * (w + 1) / workers};
         started[w] = w > 0 && pthread_create(&threads[w], NULL, run_chunk, &chunks[w]) == 0;
         if (w > 0 && !started[w]) run_chunk(&chunks[w]);  /* no thread: run it here */
@@ -485,6 +505,8 @@ static PyObject *run_batch(PyObject *self, PyObject *args) {
         if (started[w]) pthread_join(threads[w], NULL);
     Py_END_ALLOW_THREADS
     gate_leave((Gate *)gate);
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (held[k]) PyBuffer_Release(&views[k]);
     Py_RETURN_TRUE;
 }
 

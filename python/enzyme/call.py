@@ -1015,35 +1015,41 @@ def _fast_plan(fn: DerivativeFunction, wrapper: GeneratedWrapper) -> Any:
         return None
 
 
-def _native_entry(ffi: Any, library: Any, name: str, isolate: bool) -> NativeEntry | None:
+def _native_entry(ffi: Any, library: Any, name: str, isolate: bool, batch: str = "") -> NativeEntry | None:
     if isolate or not name or _fastcall is None:
         return None
-    return NativeEntry(int(ffi.cast("uintptr_t", getattr(library.lib, name))), library.gate)
+    return NativeEntry(int(ffi.cast("uintptr_t", getattr(library.lib, name))), library.gate,
+                       int(ffi.cast("uintptr_t", getattr(library.lib, batch))) if batch else 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class NativeEntry:
     """An entry point for native callers outside Python (the XLA custom
-    call of enzyme.jax): the address of a ``void f(void **slots)`` or of the
-    kernel itself, and its library's gate. Such callers cannot enter the
+    call of enzyme.jax, enzyme.vmap's loop): the address of a ``void
+    f(void **slots)`` or of the kernel itself, its library's gate, and the
+    address of its batch twin. Such callers cannot enter the
     gate; :meth:`closed_flag` pins the library (it is never unloaded) and
     gives the address of the flag its close() sets, to read before each
     call."""
 
     address: int
     gate: Any
+    batch: int = 0  # the batch twin (see codegen.GeneratedWrapper.batch_entry), if any
 
     def closed_flag(self) -> int:
         return int(self.gate.pin())
 
 
-def run_batch(entry: NativeEntry, bases: Sequence[int], strides: Sequence[int], start: int, stop: int,
-              workers: int = 1) -> bool:
-    """Call a packed entry point once per element ``i`` of ``[start, stop)``
-    with slot ``k`` at ``bases[k] + i * strides[k]``, without the GIL, on
-    ``workers`` threads (native/fastcall.c). False when the library's gate is
-    closed (nothing ran). The caller has checked every buffer."""
-    return bool(_fastcall.run_batch(entry.address, entry.gate, tuple(bases), tuple(strides), start, stop,
+def run_batch(entry: NativeEntry, bases: Sequence[Any], strides: Sequence[int], start: int, stop: int,
+              workers: int = 1, zero: Sequence[int] | None = None) -> bool:
+    """Call an entry point's batch twin for the elements ``i`` of ``[start,
+    stop)``, with slot ``k`` at ``bases[k] + i * strides[k]`` (a base is an
+    address or a C-contiguous array, whose buffer is held for the call; the
+    first ``zero[k]`` bytes zeroed before the call, for written slots), without the
+    GIL, on ``workers`` threads (native/fastcall.c). False when the library's
+    gate is closed (nothing ran). The caller has checked every buffer."""
+    return bool(_fastcall.run_batch(entry.batch, entry.gate, tuple(bases), tuple(strides),
+                                    tuple(zero) if zero is not None else (0,) * len(bases), start, stop,
                                     workers))
 
 
@@ -1212,7 +1218,8 @@ class DerivativeFunction(_CheckedOnce):
         self._lengths = _length_plan(sig, position)
         self._writes_back = any(s.ctype.holds_pointers for s in self._slots)
         self._fast = _fast_plan(self, wrapper) if wrapper.packed_entry and not isolate else None
-        self._native = _native_entry(self._ffi, self._library, wrapper.packed_entry, isolate)
+        self._native = _native_entry(self._ffi, self._library, wrapper.packed_entry, isolate,
+                                     wrapper.batch_entry)
         # With no scalar results the result never changes: build it once.
         self._fixed_result = (self._result(()) if not self._outputs else None)
         self._flat_names = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .activity import Activity, DerivativeSpec, HvpSpec
@@ -35,7 +36,7 @@ __all__ = ["GeneratedWrapper", "generate_blas_support", "generate_derivative", "
            "struct_definitions", "generate_primal_shim"]
 
 # Bump when the generated code changes shape: it is part of every cache key.
-CODEGEN_VERSION = "7"
+CODEGEN_VERSION = "8"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class GeneratedWrapper:
     # through one array (pointers as themselves, scalars by address), for the
     # C fast path (native/fastcall.c), which cannot call arbitrary signatures.
     packed_entry: str = ""
+    # ``void batch(char *const *bases, const long long *strides, long long lo,
+    # long long hi)``: the call for each i in [lo, hi), slot k at bases[k] +
+    # i * strides[k] (enzyme.vmap's loop, native/fastcall.c's run_batch).
+    batch_entry: str = ""
 
 
 def _packed(entry: str, params: tuple[Slot, ...]) -> tuple[str, str, str]:
@@ -62,15 +67,50 @@ def _packed(entry: str, params: tuple[Slot, ...]) -> tuple[str, str, str]:
             f"void {name}(void **);", name)
 
 
-def generate_primal_shim(signature: Signature) -> tuple[str, str] | None:
-    """C source and name of ``void shim(void **s)``, which calls a kernel of
+_BATCH_SIGNATURE = "(char *const *b, const long long *st, const long long *z, long long lo, long long hi)"
+BATCH_CDEF = "(char *const *, const long long *, const long long *, long long, long long)"
+
+
+def _batch_twin(entry: str, params: tuple[Slot, ...]) -> tuple[str, str, str]:
+    """Definition, cdef and name of the batch twin of ``entry`` (see
+    :attr:`GeneratedWrapper.batch_entry`)."""
+    name = entry.replace("__efi_d_", "__efi_bt_", 1)
+    # (through a local alias: a call of the exported entry from a shared
+    # library goes through the PLT, an extra jump per element)
+    local = entry.replace("__efi_d_", "__efi_dl_", 1)
+    # Written slots are zeroed element by element, z[k] bytes when z[k] > 0,
+    # just before their call (reverse-mode shadows accumulate): one pass over
+    # memory instead of a zeroing pass and then the loop.
+    zeroed = [k for k, p in enumerate(params) if p.writable]
+    zeroing = "".join(f"if (z{k}) __builtin_memset(b{k} + i * s{k}, 0, (unsigned long)z{k}); " for k in zeroed)
+    return (f"static __typeof__({entry}) {local} __attribute__((alias(\"{entry}\")));\n"
+            f"void {name}{_BATCH_SIGNATURE} {{\n{_batch_locals(len(params))}"
+            + "".join(f"    const long long z{k} = z[{k}];\n" for k in zeroed)
+            + f"    for (long long i = lo; i < hi; i++) {{ {zeroing}{local}({', '.join(_strided(params))}); }}\n}}",
+            f"void {name}{BATCH_CDEF};", name)
+
+
+def _batch_locals(n: int) -> str:
+    # (copied into locals: the loop's calls cannot change them, so they stay
+    # in registers instead of being reloaded around every call)
+    return "".join(f"    char *const b{k} = b[{k}]; const long long s{k} = st[{k}];\n" for k in range(n))
+
+
+def _strided(params: Sequence[Slot]) -> list[str]:
+    return [f"({p.c_type})(b{k} + i * s{k})" if p.pointer else f"*({p.c_type} *)(b{k} + i * s{k})"
+            for k, p in enumerate(params)]
+
+
+def generate_primal_shim(signature: Signature) -> tuple[str, str, str] | None:
+    """C source and names of ``void shim(void **s)``, which calls a kernel of
     this signature through the function pointer in ``s[n]`` (``n`` its
     parameter count) with the slots before it as its arguments (pointers as
     themselves, scalars by address) and stores a return value at ``s[n + 1]``:
     the primal call in the packed convention of the derivatives' twins (see
     :func:`_packed`), for callers that cannot call arbitrary signatures (the
-    XLA custom call of enzyme.jax). None for signatures it cannot pass (structs
-    by value, row tables, function pointers).
+    XLA custom call of enzyme.jax); and of its batch twin (see
+    :attr:`GeneratedWrapper.batch_entry`). None for signatures it cannot pass
+    (structs by value, row tables, function pointers).
 
     Examples
     --------
@@ -81,6 +121,14 @@ def generate_primal_shim(signature: Signature) -> tuple[str, str] | None:
     >>> print(generate_primal_shim(sig)[0])
     typedef double (*__efi_fn)(const double *, int);
     void __efi_px(void **s) { *(double *)s[3] = ((__efi_fn)s[2])((const double *)s[0], *(int *)s[1]); }
+    void __efi_pxb(char *const *b, const long long *st, const long long *z, long long lo, long long hi) {
+        char *const b0 = b[0]; const long long s0 = st[0];
+        char *const b1 = b[1]; const long long s1 = st[1];
+        __efi_fn fn = (__efi_fn)b[2];
+        (void)z;
+        for (long long i = lo; i < hi; i++) *(double *)(b[3] + i * st[3]) = fn((const double *)(b0 + i * s0), \
+*(int *)(b1 + i * s1));
+    }
     """
     types = [signature.ret, *(p.ctype for p in signature.params)]
     if any(t.kind not in ("scalar", "pointer", "void") or t.is_struct or t.rows for t in types):
@@ -93,9 +141,13 @@ def generate_primal_shim(signature: Signature) -> tuple[str, str] | None:
     call = f"((__efi_fn)s[{n}])({', '.join(args)})"
     ret = signature.ret.c_decl
     body = call if ret == "void" else f"*({ret} *)s[{n + 1}] = {call}"
-    name = "__efi_px"
+    batch_call = f"fn({', '.join(_strided(params))})"
+    batch_body = batch_call if ret == "void" else f"*({ret} *)(b[{n + 1}] + i * st[{n + 1}]) = {batch_call}"
     return (f"typedef {ret} (*__efi_fn)({', '.join(p.c_type for p in params) or 'void'});\n"
-            f"void {name}(void **s) {{ {body}; }}", name)
+            f"void __efi_px(void **s) {{ {body}; }}\n"
+            f"void __efi_pxb{_BATCH_SIGNATURE} {{\n{_batch_locals(n)}"
+            f"    __efi_fn fn = (__efi_fn)b[{n}];\n    (void)z;\n"
+            f"    for (long long i = lo; i < hi; i++) {batch_body};\n}}", "__efi_px", "__efi_pxb")
 
 
 def primal_cdef(signature: Signature) -> str:
@@ -481,6 +533,7 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
     # inline the entry (two inlined Enzyme call sites gave wrong batched
     # tangents with the pinned plugin), hence noinline.
     packed_def, packed_cdef, packed_name = _packed(entry, params) if not spec.batched else ("", "", "")
+    batch_def, batch_cdef, batch_name = _batch_twin(entry, params) if not spec.batched else ("", "", "")
     lines = [
         f"/* enzyme-ffi generated: {spec.pattern} of {sig} */",
         _PRELUDE,
@@ -495,11 +548,12 @@ def generate_derivative(spec: DerivativeSpec, runtime_activity: bool = False) ->
         *(f"    {line}" for line in call.after),
         "}",
         packed_def,
+        batch_def,
         "",
     ]
-    cdef = f"void {entry}({entry_sig});" + (f"\n{packed_cdef}" if packed_name else "")
+    cdef = f"void {entry}({entry_sig});" + (f"\n{packed_cdef}\n{batch_cdef}" if packed_name else "")
     return GeneratedWrapper(entry=entry, c_source="\n".join(lines), cdef=cdef, params=params,
-                            packed_entry=packed_name)
+                            packed_entry=packed_name, batch_entry=batch_name)
 
 
 def generate_hvp(spec: HvpSpec, runtime_activity: bool = False) -> GeneratedWrapper:

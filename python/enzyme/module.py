@@ -54,6 +54,7 @@ from .call import (
     tape_size,
 )
 from .codegen import (
+    BATCH_CDEF,
     generate_blas_support,
     generate_derivative,
     generate_hvp,
@@ -123,7 +124,7 @@ def _resolve_toolchain(tc: _toolchain_stage.Toolchain | None) -> _toolchain_stag
         return _default_toolchain[1]
 
 
-_primal_shims: dict[str, int] = {}  # shim source -> its address (loaded for good)
+_primal_shims: dict[str, tuple[int, int]] = {}  # shim source -> its entries (loaded for good)
 _shims_lock = threading.Lock()
 
 
@@ -284,22 +285,25 @@ class Kernel(FirstUseChecks):
         XLA custom calls, enzyme.vmap's batch loop): the entry of a shim
         ``void f(void **s)`` that calls the kernel through the function pointer
         in ``s[n]`` (``n`` its parameter count) with ``s[0..n-1]`` as its
-        arguments and stores its return value at ``s[n + 1]``, and the
-        kernel's address; None where the kernel cannot be called so (an
+        arguments and stores its return value at ``s[n + 1]`` (and its batch
+        twin), and the kernel's address; None where the kernel cannot be called so (an
         isolated module, structs by value, row tables, function pointers)."""
         primal = self._primal_function()
         kernel = native_entry(primal)
         shim = generate_primal_shim(self.signature)
         if kernel is None or shim is None:
             return None
-        source, name = shim
+        source, name, batch_name = shim
         with _shims_lock:
-            address = _primal_shims.get(source)
-            if address is None:
+            addresses = _primal_shims.get(source)
+            if addresses is None:
                 path = build.build_helper(self.module._toolchain, source, [], f"the primal shim of '{self.name}'")
-                ffi, fn, _ = load_symbol(str(path), f"void {name}(void **);", name, PERMANENT_OWNER)
-                address = _primal_shims[source] = int(ffi.cast("uintptr_t", fn))
-        return NativeEntry(address, kernel.gate), kernel.address
+                cdef = (f"void {name}(void **);\n"
+                        f"void {batch_name}{BATCH_CDEF};")
+                ffi, fn, library = load_symbol(str(path), cdef, name, PERMANENT_OWNER)
+                addresses = _primal_shims[source] = (int(ffi.cast("uintptr_t", fn)),
+                                                     int(ffi.cast("uintptr_t", getattr(library.lib, batch_name))))
+        return NativeEntry(addresses[0], kernel.gate, addresses[1]), kernel.address
 
     def _primal_function(self) -> PrimalFunction:
         self.module._check_open()
@@ -435,9 +439,9 @@ class Kernel(FirstUseChecks):
                 hint="const globals, or pass the values as arguments")
         spec = self._with_callbacks(resolve_activities(self.signature, mode, kinds, ret, 1))
         wrapper = generate_derivative(spec, self.module.runtime_activity)
-        # (the packed twin takes void **: not a kernel)
-        text = "\n".join(line for line in wrapper.c_source.splitlines()
-                         if not line.startswith("void __efi_pk_"))
+        # (the packed and batch twins, last in the source, take void ** and
+        # strided slots: not kernels)
+        text = wrapper.c_source.split("\nvoid __efi_pk_", 1)[0] + "\n"
         inputs = [*recipe.inputs, build.SourceInput(text, f"<enzyme-ffi {mode!r} of {self.name}>")]
         key = ("derivative-of", recipe.digest, spec.pattern, hashlib.sha256(text.encode()).hexdigest())
         module = _handle_of(key, lambda: _compile(list(inputs), recipe.options, recipe.toolchain))

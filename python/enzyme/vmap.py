@@ -110,6 +110,7 @@ class Batched:
             raise OptionError(f"workers={workers}: the module of '{sig.name}' has writable globals, "
                               "which threads would share; use workers=1.")
         self.in_axes, self.workers = axes, int(workers)
+        self._recipes: dict[tuple, Any] = {}
         self.__name__ = f"vmap_{getattr(fn, '__name__', self.kernel.name)}"
         self.__doc__ = f"{getattr(fn, '__doc__', '')}\n\nMapped over axis 0 of: " + ", ".join(
             p.name for p, a in zip(sig.params, axes) if a == 0) + "."
@@ -123,6 +124,10 @@ class Batched:
             raise ArgumentTypeError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} "
                                     f"given. Signature: {sig}")
         batched, size = self._batched(args)
+        if self.transform is not None:
+            found = self._gradients(args, batched, size)
+            if found is not None:
+                return found
         first_args = self._element(args, batched, 0)
         first = self.fn(*first_args)
         outputs = [np.zeros((size, *np.shape(part)), dtype=dtype)
@@ -214,99 +219,146 @@ class Batched:
         if plan is None:
             _log.debug("enzyme.vmap of %s: a Python loop of checked calls", self.kernel.name)
             return False
-        entry, bases, strides, keep = plan
+        entry, bases, strides = plan
         if not run_batch(entry, bases, strides, 1, size, self.workers):
             self.kernel.module._check_open()  # (closed: says so)
             return False
-        del keep
         return True
 
     def _plan(self, args: tuple, batched: dict[int, np.ndarray],
-              outputs: list[np.ndarray]) -> tuple[NativeEntry, list[int], list[int], list[Any]] | None:
-        kernel, sig = self.kernel, self.kernel.signature
-        module = kernel.module
-        if module.isolate or module._shadowed:
+              outputs: list[np.ndarray]) -> tuple[NativeEntry, list[Any], list[int]] | None:
+        """The kernel's batch loop: its shim's batch twin, the slots' bases
+        and strides (and the arrays they point into); None for the Python
+        loop. (Gradients: see :meth:`_gradients`.) A base is an array
+        (run_batch holds its buffer for the call) or an address."""
+        sig = self.kernel.signature
+        if self.transform is not None or not self._plannable(args, batched):
             return None
+        packed = self.kernel.packed_primal()
+        if packed is None:
+            return None
+        entry, address = packed
+        bases: list[Any] = []
+        strides: list[int] = []
         for i, param in enumerate(sig.params):
-            writable = param.ctype.is_pointer and not param.ctype.const
-            if (writable and i not in batched) or param.ctype.is_struct or param.ctype.rows \
-                    or param.ctype.is_function:
-                return None  # (a written array shared by every element: the Python loop's order)
-            # a written batch must not overlap another argument in any row (the
-            # first element's checks saw row 0 only); the Python loop's checks
-            # then say which element
-            others = [a for j, a in enumerate(args) if j != i and isinstance(a, np.ndarray)]
-            if writable and any(np.may_share_memory(batched[i], a) for a in others):
-                return None
-        keep: list[Any] = []
-
-        def fixed(value: Any, dtype: Any) -> tuple[int, int]:
-            array = np.ascontiguousarray(value, dtype=dtype)
-            keep.append(array)
-            return array.ctypes.data, 0
-
-        def argument(i: int) -> tuple[int, int]:
             if i in batched:
-                return batched[i].ctypes.data, batched[i].strides[0]
-            value, ctype = args[i], sig.params[i].ctype
-            if ctype.is_pointer:
-                if not isinstance(value, np.ndarray) or not value.flags.c_contiguous:
-                    raise _Fallback
-                return value.ctypes.data, 0
-            return fixed([value], np.dtype(ctype.dtype))
-
-        def output(out: np.ndarray) -> tuple[int, int]:
-            return out.ctypes.data, out.strides[0]
-
-        try:
-            if self.transform is None:
-                packed = kernel.packed_primal()
-                if packed is None:
-                    return None
-                entry, address = packed
-                slots = [argument(i) for i in range(len(sig.params))]
-                slots.append((address, 0))
-                slots.append(output(outputs[0]) if outputs else (0, 0))
-                return entry, [b for b, _ in slots], [s for _, s in slots], keep
-            return self._derivative_plan(args, batched, outputs, argument, output, fixed, keep)
-        except _Fallback:
-            return None
-
-    def _derivative_plan(self, args, batched, outputs, argument, output, fixed, keep):
-        kernel = self.kernel
-        first = self._element(args, batched, 0)
-        annotations = grad_annotations(kernel, self._nums, first)
-        kinds = tuple(type(a) for a in annotations)
-        mode = Reverse if self.transform == "grad" else ReverseWithPrimal
-        fn = kernel.derivative_function(mode, kinds, None)
-        entry = native_entry(fn)
-        if entry is None or fn.failed is not None or fn.first_call is not None:
-            return None
-        grads = outputs if self.transform == "grad" else outputs[1:]
-        grad_of = dict(zip(self._nums, grads))
-        slots = []
-        for slot in fn._slots:
-            a, role = slot.arg, slot.role
-            if slot.lane:
-                return None
-            if role is Role.PRIMAL:
-                slots.append(argument(a))
-            elif role is Role.SHADOW and a in grad_of:
-                slots.append(output(grad_of[a]))
-            elif role is Role.SHADOW and kinds[a] is Duplicated and a in batched:
-                scratch = np.zeros_like(batched[a])  # (the zero shadow grad gives a written array)
-                keep.append(scratch)
-                slots.append(output(scratch))
-            elif role is Role.SEED:
-                slots.append(fixed([1.0], np.dtype(slot.dtype)))
-            elif role in (Role.ADJOINT_OUT, Role.GRADIENT_OUT) and kinds[a] is Active and a in grad_of:
-                slots.append(output(grad_of[a]))
-            elif role is Role.PRIMAL_OUT and a < 0 and self.transform == "value_and_grad":
-                slots.append(output(outputs[0]))
+                array, stride = batched[i], batched[i].strides[0]
+            elif param.ctype.is_pointer:
+                array, stride = args[i], 0
             else:
+                array, stride = np.array([args[i]], dtype=np.dtype(param.ctype.dtype)), 0
+            bases.append(array)
+            strides.append(stride)
+        bases.append(address)  # the kernel itself, as the shim calls it
+        strides.append(0)
+        bases.append(outputs[0] if outputs else 0)
+        strides.append(outputs[0].strides[0] if outputs else 0)
+        return entry, bases, strides
+
+    def _plannable(self, args: tuple, batched: dict[int, np.ndarray]) -> bool:
+        """Whether the native loop may run this call (else the Python loop)."""
+        module, sig = self.kernel.module, self.kernel.signature
+        if module.isolate or module._shadowed:
+            return False
+        for i, param in enumerate(sig.params):
+            ctype = param.ctype
+            if ctype.is_struct or ctype.rows or ctype.is_function:
+                return False
+            if ctype.is_pointer and i not in batched and (
+                    not isinstance(args[i], np.ndarray) or not args[i].flags.c_contiguous):
+                return False
+            if ctype.is_pointer and not ctype.const:
+                if i not in batched:
+                    return False  # (a written array shared by every element: the Python loop's order)
+                # a written batch must not overlap another argument in any row
+                # (the first element's checks saw row 0 only); the Python loop's
+                # checks then say which element
+                if any(np.may_share_memory(batched[i], a) for j, a in enumerate(args)
+                       if j != i and isinstance(a, np.ndarray)):
+                    return False
+        return True
+
+    def _recipe(self, first: list[Any]) -> Any:
+        """The derivative grad calls for arguments like ``first`` and its
+        native entry (cached by the arguments' kinds), or None."""
+        key = tuple((type(a), getattr(a, "dtype", None)) for a in first)
+        if key not in self._recipes:
+            annotations = grad_annotations(self.kernel, self._nums, first)
+            kinds = tuple(type(a) for a in annotations)
+            mode = Reverse if self.transform == "grad" else ReverseWithPrimal
+            fn = self.kernel.derivative_function(mode, kinds, None)
+            entry = native_entry(fn)
+            usable = entry is not None and entry.batch and not any(slot.lane for slot in fn._slots)
+            self._recipes[key] = (fn, kinds, entry) if usable else None
+        return self._recipes[key]
+
+    def _gradients(self, args: tuple, batched: dict[int, np.ndarray], size: int) -> Any:
+        """grad / value_and_grad over the batch: the first element through the
+        derivative's checked call, the others through its batch twin; None
+        when the native loop cannot take the call."""
+        if not self._plannable(args, batched):
+            return None
+        sig = self.kernel.signature
+        first = self._element(args, batched, 0)
+        recipe = self._recipe(first)
+        if recipe is None:
+            return None
+        fn, kinds, entry = recipe
+        # (not zeroed here: the loop zeroes each element's shadows just
+        # before its call, in one pass over memory; row 0 is zeroed below)
+        grads: dict[int, np.ndarray] = {}
+        for a in self._nums:
+            if sig.params[a].ctype.is_pointer:
+                grads[a] = np.empty((size, *np.shape(first[a])), dtype=first[a].dtype)
+            else:
+                grads[a] = np.empty(size, dtype=np.dtype(sig.params[a].ctype.dtype))
+            grads[a][0] = 0
+        scratch = {a: np.empty_like(batched[a]) for a, kind in enumerate(kinds)
+                   if kind is Duplicated and a not in grads}
+        for array in scratch.values():
+            array[0] = 0
+        values = np.zeros(size, dtype=np.dtype(sig.ret.dtype)) if self.transform == "value_and_grad" else None
+        flat: list[Any] = []
+        for a, kind in enumerate(kinds):
+            flat.append(first[a])
+            if kind is Duplicated:
+                flat.append(grads[a][0] if a in grads else scratch[a][0])
+        result = fn(*flat)  # (the first-use check, and every argument check)
+        for a in self._nums:
+            if kinds[a] is Active:
+                grads[a][0] = result.derivs[a]
+        if values is not None:
+            values[0] = result.primal
+        if size > 1:
+            bases: list[Any] = []
+            strides, zero = [], []
+            for slot in fn._slots:
+                a, role = slot.arg, slot.role
+                if role is Role.PRIMAL and a in batched:
+                    array, stride = batched[a], batched[a].strides[0]
+                elif role is Role.PRIMAL and sig.params[a].ctype.is_pointer:
+                    array, stride = args[a], 0
+                elif role is Role.PRIMAL:
+                    array, stride = np.array([args[a]], dtype=np.dtype(sig.params[a].ctype.dtype)), 0
+                elif role is Role.SHADOW:
+                    array = grads[a] if a in grads else scratch[a]
+                    stride = array.strides[0]
+                elif role is Role.SEED:
+                    array, stride = np.ones(1, dtype=np.dtype(slot.dtype)), 0
+                elif role in (Role.ADJOINT_OUT, Role.GRADIENT_OUT) and a in grads:
+                    array, stride = grads[a], grads[a].strides[0]
+                elif role is Role.PRIMAL_OUT and values is not None:
+                    array, stride = values, values.strides[0]
+                else:
+                    return None  # (not reached for grad's derivatives; the Python loop if it were)
+                bases.append(array)  # (run_batch holds its buffer for the call)
+                strides.append(stride)
+                zero.append(array.strides[0] if role in (Role.SHADOW, Role.ADJOINT_OUT, Role.GRADIENT_OUT) else 0)
+            if not run_batch(entry, bases, strides, 1, size, self.workers, zero):
+                self.kernel.module._check_open()
                 return None
-        return entry, [b for b, _ in slots], [s for _, s in slots], keep
+        out = [grads[a] for a in self._nums]
+        found = out[0] if self._single else tuple(out)
+        return found if values is None else (values, found)
 
 
-class _Fallback(Exception):
-    """An argument the native loop does not take: the Python loop runs."""
