@@ -22,7 +22,7 @@ from enzyme.activity import (
     ReverseWithPrimal,
     resolve_activities,
 )
-from enzyme.codegen import generate_derivative
+from enzyme.codegen import BATCH_CDEF, generate_derivative
 from enzyme.params import Role
 from enzyme.signature import CType, Param, Signature
 
@@ -58,13 +58,23 @@ def test_cdef_matches_c_definition(mode, kinds, ret):
     definition = next(line.replace("__attribute__((noinline)) ", "")
                       for line in wrapper.c_source.splitlines()
                       if f"void {wrapper.entry}(" in line)
-    entry_cdef, packed_cdef = wrapper.cdef.splitlines()
+    entry_cdef, packed_cdef, batch_cdef = wrapper.cdef.splitlines()
     assert definition.rstrip(" {") == entry_cdef.rstrip(";")
     # the packed twin passes every parameter through one slot array, in order
     assert packed_cdef == f"void {wrapper.packed_entry}(void **);"
     packed = next(line for line in wrapper.c_source.splitlines()
                   if line.startswith(f"void {wrapper.packed_entry}("))
     assert packed.count("s[") == len(wrapper.params)
+    # the batch twin: every parameter strided, through the local alias, each
+    # written one zeroed (when asked) before the call
+    assert batch_cdef == f"void {wrapper.batch_entry}{BATCH_CDEF};"
+    lines = wrapper.c_source.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"void {wrapper.batch_entry}("))
+    loop = next(line for line in lines[start:] if "for (long long i = lo" in line)
+    local = wrapper.entry.replace("__efi_d_", "__efi_dl_")
+    call = loop[loop.index(f"{local}("):]
+    assert [call.count(f"b{k} + i * s{k}") for k in range(len(wrapper.params))] == [1] * len(wrapper.params)
+    assert loop.count("__builtin_memset") == sum(p.writable for p in wrapper.params)
     # every out-pointer is written after the Enzyme call
     for param in wrapper.params:
         if param.role.is_output:

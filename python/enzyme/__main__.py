@@ -43,6 +43,13 @@ def _doctor() -> int:
         print(f"long-block pass: missing. {tc.split_pass_problem}\n"
               "           (everything works; functions with thousands of straight-line "
               "statements compile in quadratic time)")
+    from .build import vector_math_support
+    vector = vector_math_support(tc, True)
+    if vector:
+        print(f"vector math: {vector[2]} (instruction sets {vector[0]}; {len(vector[1])} functions)")
+    else:
+        print("vector math: unavailable (needs x86-64, glibc's libmvec and the long-block pass plugin);"
+              "\n           loops calling libm functions run scalar")
     try:
         import clang.cindex  # noqa: F401
 
