@@ -564,16 +564,24 @@ def host_cpu() -> str:
     built with -march=native is only valid where the fingerprint matches, so
     it is part of the cache key (a home directory shared by different
     machines then keeps one entry per CPU, never runs another's)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            lines = [ln for ln in handle.read().splitlines()
-                     if ln.startswith(("model name", "flags", "vendor_id", "cpu family", "model\t"))]
+    lines = [ln for ln in _cpuinfo().splitlines()
+             if ln.startswith(("model name", "flags", "vendor_id", "cpu family", "model\t"))]
+    if lines:
         text = "\n".join(dict.fromkeys(lines))
-    except OSError:
+    else:
         import platform
 
         text = f"{platform.machine()} {platform.processor()}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def _module_key(tc: Toolchain, sources: Sequence[SourceInput], args: Sequence[str],
@@ -644,12 +652,17 @@ def vector_math_support(tc: Toolchain, native_cpu: bool) -> tuple[str, tuple[str
                  if os.path.isfile(os.path.join(d, "libmvec.so.1"))), None)
     if path is None:
         return None
-    try:
-        library = ctypes.CDLL(path)
-    except OSError:
-        return None
-    functions = tuple(f for f in _LIBMVEC_FUNCTIONS
-                      if hasattr(library, f"_ZGVbN2{'vv' if f in _TWO_ARGUMENTS else 'v'}_{f}"))
+
+    def probe() -> dict:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            return {"functions": []}
+        return {"functions": [f for f in _LIBMVEC_FUNCTIONS
+                              if hasattr(library, f"_ZGVbN2{'vv' if f in _TWO_ARGUMENTS else 'v'}_{f}")]}
+
+    # (remembered with the library's identity: a warm process loads nothing)
+    functions = tuple(stamped_json(probe_store(), Path(path), probe, variant="libmvec functions")["functions"])
     if not functions:
         return None
     isa = "b"
@@ -663,12 +676,8 @@ def vector_math_support(tc: Toolchain, native_cpu: bool) -> tuple[str, tuple[str
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")),
-                        set())
-    except OSError:
-        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in _cpuinfo().splitlines()
+                 if line.startswith("flags")), set())
 
 
 def _vector_material(tc: Toolchain, native_cpu: bool, vector_math: bool) -> list:
