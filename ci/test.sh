@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/ci/setup.sh" --bridges
 cd "$ROOT"
-exec .venv/bin/python -m pytest tests python/enzyme --doctest-modules "$@"
+exec .venv/bin/python -m pytest tests python/enzyme --doctest-modules --durations=15 "$@"
