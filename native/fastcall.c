@@ -431,14 +431,29 @@ typedef void (*batch_fn)(char *const *, const long long *, const long long *, lo
 
 typedef struct {
     batch_fn batch;
+    int nslots;
     char *const *bases;
     const long long *strides, *zero;
     long long start, stop;
 } BatchChunk;
 
+/* Rows up to this many bytes, one after another, are zeroed for the whole
+   chunk at once before the loop: a memset call per small row costs more than
+   the pass over memory it saves. Larger rows are zeroed by the batch twin just
+   before each call, while they are in cache. */
+#define BULK_ZERO_ROW 1024
+
 static void *run_chunk(void *arg) {
     const BatchChunk *c = (const BatchChunk *)arg;
-    c->batch(c->bases, c->strides, c->zero, c->start, c->stop);
+    long long zero[MAX_SLOTS];
+    for (int k = 0; k < c->nslots; k++) {
+        zero[k] = c->zero[k];
+        if (zero[k] > 0 && zero[k] == c->strides[k] && zero[k] <= BULK_ZERO_ROW) {
+            memset(c->bases[k] + c->start * c->strides[k], 0, (size_t)((c->stop - c->start) * zero[k]));
+            zero[k] = 0;
+        }
+    }
+    c->batch(c->bases, c->strides, zero, c->start, c->stop);
     return NULL;
 }
 
@@ -495,7 +510,7 @@ static PyObject *run_batch(PyObject *self, PyObject *args) {
     int started[MAX_WORKERS];
     Py_BEGIN_ALLOW_THREADS
     for (int w = 0; w < workers; w++) {
-        chunks[w] = (BatchChunk){batch, bases, strides, zero, start + count * w / workers,
+        chunks[w] = (BatchChunk){batch, (int)n, bases, strides, zero, start + count * w / workers,
                                  start + count * (w + 1) / workers};
         started[w] = w > 0 && pthread_create(&threads[w], NULL, run_chunk, &chunks[w]) == 0;
         if (w > 0 && !started[w]) run_chunk(&chunks[w]);  /* no thread: run it here */

@@ -17,6 +17,7 @@ with the same results.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ from .transforms import Transformed, _normalize_argnums, grad_annotations
 __all__ = ["vmap", "Batched"]
 
 _log = logging.getLogger("enzyme")
+_PROBE = 256  # elements timed on one thread before deciding on more
+_THREADS_PAY_FROM = 300e-6  # seconds of remaining work below which one thread runs it
 
 
 def vmap(fn: Kernel | Transformed, in_axes: int | None | Sequence[int | None] = 0,
@@ -51,7 +54,9 @@ def vmap(fn: Kernel | Transformed, in_axes: int | None | Sequence[int | None] = 
         value for every element. Integer parameters (sizes) cannot be
         batched: every element has the sizes checked for the first.
     workers : int
-        Threads the loop is spread over (1: the calling thread only). Needs
+        Threads the loop may be spread over (1: the calling thread only). A
+        batch whose remaining work is under about 0.3 ms (timed on its first
+        elements) runs on one thread: starting threads would cost more. Needs
         a module without writable globals.
 
     Examples
@@ -220,8 +225,25 @@ class Batched:
             _log.debug("enzyme.vmap of %s: a Python loop of checked calls", self.kernel.name)
             return False
         entry, bases, strides = plan
-        if not run_batch(entry, bases, strides, 1, size, self.workers):
-            self.kernel.module._check_open()  # (closed: says so)
+        return self._loop(entry, bases, strides, size, None)
+
+    def _loop(self, entry: NativeEntry, bases: list[Any], strides: list[int], size: int,
+              zero: list[int] | None) -> bool:
+        """Elements 1.. through the batch twin. With several workers, the
+        first few elements run alone first and time the rest: a batch too
+        small to pay for starting threads (about 50 us each) runs on one."""
+        start, workers = 1, self.workers
+        if workers > 1 and size > 2:
+            start = min(size, 1 + _PROBE)
+            began = time.perf_counter()
+            if not run_batch(entry, bases, strides, 1, start, 1, zero):
+                self.kernel.module._check_open()  # (closed: says so)
+                return False
+            per_element = (time.perf_counter() - began) / (start - 1)
+            if per_element * (size - start) < _THREADS_PAY_FROM:
+                workers = 1
+        if not run_batch(entry, bases, strides, start, size, workers, zero):
+            self.kernel.module._check_open()
             return False
         return True
 
@@ -354,8 +376,7 @@ class Batched:
                 bases.append(array)  # (run_batch holds its buffer for the call)
                 strides.append(stride)
                 zero.append(array.strides[0] if role in (Role.SHADOW, Role.ADJOINT_OUT, Role.GRADIENT_OUT) else 0)
-            if not run_batch(entry, bases, strides, 1, size, self.workers, zero):
-                self.kernel.module._check_open()
+            if not self._loop(entry, bases, strides, size, zero):
                 return None
         out = [grads[a] for a in self._nums]
         found = out[0] if self._single else tuple(out)
