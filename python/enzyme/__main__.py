@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                              help="install clang-15/llvm-15 (as root) and the pinned plugin")
     install.add_argument("--force", action="store_true", help="fetch the plugin again")
     install.add_argument("--no-apt", action="store_true", help="do not touch Debian packages")
+    install.add_argument("--dry-run", action="store_true", help="print every step, change nothing")
     cache = sub.add_parser("cache", help="inspect or clear the compile cache")
     cache.add_argument("action", choices=["info", "clear"])
     args = parser.parse_args(argv)
@@ -114,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "cache":
         return _cache(args.action)
     try:
-        path = toolchain.install_toolchain(force=args.force, apt=not args.no_apt)
+        path = toolchain.install_toolchain(force=args.force, apt=not args.no_apt, dry_run=args.dry_run)
     except EnzymeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"Enzyme plugin ready: {path}")
+    print(f"{'would install the Enzyme plugin at' if args.dry_run else 'Enzyme plugin ready:'} {path}")
     return 0
 
 

