@@ -226,3 +226,12 @@ def test_a_custom_call_after_close_or_a_refused_derivative_raises(cc):
     mod.close()
     with pytest.raises(Exception, match="was closed"):
         np.asarray(value(jnp.array(X)))
+
+
+def test_a_stray_call_of_the_custom_call_target_is_an_error_not_a_crash(mod):
+    f = ej.function(mod.energy)
+    close(jax.jit(lambda x: f(x, A, 4))(X), energy_jnp(X, A))  # (the target is registered by now)
+    stray = jax.ffi.ffi_call("enzyme_ffi_call", jax.ShapeDtypeStruct((), jnp.float64))
+    for plan in (10**9, -1):
+        with pytest.raises(Exception, match="without a known plan"):
+            np.asarray(jax.jit(lambda x, p=plan: stray(x, plan=np.int64(p)))(X))

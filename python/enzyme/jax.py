@@ -145,7 +145,7 @@ def _primitive(name: str, abstract: Any, host: Any, native: Any = None) -> Primi
             return by_callback(ctx, *operands, plan=plan)
 
         def custom_call(*values: Any) -> Any:
-            return jax.ffi.ffi_call(xla.TARGET, _shapes(ctx.avals_out))(*values, plan=np.int64(found.address))
+            return jax.ffi.ffi_call(xla.TARGET, _shapes(ctx.avals_out))(*values, plan=np.int64(found.id))
         return mlir.lower_fun(custom_call, multiple_results=True)(ctx, *operands)
 
     prim.def_impl(impl)

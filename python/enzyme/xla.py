@@ -3,10 +3,11 @@ compiled JAX programs without a Python callback.
 
 One FFI target, ``enzyme_ffi_call``, is a small C handler (``xla_handler.c``,
 compiled on first use with the toolchain's clang against the installed
-jaxlib's XLA FFI header). Each custom call carries the address of a
-:class:`Plan`: the entry point to call (a derivative's packed twin, or a
-kernel's primal shim) and where each of its slots comes from (an operand, a
-result, a copy, zeroed scratch, or a static value the plan holds).
+jaxlib's XLA FFI header). Each custom call carries the number of a
+:class:`Plan` (checked against the handler's table, never a raw address):
+the entry point to call (a derivative's packed twin, or a kernel's primal
+shim) and where each of its slots comes from (an operand, a result, a copy,
+zeroed scratch, or a static value the plan holds).
 
 The first call of each plan runs in Python instead, through the same
 computation the callback path does (``first_call``), so a derivative's
@@ -67,7 +68,7 @@ class Source:
 
 class Plan:
     """One custom call's plan, kept for the life of the process (compiled
-    JAX programs hold its address). ``first_call(args, results)`` computes
+    JAX programs hold its number, ``id``). ``first_call(args, results)`` computes
     the call in Python on numpy views of XLA's buffers and says whether the
     native path may take the later calls."""
 
@@ -85,13 +86,15 @@ class Plan:
         self._python = first_call
         self._keep = (entry, *keep)
         self._callback = _FIRST_CALL(self._first_call)
-        with _lock:
-            self.id = len(_plans)
-            _plans.append(self)
-        self._c = _CPlan(entry.address, entry.closed_flag(), self._callback, self.id, 0, len(sources),
+        self._c = _CPlan(entry.address, entry.closed_flag(), self._callback, 0, 0, len(sources),
                          self._kinds.ctypes.data, self._indexes.ctypes.data,
                          ctypes.cast(self._fixed, ctypes.c_void_p))
-        self.address = ctypes.addressof(self._c)
+        with _lock:
+            # the number the custom call carries (xla_handler.c's table)
+            self.id = self._c.id = int(_state["library"].efi_register_plan(ctypes.byref(self._c)))
+            if self.id < 0:
+                raise EnzymeError("enzyme.jax: too many custom-call plans in this process (65,536).")
+            _plans.append(self)
 
     @property
     def checked(self) -> bool:
@@ -149,6 +152,8 @@ def _register(toolchain: Any) -> bool:
         source = (Path(__file__).with_name("xla_handler.c")).read_text()
         path = build.build_helper(toolchain, source, [jax.ffi.include_dir()], "the XLA custom-call handler")
         library = ctypes.CDLL(str(path))
+        library.efi_register_plan.restype = ctypes.c_int64
+        library.efi_register_plan.argtypes = [ctypes.c_void_p]
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.efi_xla_call), platform="cpu")
         _state["library"] = library
         return True

@@ -28,6 +28,7 @@ enum {
 
 #define MAX_BUFFERS 64
 #define MESSAGE_SIZE 4096
+#define MAX_PLANS 65536
 
 typedef int (*first_call_fn)(int64_t plan, void **args, void **rets, char *message, int64_t size);
 
@@ -43,6 +44,22 @@ typedef struct {
     const int64_t *index;
     void *const *fixed;
 } EfiPlan;
+
+/* The plans, by number: a custom call carries its plan's number, checked
+ * against this table, never a raw address (a stray call of the target with a
+ * made-up attribute gets an error, not a jump through a wild pointer).
+ * Written only by efi_register_plan (under enzyme/xla.py's lock); a plan
+ * stays for the life of the process. */
+static EfiPlan *plans[MAX_PLANS];
+static int64_t nplans;
+
+int64_t efi_register_plan(EfiPlan *plan) {
+    int64_t id = __atomic_load_n(&nplans, __ATOMIC_ACQUIRE);
+    if (id >= MAX_PLANS) return -1;
+    plans[id] = plan;
+    __atomic_store_n(&nplans, id + 1, __ATOMIC_RELEASE);
+    return id;
+}
 
 static XLA_FFI_Error *failure(const XLA_FFI_CallFrame *frame, XLA_FFI_Error_Code code, const char *message) {
     XLA_FFI_Error_Create_Args args;
@@ -71,7 +88,9 @@ static const EfiPlan *find_plan(const XLA_FFI_CallFrame *frame) {
             continue;
         const XLA_FFI_Scalar *value = (const XLA_FFI_Scalar *)frame->attrs.attrs[i];
         if (value->dtype != XLA_FFI_DataType_S64) return NULL;
-        return (const EfiPlan *)(intptr_t) * (const int64_t *)value->value;
+        int64_t id = *(const int64_t *)value->value;
+        if (id < 0 || id >= __atomic_load_n(&nplans, __ATOMIC_ACQUIRE)) return NULL;
+        return plans[id];
     }
     return NULL;
 }
@@ -93,7 +112,9 @@ XLA_FFI_Error *efi_xla_call(XLA_FFI_CallFrame *frame) {
     if (frame->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL;
     EfiPlan *plan = (EfiPlan *)find_plan(frame);
     if (plan == NULL)
-        return failure(frame, XLA_FFI_Error_Code_INVALID_ARGUMENT, "enzyme: a custom call without its plan");
+        return failure(frame, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                       "enzyme: a custom call without a known plan (enzyme_ffi_call is enzyme.jax's "
+                       "internal target)");
     if (*plan->closed)
         return failure(frame, XLA_FFI_Error_Code_FAILED_PRECONDITION,
                        "enzyme: the module of this kernel was closed; compile it again and re-trace "
