@@ -260,11 +260,12 @@ def jax_timings(case: Case, args: list) -> dict | None:
             "first_call": first, "version": jax.__version__}
 
 
-def case_setup(case: Case):
-    """The case's module, kernel, derivative and arguments, the same in every
-    process (seeded): (mod, kernel, df, args, shadows, flat)."""
+def case_setup(case: Case, options: dict | None = None):
+    """The case's module (built with compile() ``options`` on top of the
+    case's own), kernel, derivative and arguments, the same in every process
+    (seeded): (mod, kernel, df, args, shadows, flat)."""
     args = case.make(np.random.default_rng(0))
-    mod = enzyme.compile(path=HERE / "kernels" / case.file, **case.options)
+    mod = enzyme.compile(path=HERE / "kernels" / case.file, **case.options, **(options or {}))
     kernel = mod[case.kernel]
     kinds = [Duplicated if i in case.dup else Const for i in range(len(args))]
     df = enzyme.derivative(kernel, Reverse, *kinds)
@@ -357,19 +358,13 @@ def mode_results(case: Case) -> dict[str, dict]:
     """Each mode's primal and gradient (Python API, this process) and how far
     its value and gradient are from the default mode's (largest difference
     over the largest magnitude)."""
-    args = case.make(np.random.default_rng(0))
     found: dict[str, dict] = {}
     for label, options in MODES:
-        mod = enzyme.compile(path=HERE / "kernels" / case.file, **case.options, **options)
-        kernel = mod[case.kernel]
-        df = enzyme.derivative(kernel, Reverse, *[Duplicated if i in case.dup else Const
-                                                 for i in range(len(args))])
-        shadows = {i: np.zeros_like(args[i]) for i in case.dup}
-        flat = [v for i, a in enumerate(args) for v in ((a, shadows[i]) if i in shadows else (a,))]
+        _, kernel, df, args, shadows, flat = case_setup(case, options)
         df(*flat)
         gradient = np.concatenate([shadows[i].ravel() for i in case.dup])
         found[label] = {"value": float(kernel(*args)), "gradient_values": gradient,
-                        "primal": summary(timings(lambda k=kernel: k(*args), min_time=0.3, max_reps=500)),
+                        "primal": summary(timings(lambda k=kernel, a=args: k(*a), min_time=0.3, max_reps=500)),
                         "gradient": summary(timings(lambda d=df, f=flat: d(*f), min_time=0.3, max_reps=500))}
     base = found["default"]
     for entry in found.values():

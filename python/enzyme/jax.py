@@ -70,17 +70,22 @@ class _Plan:
         for position, value in zip(self.floating, operands):
             array = np.asarray(value)
             out[position] = float(array) if array.ndim == 0 else array
-        for position, value in self.statics:
-            out[position] = value.array() if isinstance(value, _StaticArray) else value
+        for position, value in self.static_values():
+            out[position] = value
         return out
 
     def avals_by_input(self, avals: Sequence[Any]) -> list[Any]:
         out: list[Any] = [None] * len(self.pure.inputs)
         for position, aval in zip(self.floating, avals):
             out[position] = aval
-        for position, value in self.statics:
-            out[position] = value.array() if isinstance(value, _StaticArray) else value
+        for position, value in self.static_values():
+            out[position] = value
         return out
+
+    def static_values(self) -> list[tuple[int, Any]]:
+        """(input position, value) of the static inputs, arrays as arrays."""
+        return [(position, value.array() if isinstance(value, _StaticArray) else value)
+                for position, value in self.statics]
 
     def output_avals(self, input_avals: Sequence[Any]) -> list[jax.core.ShapedArray]:
         shapes = self.pure.output_shapes(self.avals_by_input(input_avals))
@@ -160,7 +165,7 @@ _native_plans: dict[tuple, Any] = {}
 def _native_plan(native: Any, host: Any, plan: _Plan, avals_in: Sequence[Any],
                  avals_out: Sequence[Any]) -> xla.Plan | None:
     """The custom-call plan of one lowering (cached: compiled programs keep
-    its address), or None for the callback. Modules calling into a worker
+    its number), or None for the callback. Modules calling into a worker
     process or carrying derivatives through globals keep the callback (the
     Python path handles them)."""
     module = plan.pure.kernel.module
@@ -178,7 +183,7 @@ def _positions(plan: _Plan) -> tuple[dict[int, int], dict[int, Any], dict[int, i
     """C parameter index -> operand position (floating inputs), static value,
     output position."""
     floating = {plan.pure.inputs[p]: k for k, p in enumerate(plan.floating)}
-    statics = {plan.pure.inputs[p]: (v.array() if isinstance(v, _StaticArray) else v) for p, v in plan.statics}
+    statics = {plan.pure.inputs[p]: v for p, v in plan.static_values()}
     outputs = {index: j for j, index in enumerate(plan.pure.outputs)}
     return floating, statics, outputs
 
@@ -205,7 +210,7 @@ def _primal_native(plan: _Plan, host: Any, args: Sequence, results: Sequence) ->
         elif index in outputs:
             sources.append(xla.Source(xla.RET, outputs[index]))
         else:
-            source = xla._static(statics[index], param.ctype)
+            source = xla.static_source(statics[index], param.ctype)
             if source is None:
                 return None
             sources.append(source)
@@ -232,7 +237,7 @@ def _derivative_native(reverse: bool, plan: _Plan, host: Any, args: Sequence,
             if a in outputs:
                 return xla.Source(xla.SCRATCH_ARG, n + outputs[a]) if reverse else \
                     xla.Source(xla.SCRATCH_RET, outputs[a])
-            return xla._static(statics[a], sig.params[a].ctype)
+            return xla.static_source(statics[a], sig.params[a].ctype)
         if role is Role.SHADOW:
             if a in floating:
                 return xla.Source(xla.RET, floating[a]) if reverse else \

@@ -262,13 +262,8 @@ class Batched:
         entry, address = packed
         bases: list[Any] = []
         strides: list[int] = []
-        for i, param in enumerate(sig.params):
-            if i in batched:
-                array, stride = batched[i], batched[i].strides[0]
-            elif param.ctype.is_pointer:
-                array, stride = args[i], 0
-            else:
-                array, stride = np.array([args[i]], dtype=np.dtype(param.ctype.dtype)), 0
+        for i in range(len(sig.params)):
+            array, stride = self._argument(args, batched, i)
             bases.append(array)
             strides.append(stride)
         bases.append(address)  # the kernel itself, as the shim calls it
@@ -276,6 +271,16 @@ class Batched:
         bases.append(outputs[0] if outputs else 0)
         strides.append(outputs[0].strides[0] if outputs else 0)
         return entry, bases, strides
+
+    def _argument(self, args: tuple, batched: dict[int, np.ndarray], i: int) -> tuple[np.ndarray, int]:
+        """Parameter ``i``'s slot in the loop: its memory and the stride
+        between elements (0: the same for every element)."""
+        if i in batched:
+            return batched[i], batched[i].strides[0]
+        ctype = self.kernel.signature.params[i].ctype
+        if ctype.is_pointer:
+            return args[i], 0
+        return np.array([args[i]], dtype=np.dtype(ctype.dtype)), 0
 
     def _plannable(self, args: tuple, batched: dict[int, np.ndarray]) -> bool:
         """Whether the native loop may run this call (else the Python loop)."""
@@ -356,12 +361,8 @@ class Batched:
             strides, zero = [], []
             for slot in fn._slots:
                 a, role = slot.arg, slot.role
-                if role is Role.PRIMAL and a in batched:
-                    array, stride = batched[a], batched[a].strides[0]
-                elif role is Role.PRIMAL and sig.params[a].ctype.is_pointer:
-                    array, stride = args[a], 0
-                elif role is Role.PRIMAL:
-                    array, stride = np.array([args[a]], dtype=np.dtype(sig.params[a].ctype.dtype)), 0
+                if role is Role.PRIMAL:
+                    array, stride = self._argument(args, batched, a)
                 elif role is Role.SHADOW:
                     array = grads[a] if a in grads else scratch[a]
                     stride = array.strides[0]

@@ -35,7 +35,7 @@ from .call import NativeEntry, native_entry
 from .errors import EnzymeError
 from .params import Role
 
-__all__ = ["TARGET", "Plan", "Source", "available", "plan_for", "primal_plan"]
+__all__ = ["TARGET", "Plan", "Source", "available", "plan_for", "primal_plan", "static_source"]
 
 TARGET = "enzyme_ffi_call"
 _log = logging.getLogger("enzyme")
@@ -95,10 +95,6 @@ class Plan:
             if self.id < 0:
                 raise EnzymeError("enzyme.jax: too many custom-call plans in this process (65,536).")
             _plans.append(self)
-
-    @property
-    def checked(self) -> bool:
-        return bool(self._c.checked)
 
     def _first_call(self, plan_id: int, args: Any, rets: Any, message: int, size: int) -> int:
         try:
@@ -163,7 +159,7 @@ def _register(toolchain: Any) -> bool:
         return False
 
 
-def _static(value: Any, ctype: Any) -> Source | None:
+def static_source(value: Any, ctype: Any) -> Source | None:
     """A FIXED source for a static input (a size, a const integer array)."""
     if ctype.is_pointer:
         if not ctype.const or not isinstance(value, np.ndarray):
