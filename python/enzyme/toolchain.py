@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -212,19 +211,12 @@ def _find_split_pass(major: int, opt_path: Path, opt_version: str) -> tuple[str,
         return "", "", (f"{name} was not built with this installation (LLVM {major} development "
                         f"files or a C++ compiler were missing at install time).\nFix: apt-get "
                         f"install llvm-{major}-dev g++ and reinstall enzyme-ffi.")
-    store = probe_store()
-    variant = f"{opt_path.resolve()} {opt_version}"
-    try:
-        built_for = json.loads(found.with_suffix(".json").read_text())
-        trusted = (built_for["llvm_version"] == opt_version
-                   and Path(built_for["opt"]).resolve() == opt_path.resolve())
-    except (OSError, ValueError, KeyError, TypeError):
-        trusted = False
-    if trusted:  # built against this very opt: no need to run it to know
-        facts = stamped_json(store, found, lambda: {"sha256": sha256_file(found), "problem": ""})
-    else:
-        facts = stamped_json(store, found, lambda: _split_pass_facts(found, opt_path),
-                             variant=variant)
+    # Probed against the user's own opt, never trusted from the build: a wheel
+    # is built on another machine, whose LLVM may differ from this one's. The
+    # answer is remembered per (pass, opt, opt version), so the probe is one
+    # opt run per machine.
+    facts = stamped_json(probe_store(), found, lambda: _split_pass_facts(found, opt_path),
+                         variant=f"{opt_path.resolve()} {opt_version}")
     if facts.get("problem"):
         return "", "", facts["problem"]
     return str(found), facts["sha256"], ""
