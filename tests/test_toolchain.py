@@ -109,3 +109,30 @@ def test_install_toolchain_dry_run_prints_every_step_and_changes_nothing(tc):
     assert toolchain.PINNED_PLUGIN_SHA256 in out and "would link" in out
     assert "would install the Enzyme plugin at" in out
     assert (plugin.stat().st_mtime_ns if plugin.exists() else None) == before
+
+
+def test_install_toolchain_without_apt_says_what_to_do_instead(monkeypatch):
+    """On a distribution without Debian's packages (no apt-get: Fedora, Arch)
+    the installer cannot get clang-15: it says so and how to bring LLVM 15 or
+    another Enzyme, instead of advising apt-get."""
+    import shutil
+
+    from enzyme import toolchain as tc_stage
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(enzyme.ToolchainError, match="no apt-get") as info:
+        tc_stage._apt_install(print)
+    message = str(info.value)
+    assert "ENZYME_CLANG" in message and "ENZYME_PLUGIN" in message and "sudo" not in message
+    lines = []
+    tc_stage._apt_install(lines.append, dry_run=True)
+    assert len(lines) == 1 and lines[0].startswith("would stop here") and "ENZYME_PLUGIN" in lines[0]
+
+
+def test_apt_candidate_tells_known_packages_from_unknown_ones():
+    import shutil
+
+    from enzyme import toolchain as tc_stage
+    if not shutil.which("apt-cache"):
+        pytest.skip("no apt-cache on this system")
+    assert tc_stage._apt_candidate("clang-15")  # installed by the set-up: apt knows it
+    assert not tc_stage._apt_candidate("enzyme-ffi-no-such-package")

@@ -129,11 +129,16 @@ def _find_tool(name: str, major: int, explicit: str | None, env: str) -> tuple[P
     llvm_bin = Path(f"/usr/lib/llvm-{major}/bin/{name}")
     if llvm_bin.exists():
         return llvm_bin, "llvm bin dir"
+    packages = " ".join(APT_PACKAGES) if major == DEFAULT_LLVM_MAJOR else f"clang-{major} llvm-{major}"
+    fix = (f"Fix: `apt-get install {packages}` (Debian/Ubuntu; `python -m enzyme install-toolchain` "
+           f"does it), or set {env}=/path/to/{name}." if shutil.which("apt-get") else
+           f"Fix: this system has no apt-get for Debian's clang-{major} packages: set {env}=/path/to/"
+           f"{name} to LLVM {major}'s {name}, or use an Enzyme built for an LLVM you can install here "
+           "(Homebrew's or Spack's `enzyme`, or a build from source): ENZYME_PLUGIN=/path/to/LLVMEnzyme-NN.so "
+           "with that LLVM's clang and opt (ENZYME_CLANG, ENZYME_OPT).")
     raise ToolchainError(
         f"{name}-{major} not found (the Enzyme plugin is built for LLVM {major}, so the "
-        f"compile chain needs {name} from LLVM {major}).\n"
-        f"Fix: `apt-get install {' '.join(APT_PACKAGES)}` (for LLVM 15; otherwise "
-        f"clang-{major} llvm-{major}), or set {env}=/path/to/{name}."
+        f"compile chain needs {name} from LLVM {major}).\n{fix}"
     )
 
 
@@ -326,22 +331,53 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
     )
 
 
+_NO_DEBIAN_PACKAGES = (
+    "Fix: use an Enzyme built for an LLVM you can install here (Homebrew's `enzyme` formula, Spack's "
+    "`enzyme`, or a build from source) with that LLVM's clang and opt: ENZYME_PLUGIN=/path/to/"
+    "LLVMEnzyme-NN.so ENZYME_CLANG=/path/to/clang ENZYME_OPT=/path/to/opt, then `python -m enzyme "
+    "doctor` checks what it finds. (The default plugin needs Debian's LLVM 15 packages.)")
+
+
+def _apt_candidate(package: str) -> bool:
+    """Does apt know a version of ``package`` it could install?"""
+    try:
+        done = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    found = re.search(r"Candidate:\s*(\S+)", done.stdout)
+    return bool(found) and found.group(1) != "(none)"
+
+
 def _apt_install(log, dry_run: bool = False) -> None:
     missing = [name for name in ("clang-15", "opt-15", "llvm-link-15") if not shutil.which(name)]
     if not missing:
         if dry_run:
             log("Debian packages: clang-15, opt-15 and llvm-link-15 are installed; nothing to do")
         return
+    if not shutil.which("apt-get"):
+        # Not Debian or Ubuntu: the packages this installer knows do not exist here.
+        message = (f"{', '.join(missing)} not found, and this system has no apt-get to install "
+                   f"Debian's {', '.join(APT_PACKAGES)} with.\n{_NO_DEBIAN_PACKAGES}")
+        if dry_run:
+            log(f"would stop here: {message}")
+            return
+        raise ToolchainError(message)
     command = f"apt-get update && apt-get install -y {' '.join(APT_PACKAGES)}"
     if dry_run:
         log(f"would run (as root): {command}")
         return
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
         log(f"installing Debian packages: {command}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         for args in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
             done = subprocess.run(args, env=env, stdin=subprocess.DEVNULL)
             if done.returncode != 0:
+                unknown = [p for p in APT_PACKAGES if not _apt_candidate(p)] if args[1] == "install" else []
+                if unknown:  # e.g. Debian 11 or Ubuntu 20.04: no clang-15 in their archives
+                    raise ToolchainError(f"this distribution's package archive has no {', '.join(unknown)} "
+                                         f"(`apt-get install` failed, exit {done.returncode}).\n"
+                                         f"{_NO_DEBIAN_PACKAGES}")
                 raise ToolchainError(f"`{' '.join(args)}` failed (exit {done.returncode}).")
     else:
         raise ToolchainError(f"{', '.join(missing)} not found and not running as root.\n"
