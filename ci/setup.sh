@@ -46,9 +46,9 @@ command -v c++ >/dev/null 2>&1 || export CXX=clang++-15
 stamp=".venv/.enzyme-ffi-installed"
 want="$(cat pyproject.toml CMakeLists.txt native/*.c native/*.cpp | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VPY" -c "import enzyme" >/dev/null 2>&1; then
-  echo "==> pip install -e .[test,examples]"
+  echo "==> pip install -e .[test,examples,docs]"
   "$VPY" -m pip install -q --upgrade pip >/dev/null
-  "$VPY" -m pip install -q -e ".[test,examples]" ruff
+  "$VPY" -m pip install -q -e ".[test,examples,docs]" ruff
   echo "$want" > "$stamp"
 fi
 
@@ -58,7 +58,7 @@ if [ "${1:-}" = "--bridges" ] && ! "$VPY" -c "import torch, jax, distributed, jo
   # would let pip pick a CUDA build of several GB.
   echo "==> pip install torch==2.13.0 and .[jax,torch,dask]"
   "$VPY" -m pip install -q "torch==2.13.0"
-  "$VPY" -m pip install -q -e ".[test,examples,jax,torch,dask]"
+  "$VPY" -m pip install -q -e ".[test,examples,docs,jax,torch,dask]"
 fi
 
 echo "==> Enzyme plugin"

@@ -92,7 +92,7 @@ def test_level1_ddot_dnrm2_daxpy_dscal(mod):
 def test_an_active_daxpy_alpha_is_an_enzyme_limit(mod):
     """Enzyme v0.0.289's reverse rule of daxpy fails an assertion for an
     Active alpha (the plain reference chain too): a DifferentiationError,
-    never a number. The README lists it."""
+    never a number. docs/kernels.md lists it."""
     with pytest.raises(enzyme.DifferentiationError, match="axpy_scal"):
         autodiff(Reverse, mod.axpy_scal, Active(0.7), Const(np.ones(3)), Duplicated(np.ones(3), np.zeros(3)),
                  Const(3))
