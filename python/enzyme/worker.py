@@ -7,7 +7,7 @@ output cells, a split derivative's tape) into a shared memory region, the
 worker calls the same entry point of the same library with pointers into
 that region, and the buffers the entry point may write (non-const pointers
 of its C declaration) are copied back. The worker loads each library
-itself, so module globals are its own copies (see the README). When it
+itself, so module globals are its own copies (docs/safety.md, "Crash isolation"). When it
 dies, the call raises and the next call starts a new worker.
 
 The worker's side is :func:`_serve`, started with the memory's and the
@@ -127,8 +127,8 @@ class _Worker:
                 f"({signal.strsignal(-code)}); the interpreter is unaffected and the next call "
                 "starts a new worker. Wrong pointers or lengths in the C code, a stack overflow "
                 "(deep recursion), abort() or a failed assert are the usual causes; an Enzyme "
-                "derivative that crashes while the kernel does not is an Enzyme defect (see the "
-                "README).", name)
+                "derivative that crashes while the kernel does not is an Enzyme defect (see "
+                "docs/correctness.md, known limitations of the pinned Enzyme).", name)
         return KernelCrashError(f"{what} ended its worker process (exit status {code}); the next "
                                 "call starts a new worker.", f"exit {code}")
 
