@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import Any
+from types import ModuleType
 
 from .activity import (
     Active,
@@ -22,15 +22,33 @@ from .activity import (
     Duplicated,
     DuplicatedNoNeed,
     Forward,
+    ForwardMode,
     ForwardWithPrimal,
     Mode,
     Reverse,
+    ReverseMode,
     ReverseSplit,
+    ReverseSplitMode,
     ReverseSplitWithPrimal,
     ReverseWithPrimal,
 )
 from .autodiff import autodiff, autodiff_thunk, derivative
-from .call import ForwardResult, ReverseResult, Tape, aligned_like, aligned_zeros
+from .call import (
+    Adjoint,
+    CArray,
+    CDType,
+    CValue,
+    Derivative,
+    FloatArray,
+    ForwardPass,
+    ForwardResult,
+    ReversePass,
+    ReverseResult,
+    Tangent,
+    Tape,
+    aligned_like,
+    aligned_zeros,
+)
 from .errors import (
     ActivityError,
     ArgumentError,
@@ -61,9 +79,9 @@ from .errors import (
     UnsupportedSignatureError,
 )
 from .module import GlobalNotFoundError, Kernel, KernelNotFoundError, Module, compile, get_include
-from .transforms import grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
+from .transforms import HessianBlock, Transformed, grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp
 from .verify import CheckReport, check, check_functions
-from .vmap import vmap
+from .vmap import Batched, StackedDerivative, vmap
 
 __all__ = [
     "aligned_zeros",
@@ -132,10 +150,27 @@ __all__ = [
     "check",
     "check_functions",
     "CheckReport",
+    # the types of the API, for annotations and type checkers
+    "ReverseMode",
+    "ForwardMode",
+    "ReverseSplitMode",
+    "Transformed",
+    "Batched",
+    "ForwardPass",
+    "ReversePass",
+    "CValue",
+    "Adjoint",
+    "Tangent",
+    "FloatArray",
+    "Derivative",
+    "HessianBlock",
+    "StackedDerivative",
+    "CArray",
+    "CDType",
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> ModuleType:
     # The bridges import their frameworks: loaded on first use
     # (enzyme.torch.function(...)), never by `import enzyme`.
     if name in ("torch", "jax", "scipy", "bridge"):

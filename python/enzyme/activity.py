@@ -11,16 +11,16 @@ from. Nothing here touches values; value checks happen in the calling layer.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .errors import ActivityError
 from .signature import CType, Signature
 
 __all__ = [
-    "Mode", "Reverse", "ReverseWithPrimal", "Forward", "ForwardWithPrimal",
-    "ReverseSplit", "ReverseSplitWithPrimal",
+    "Mode", "ReverseMode", "ForwardMode", "ReverseSplitMode",
+    "Reverse", "ReverseWithPrimal", "Forward", "ForwardWithPrimal", "ReverseSplit", "ReverseSplitWithPrimal",
     "Annotation", "Const", "Active", "Duplicated", "DuplicatedNoNeed",
     "BatchDuplicated", "BatchDuplicatedNoNeed",
     "Activity", "ArgSpec", "DerivativeSpec", "HvpSpec", "resolve_activities", "resolve_hvp",
@@ -36,8 +36,10 @@ MAX_WIDTH = 64
 class Mode:
     """A differentiation mode: reverse or forward, with or without the primal.
 
-    The four modes are singletons compared by identity, which keeps the
-    per-call derivative lookup (keyed by mode) cheap.
+    The modes are singletons compared by identity, which keeps the
+    per-call derivative lookup (keyed by mode) cheap. Each is an instance of
+    :class:`ReverseMode` or :class:`ForwardMode`, so that a type checker
+    knows which result :func:`enzyme.autodiff` gives for it.
     """
 
     name: str
@@ -52,12 +54,28 @@ class Mode:
         return self.name  # the singleton of that name: modes are compared by identity
 
 
-Reverse = Mode("Reverse", reverse=True, with_primal=False)
-ReverseWithPrimal = Mode("ReverseWithPrimal", reverse=True, with_primal=True)
-Forward = Mode("Forward", reverse=False, with_primal=False)
-ForwardWithPrimal = Mode("ForwardWithPrimal", reverse=False, with_primal=True)
-ReverseSplit = Mode("ReverseSplit", reverse=True, with_primal=False, split=True)
-ReverseSplitWithPrimal = Mode("ReverseSplitWithPrimal", reverse=True, with_primal=True, split=True)
+# (repr=False: a generated __repr__ would replace Mode's, which prints the name)
+@dataclass(frozen=True, eq=False, repr=False)
+class ReverseMode(Mode):
+    """A reverse mode: :func:`enzyme.autodiff` returns a ``ReverseResult``."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ReverseSplitMode(ReverseMode):
+    """A split reverse mode, the one :func:`enzyme.autodiff_thunk` takes."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ForwardMode(Mode):
+    """A forward mode: :func:`enzyme.autodiff` returns a ``ForwardResult``."""
+
+
+Reverse = ReverseMode("Reverse", reverse=True, with_primal=False)
+ReverseWithPrimal = ReverseMode("ReverseWithPrimal", reverse=True, with_primal=True)
+Forward = ForwardMode("Forward", reverse=False, with_primal=False)
+ForwardWithPrimal = ForwardMode("ForwardWithPrimal", reverse=False, with_primal=True)
+ReverseSplit = ReverseSplitMode("ReverseSplit", reverse=True, with_primal=False, split=True)
+ReverseSplitWithPrimal = ReverseSplitMode("ReverseSplitWithPrimal", reverse=True, with_primal=True, split=True)
 
 
 class Activity(enum.Enum):
@@ -78,20 +96,26 @@ class Activity(enum.Enum):
         return self is not Activity.CONST
 
 
-class Annotation:
+# The types of an annotation's primal and shadow, for type checkers: a user's
+# Duplicated(x, dx).dval is dx's type, not Any.
+_V = TypeVar("_V", covariant=True)
+_D = TypeVar("_D", covariant=True)
+
+
+class Annotation(Generic[_V]):
     """Base of the activity annotations. ``val`` is the primal value."""
 
     kind: Activity
     __slots__ = ("val",)
 
-    def __init__(self, val: Any) -> None:
+    def __init__(self, val: _V) -> None:
         self.val = val
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.val!r})"
 
 
-class Const(Annotation):
+class Const(Annotation[_V]):
     """An argument that is not differentiated (no shadow).
 
     Examples
@@ -104,7 +128,7 @@ class Const(Annotation):
     __slots__ = ()
 
 
-class Active(Annotation):
+class Active(Annotation[_V]):
     """A floating-point scalar whose adjoint is returned (reverse mode only).
 
     Examples
@@ -117,7 +141,7 @@ class Active(Annotation):
     __slots__ = ()
 
 
-class Duplicated(Annotation):
+class Duplicated(Annotation[_V], Generic[_V, _D]):
     """A primal with its shadow.
 
     For an array, the shadow is an array of the same dtype and shape: in
@@ -137,7 +161,7 @@ class Duplicated(Annotation):
     kind = Activity.DUPLICATED
     __slots__ = ("dval",)
 
-    def __init__(self, val: Any, dval: Any) -> None:
+    def __init__(self, val: _V, dval: _D) -> None:
         super().__init__(val)
         self.dval = dval
 
@@ -145,7 +169,7 @@ class Duplicated(Annotation):
         return f"{type(self).__name__}({self.val!r}, {self.dval!r})"
 
 
-class DuplicatedNoNeed(Duplicated):
+class DuplicatedNoNeed(Duplicated[_V, _D]):
     """Like :class:`Duplicated`, but the primal result is not needed: the
     kernel may leave the primal output array unwritten."""
 
@@ -153,7 +177,7 @@ class DuplicatedNoNeed(Duplicated):
     __slots__ = ()
 
 
-class BatchDuplicated(Annotation):
+class BatchDuplicated(Annotation[_V]):
     """A primal with ``W`` shadows, differentiated in one batched Enzyme call
     (``enzyme_width``): ``W`` tangent directions in forward mode, ``W``
     accumulated adjoints (one per seed) in reverse mode.
@@ -173,7 +197,7 @@ class BatchDuplicated(Annotation):
     kind = Activity.DUPLICATED
     __slots__ = ("dval",)
 
-    def __init__(self, val: Any, dvals: Any) -> None:
+    def __init__(self, val: _V, dvals: Collection[object]) -> None:
         super().__init__(val)
         if isinstance(dvals, (str, bytes)) or not hasattr(dvals, "__len__"):
             raise ActivityError(f"{type(self).__name__} takes a sequence of shadows, one per "
@@ -181,7 +205,7 @@ class BatchDuplicated(Annotation):
         if not 1 <= len(dvals) <= MAX_WIDTH:
             raise ActivityError(f"{type(self).__name__} needs between 1 and {MAX_WIDTH} shadows, "
                                 f"got {len(dvals)}.")
-        self.dval = tuple(dvals)
+        self.dval: tuple[object, ...] = tuple(dvals)
 
     @property
     def width(self) -> int:
@@ -191,7 +215,7 @@ class BatchDuplicated(Annotation):
         return f"{type(self).__name__}({self.val!r}, <{self.width} shadows>)"
 
 
-class BatchDuplicatedNoNeed(BatchDuplicated):
+class BatchDuplicatedNoNeed(BatchDuplicated[_V]):
     """Like :class:`BatchDuplicated`, but the primal output may be left unwritten."""
 
     kind = Activity.DUPLICATED_NONEED

@@ -4,8 +4,7 @@ times)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Union, overload
 
 from .activity import (
     Active,
@@ -13,12 +12,20 @@ from .activity import (
     Const,
     Duplicated,
     DuplicatedNoNeed,
+    ForwardMode,
     Mode,
+    ReverseMode,
+    ReverseSplitMode,
     activity_class_of,
 )
 from .activity import Annotation as _Annotation
 from .call import (
     DerivativeFunction,
+    ForwardPass,
+    ForwardResult,
+    ReversePass,
+    ReverseResult,
+    _Seed,
 )
 from .errors import (
     ActivityError,
@@ -26,6 +33,16 @@ from .errors import (
 from .module import Kernel
 
 __all__ = ["autodiff", "derivative", "autodiff_thunk"]
+
+# The public signatures take `object` where any value goes, not Any: mypy
+# infers an argument expression against its parameter's type, and against
+# Any, numpy's generic results come out with Any in them in the caller's code.
+
+# ret=: an annotation class (ret=Const), or None for the default.
+_Ret = Union[type[_Annotation[object]], None]
+# An activity for derivative() and autodiff_thunk(): a class (Duplicated), or
+# an instance, whose class is used.
+_Activity = Union[type[_Annotation[object]], _Annotation[object]]
 
 
 def _as_kernel(kernel: Any) -> Kernel:
@@ -35,7 +52,17 @@ def _as_kernel(kernel: Any) -> Kernel:
     return kernel
 
 
-def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any = None):
+@overload
+def autodiff(mode: ReverseMode, kernel: Kernel, *args: object, ret: _Ret = None,
+             seed: _Seed = None) -> ReverseResult: ...
+@overload
+def autodiff(mode: ForwardMode, kernel: Kernel, *args: object, ret: _Ret = None,
+             seed: _Seed = None) -> ForwardResult: ...
+@overload
+def autodiff(mode: Mode, kernel: Kernel, *args: object, ret: _Ret = None,
+             seed: _Seed = None) -> ReverseResult | ForwardResult: ...
+def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None,
+             seed: Any = None) -> ReverseResult | ForwardResult:
     """Differentiate a kernel call with Enzyme, with call-site activities.
 
     Parameters
@@ -93,8 +120,17 @@ def autodiff(mode: Mode, kernel: Kernel, *args: Any, ret: Any = None, seed: Any 
     return kernel.derivative_function(mode, tuple(kinds), ret, width or 1)(*flat, seed=seed)
 
 
+@overload
+def derivative(kernel: Kernel, mode: ReverseMode, *activities: _Activity, ret: _Ret = None,
+               width: int = 1) -> DerivativeFunction[ReverseResult]: ...
+@overload
+def derivative(kernel: Kernel, mode: ForwardMode, *activities: _Activity, ret: _Ret = None,
+               width: int = 1) -> DerivativeFunction[ForwardResult]: ...
+@overload
+def derivative(kernel: Kernel, mode: Mode, *activities: _Activity, ret: _Ret = None,
+               width: int = 1) -> DerivativeFunction[ReverseResult | ForwardResult]: ...
 def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
-               width: int = 1) -> DerivativeFunction:
+               width: int = 1) -> DerivativeFunction[Any]:
     """Build one derivative with fixed activities (like Rust's ``#[autodiff]``).
 
     The result is called with each primal followed by its shadow (for
@@ -122,13 +158,13 @@ def derivative(kernel: Kernel, mode: Mode, *activities: Any, ret: Any = None,
                         (_derivative_of, (kernel, mode, kinds, ret, width)))
 
 
-def _derivative_of(kernel: Kernel, mode: Mode, kinds: tuple, ret: Any, width: int) -> DerivativeFunction:
+def _derivative_of(kernel: Kernel, mode: Mode, kinds: tuple, ret: Any, width: int) -> DerivativeFunction[Any]:
     """derivative(), as pickle rebuilds what it returned."""
     return derivative(kernel, mode, *kinds, ret=ret, width=width)
 
 
-def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
-                   ret: Any = None) -> tuple[Callable[..., Any], Callable[..., Any]]:
+def autodiff_thunk(mode: ReverseSplitMode, kernel: Kernel, *activities: _Activity,
+                   ret: _Ret = None) -> tuple[ForwardPass, ReversePass]:
     """Split reverse mode: the augmented forward pass and the reverse pass as
     two functions, with the tape held by Python in between (Enzyme.jl's
     ``autodiff_thunk``).
@@ -168,7 +204,8 @@ def autodiff_thunk(mode: Mode, kernel: Kernel, *activities: Any,
     return functions.forward, functions.reverse
 
 
-def _split_functions_of(kernel: Kernel, mode: Mode, kinds: tuple, ret: Any) -> Any:
+def _split_functions_of(kernel: Kernel, mode: ReverseSplitMode, kinds: tuple, ret: Any) -> Any:
     """The passes' owner autodiff_thunk() returns the methods of, as pickle
     rebuilds it (a pickled pass is a method of it)."""
-    return autodiff_thunk(mode, kernel, *kinds, ret=ret)[0].__self__
+    forward: Any = autodiff_thunk(mode, kernel, *kinds, ret=ret)[0]  # (a bound method, typed as a ForwardPass)
+    return forward.__self__

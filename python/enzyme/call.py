@@ -19,10 +19,11 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, SupportsFloat, TypeVar, Union, overload
 
 import cffi
 import numpy as np
+import numpy.typing as npt
 
 from .errors import (
     ActivityError,
@@ -53,7 +54,41 @@ if TYPE_CHECKING:  # only for annotations: the calling layer needs no other stag
 __all__ = ["ReverseResult", "ForwardResult", "PrimalFunction", "DerivativeFunction", "NativeEntry",
            "native_entry", "run_batch", "HvpFunction", "SplitFunctions", "Tape", "tape_size", "load_symbol",
            "numpy_dtype", "global_view", "LoadedLibrary", "release_owner", "PERMANENT_OWNER", "aligned_zeros",
-           "aligned_like"]
+           "aligned_like", "CValue", "Adjoint", "Tangent", "FloatArray", "Derivative", "CArray", "CDType",
+           "ForwardPass", "ReversePass"]
+
+# The public types of the values the API hands back. What a call returns
+# depends on the C code, which a type checker does not see: these say
+# honestly what it can be, and a user narrows them (isinstance) where the C
+# type is known to them.
+
+# What a C function returns, as Python receives it: a float for double and
+# float, an int for the integer types (a bool for _Bool), a numpy record
+# (np.void) for a struct, None for void.
+CValue = Union[float, int, np.void, None]
+# One entry of ReverseResult.derivs: an Active argument's adjoint (a tuple of
+# one per lane when batched), None for any other argument.
+Adjoint = Union[float, tuple[float, ...], None]
+# ForwardResult.tangent: the return value's tangent (a record for a struct;
+# a tuple of one per lane when batched), None when there is none.
+Tangent = Union[float, np.void, tuple[Union[float, np.void], ...], None]
+# Arrays of C doubles or floats.
+FloatArray = Union[npt.NDArray[np.float64], npt.NDArray[np.float32]]
+# The derivative with respect to one argument, as the helpers (grad, vjp,
+# ...) return it: a float for a scalar, an array shaped like an array
+# argument (records for an array of structs).
+Derivative = Union[float, FloatArray, npt.NDArray[np.void]]
+# An array whose dtype follows a C type only known at run time (vmap of a
+# kernel, a global's view, aligned_zeros of a kernel's dtype). generic[object]
+# rather than numpy's default generic[Any], so that no Any reaches user code;
+# a string, since numpy before 2.2 cannot subscript generic at run time.
+CArray = npt.NDArray["np.generic[object]"]
+CDType = np.dtype["np.generic[object]"]
+
+_R = TypeVar("_R")
+_ScalarT = TypeVar("_ScalarT", bound=np.generic)
+# A seed: one number, or one per lane of a batched derivative.
+_Seed = Union[SupportsFloat, Sequence[SupportsFloat], None]
 
 
 class ReverseResult(NamedTuple):
@@ -65,8 +100,8 @@ class ReverseResult(NamedTuple):
     ``ReverseWithPrimal``, else ``None``.
     """
 
-    derivs: tuple
-    primal: Any = None
+    derivs: tuple[Adjoint, ...]
+    primal: CValue = None
 
 
 class ForwardResult(NamedTuple):
@@ -74,8 +109,8 @@ class ForwardResult(NamedTuple):
     for a void kernel or ``ret=Const``) and, with ``ForwardWithPrimal``, the
     return value itself."""
 
-    tangent: Any = None
-    primal: Any = None
+    tangent: Tangent = None
+    primal: CValue = None
 
 
 class _PyGate:
@@ -745,6 +780,13 @@ def _shape_check(ctype: CType, what: str, value_error: type[Exception]) -> Calla
     return check
 
 
+# A dtype the type checker knows (np.float64) gives an array of it; any other
+# (a struct dtype from kernel.dtype(), "f8") an array of some dtype.
+@overload
+def aligned_zeros(shape: int | tuple[int, ...],
+                  dtype: np.dtype[_ScalarT] | type[_ScalarT]) -> npt.NDArray[_ScalarT]: ...
+@overload
+def aligned_zeros(shape: int | tuple[int, ...], dtype: npt.DTypeLike) -> CArray: ...
 def aligned_zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     """``np.zeros`` that honours the C alignment of a struct dtype from
     ``kernel.dtype()`` (``_Alignas(32)`` and the like; numpy aligns to 16
@@ -774,7 +816,7 @@ def aligned_zeros(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     return buffer[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def aligned_like(value: np.ndarray, copy: bool = False) -> np.ndarray:
+def aligned_like(value: npt.NDArray[_ScalarT], copy: bool = False) -> npt.NDArray[_ScalarT]:
     """A C-contiguous array shaped like ``value`` (zeros, or a copy of it)
     with its dtype's C alignment."""
     if not isinstance(value, np.ndarray):
@@ -1141,12 +1183,13 @@ class _CheckedOnce:
             raise self.failed
 
 
-class DerivativeFunction(_CheckedOnce):
+class DerivativeFunction(_CheckedOnce, Generic[_R]):
     """A generated derivative entry point with its call plan.
 
     Called with the flat argument list of the declaration style: each
     primal, followed by its shadow when it has one (for a batched derivative,
-    a sequence of ``width`` shadows); ``seed=`` for an Active return.
+    a sequence of ``width`` shadows); ``seed=`` for an Active return. ``_R``
+    is what a call returns (ReverseResult or ForwardResult, by the mode).
     """
 
     __slots__ = ("spec", "so_path", "_ffi", "_fn", "_library", "_invoke", "_width", "_batched",
@@ -1238,7 +1281,7 @@ class DerivativeFunction(_CheckedOnce):
             return [self._seed_convert(seed)] * self._width
         return [self._seed_convert(s) for s in _lanes(seed, self._width, "seed")]
 
-    def __call__(self, *args: Any, seed: Any = None) -> Any:
+    def __call__(self, *args: object, seed: _Seed = None) -> _R:
         handle = self._handle
         if handle is not None and handle._closed:
             raise self._handle_closed()
@@ -1437,7 +1480,7 @@ class Tape:
     __slots__ = ("owner", "call_args", "cells", "buffer", "primal", "used", "_lock")
 
     def __init__(self, owner: SplitFunctions, call_args: list, cells: dict, buffer: Any,
-                 primal: Any) -> None:
+                 primal: CValue) -> None:
         self.owner = owner
         self.call_args = call_args
         self.cells = cells
@@ -1472,6 +1515,19 @@ class Tape:
             self.owner._release_tape(self)
         except Exception:  # never raise from a destructor; at worst it leaks
             pass
+
+
+class ForwardPass(Protocol):
+    """The augmented forward pass :func:`enzyme.autodiff_thunk` returns: each
+    primal followed by its shadow, giving the :class:`Tape`."""
+
+    def __call__(self, *args: object) -> Tape: ...
+
+
+class ReversePass(Protocol):
+    """The reverse pass :func:`enzyme.autodiff_thunk` returns."""
+
+    def __call__(self, tape: Tape, seed: SupportsFloat | None = None) -> ReverseResult: ...
 
 
 class SplitFunctions(_CheckedOnce):
@@ -1547,12 +1603,12 @@ class SplitFunctions(_CheckedOnce):
         self._seed_convert = (_scalar_converter(_scalar_of(sig.ret), "seed", ArgumentTypeError)
                               if spec.returns_derivative else None)
 
-    def forward(self, *args: Any) -> Tape:
+    def forward(self, *args: object) -> Tape:
         if self._handle is not None and self._handle._closed:
             raise self._handle_closed()
         if self.first_call is not None or self.failed is not None:
             self._run_first_call(args, None)
-        args, converted = self._prepare(args, None)
+        plain, converted = self._prepare(args, None)  # (plain: the arrays converted points into, held)
         new = self._ffi.new
         call_args, cells = [], {}
         for kind, index, base, role, arg in self._plan:
@@ -1596,7 +1652,7 @@ class SplitFunctions(_CheckedOnce):
             _check_lengths(self._lengths, args, converted, self.spec.kernel)
         return args, converted
 
-    def reverse(self, tape: Tape, seed: Any = None) -> ReverseResult:
+    def reverse(self, tape: Tape, seed: SupportsFloat | None = None) -> ReverseResult:
         # (a tape of another handle's copy of this very derivative, e.g. the
         # passes unpickled one by one, runs the same reverse entry point)
         if not isinstance(tape, Tape) or (tape.owner is not self and

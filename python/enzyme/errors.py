@@ -8,6 +8,11 @@ code that already catches those keeps working.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (verify imports this module: for the annotation only)
+    from .verify import CheckReport
+
 __all__ = [
     "EnzymeError",
     "ToolchainError",
@@ -195,7 +200,7 @@ class DerivativeMismatchError(EnzymeError, ArithmeticError):
     (the dot-product test), and central differences do not side with the
     mode that was called. ``report`` is the :class:`enzyme.verify.CheckReport`."""
 
-    def __init__(self, message: str, report: object = None) -> None:
+    def __init__(self, message: str, report: CheckReport | None = None) -> None:
         super().__init__(message)
         self.report = report
 

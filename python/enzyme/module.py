@@ -39,6 +39,9 @@ from .activity import (
 )
 from .call import (
     PERMANENT_OWNER,
+    CArray,
+    CDType,
+    CValue,
     DerivativeFunction,
     HvpFunction,
     NativeEntry,
@@ -167,7 +170,7 @@ class Kernel(FirstUseChecks):
     def __repr__(self) -> str:
         return f"<enzyme.Kernel {self.signature}>"
 
-    def dtype(self, param: int | str) -> np.dtype:
+    def dtype(self, param: int | str) -> CDType:
         """The numpy dtype a parameter's array must have: for a pointer to a C
         struct, a structured dtype with exactly the C layout.
 
@@ -180,7 +183,7 @@ class Kernel(FirstUseChecks):
         """
         return numpy_dtype(self.signature.params[_param_index(self, param, "param")].ctype)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> CValue:
         """Call the C function: arguments by position or by C parameter
         name. ``copy=True`` (unless the C function has a parameter of that
         name) converts read-only array arguments that are strided, of
@@ -700,7 +703,7 @@ class Module:
             raise AttributeError(name)
         return self[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Kernel]:
         return iter(self._kernels.values())
 
     def __contains__(self, name: str) -> bool:
@@ -713,7 +716,7 @@ class Module:
         return f"<enzyme.Module {', '.join(sorted(self._kernels))}>"
 
 
-class GlobalsView(Mapping):
+class GlobalsView(Mapping[str, CArray]):
     """The module's external global variables as numpy arrays viewing the
     C memory (``mod.globals``), or their Enzyme shadows (``mod.shadows``,
     for globals that can carry derivatives).
@@ -737,17 +740,17 @@ class GlobalsView(Mapping):
     """
 
     def __init__(self, module: Module, shadows: bool,
-                 views: dict[str, np.ndarray] | None = None) -> None:
+                 views: dict[str, CArray] | None = None) -> None:
         self._module = module
         self._shadows = shadows
-        self._views: dict[str, np.ndarray] = {} if views is None else views
+        self._views: dict[str, CArray] = {} if views is None else views
 
     def _names(self) -> list[str]:
         if self._shadows:
             return list(self._module._shadowed)
         return [name for name, var in self._module._variables.items() if var.viewable]
 
-    def __getitem__(self, name: str) -> np.ndarray:
+    def __getitem__(self, name: str) -> CArray:
         if self._module.isolate:
             raise GlobalNotFoundError(
                 f"globals of a module compiled with isolate=True live in its worker process; "
@@ -755,7 +758,7 @@ class GlobalsView(Mapping):
                 "without isolate=True.")
         return self._view(name)
 
-    def _view(self, name: str) -> np.ndarray:
+    def _view(self, name: str) -> CArray:
         view = self._views.get(name)
         if view is not None:
             return view
@@ -775,7 +778,7 @@ class GlobalsView(Mapping):
         self._views[name] = view
         return view
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._names())
 
     def __len__(self) -> int:

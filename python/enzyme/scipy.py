@@ -20,7 +20,7 @@ are allocated for you. Adapters pickle (for ``workers=`` and process pools).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,18 +117,20 @@ class Minimize(_Adapter):
         self._hessian = hessian(kernel, wrt=self.wrt)
         self._hvp = hvp(kernel, wrt=self.wrt)
 
+    # (the casts: wrt is a floating array, so the gradient and the Hessian
+    # are arrays; the helpers' types allow a float for a scalar wrt)
     def fun(self, x: Any, *args: Any) -> float:
-        return float(self.kernel(*self._arguments({"x": x}, args)))
+        return float(cast(float, self.kernel(*self._arguments({"x": x}, args))))
 
     def jac(self, x: Any, *args: Any) -> np.ndarray:
-        return self._grad(*self._arguments({"x": x}, args))
+        return cast(np.ndarray, self._grad(*self._arguments({"x": x}, args)))
 
     def fun_and_jac(self, x: Any, *args: Any) -> tuple[float, np.ndarray]:
         value, gradient = self._value_and_grad(*self._arguments({"x": x}, args))
-        return float(value), gradient
+        return float(value), cast(np.ndarray, gradient)
 
     def hess(self, x: Any, *args: Any) -> np.ndarray:
-        return self._hessian(*self._arguments({"x": x}, args))
+        return cast(np.ndarray, self._hessian(*self._arguments({"x": x}, args)))
 
     def hessp(self, x: Any, p: Any, *args: Any) -> np.ndarray:
         arguments = self._arguments({"x": x}, args)

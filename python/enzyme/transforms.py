@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, Union, overload
 
 import numpy as np
 
@@ -21,10 +21,13 @@ from .activity import (
     ForwardWithPrimal,
     Mode,
     Reverse,
+    ReverseMode,
     ReverseWithPrimal,
 )
 from .autodiff import _as_kernel, autodiff, derivative
 from .call import (
+    Derivative,
+    FloatArray,
     adopt_arrays,
     aligned_like,
     aligned_zeros,
@@ -41,10 +44,16 @@ from .signature import (
 )
 
 __all__ = ["grad", "value_and_grad", "jvp", "vjp", "jacobian", "hessian", "hvp", "aligned_zeros", "aligned_like",
-           "Transformed"]
+           "Transformed", "HessianBlock"]
+
+# What a call of the Transformed returns. Invariant, so that vmap's overloads
+# (keyed on it) accept only grad and value_and_grad, not e.g. a hessian.
+_R = TypeVar("_R")
+# One block of a Hessian: a float between two scalars, else an array.
+HessianBlock = Union[float, FloatArray]
 
 
-class Transformed:
+class Transformed(Generic[_R]):
     """A function of a kernel's arguments made by :func:`grad`,
     :func:`value_and_grad`, :func:`jvp`, :func:`vjp`, :func:`jacobian`,
     :func:`hvp` or :func:`hessian`.
@@ -67,8 +76,8 @@ class Transformed:
     (6.0, 6.0)
     """
 
-    def __init__(self, transform: str, kernel: Kernel, options: dict[str, Any],
-                 body: Callable[..., Any], direction: str | None = None) -> None:
+    def __init__(self, transform: str, kernel: Kernel, options: dict[str, object],
+                 body: Callable[..., _R], direction: str | None = None) -> None:
         self.transform = transform
         self.kernel = kernel
         self.options = options
@@ -84,7 +93,7 @@ class Transformed:
                         f"{', '.join(p.name for p in kernel.signature.params)}"
                         f"{', ' + direction if direction else ''}.")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> _R:
         if kwargs:
             args = self._by_name(args, kwargs)
         if self._direction is not None and len(args) != len(self.kernel.signature.params) + 1:
@@ -126,7 +135,7 @@ class Transformed:
         return _rebuild, (self.transform, self.kernel, self.options)
 
 
-def _rebuild(transform: str, kernel: Kernel, options: dict[str, Any]) -> Transformed:
+def _rebuild(transform: str, kernel: Kernel, options: dict[str, Any]) -> Transformed[Any]:
     return _TRANSFORMS[transform](kernel, **options)
 
 
@@ -158,7 +167,7 @@ def _normalize_argnums(argnums: int | Sequence[int], nargs: int) -> tuple[tuple[
     return tuple(n % nargs for n in nums), single
 
 
-def _grad_call(kernel: Kernel, argnums, args: tuple, mode: Mode):
+def _grad_call(kernel: Kernel, argnums: int | Sequence[int], args: tuple, mode: ReverseMode) -> tuple[Any, Any]:
     sig = kernel.signature
     if not sig.ret.is_float:
         raise ActivityError(f"grad needs a kernel returning a floating scalar; '{sig.name}' "
@@ -193,7 +202,11 @@ def grad_annotations(kernel: Kernel, nums: Sequence[int], args: Sequence[Any]) -
     return annotations
 
 
-def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+@overload
+def grad(kernel: Kernel, argnums: int = 0) -> Transformed[Derivative]: ...
+@overload
+def grad(kernel: Kernel, argnums: Sequence[int]) -> Transformed[tuple[Derivative, ...]]: ...
+def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Transformed[Any]:
     """The gradient of a scalar-returning kernel with respect to ``argnums``.
 
     Arrays are differentiated with a fresh zero shadow (the result has the
@@ -217,7 +230,12 @@ def grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]
     return Transformed("grad", kernel, {"argnums": argnums}, gradient)
 
 
-def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+@overload
+def value_and_grad(kernel: Kernel, argnums: int = 0) -> Transformed[tuple[float, Derivative]]: ...
+@overload
+def value_and_grad(kernel: Kernel,
+                   argnums: Sequence[int]) -> Transformed[tuple[float, tuple[Derivative, ...]]]: ...
+def value_and_grad(kernel: Kernel, argnums: int | Sequence[int] = 0) -> Transformed[Any]:
     """Like :func:`grad`, returning ``(value, gradient)`` from one reverse pass.
 
     Examples
@@ -310,7 +328,13 @@ def _ret_const(kernel: Kernel) -> Any:
     return Const if kernel.signature.ret.kind != "void" else None
 
 
-def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
+@overload
+def jvp(kernel: Kernel, wrt: int | str = 0, out: None = None) -> Transformed[tuple[float, float]]: ...
+@overload
+def jvp(kernel: Kernel, wrt: int | str, out: int | str) -> Transformed[tuple[FloatArray, FloatArray]]: ...
+@overload
+def jvp(kernel: Kernel, wrt: int | str = 0, *, out: int | str) -> Transformed[tuple[FloatArray, FloatArray]]: ...
+def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Transformed[Any]:
     """Jacobian-vector product (forward mode): ``f(*args, v) -> (value, tangent)``.
 
     ``value`` and ``tangent`` are the kernel's return value and its directional
@@ -345,7 +369,15 @@ def jvp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
     return Transformed("jvp", kernel, {"wrt": wrt, "out": out}, jvp_call, "v")
 
 
-def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Callable[..., Any]:
+@overload
+def vjp(kernel: Kernel, wrt: int | str = 0, out: None = None) -> Transformed[tuple[float, float | FloatArray]]: ...
+@overload
+def vjp(kernel: Kernel, wrt: int | str,
+        out: int | str) -> Transformed[tuple[FloatArray, float | FloatArray]]: ...
+@overload
+def vjp(kernel: Kernel, wrt: int | str = 0, *,
+        out: int | str) -> Transformed[tuple[FloatArray, float | FloatArray]]: ...
+def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Transformed[Any]:
     """Vector-Jacobian product (reverse mode): ``f(*args, u) -> (value, cotangent)``.
 
     ``u`` weighs the kernel's return value (a float), or with ``out=`` the
@@ -374,7 +406,7 @@ def vjp(kernel: Kernel, wrt: int | str = 0, out: int | str | None = None) -> Cal
         if out_index is None:
             with kernel.module._wrt_arguments_only():
                 result = autodiff(ReverseWithPrimal, kernel, *annotations, seed=u)
-            value = result.primal
+            value: object = result.primal
         else:
             y = _output_array(kernel, tuple(args), out_index)
             seed = np.array(u, dtype=y.dtype, order="C", copy=True)
@@ -411,8 +443,26 @@ def _chunk_width(chunk: int, count: int) -> int:
     return max(1, min(int(chunk), count, MAX_WIDTH))
 
 
+# A str is also a Sequence, so mypy calls the first two overloads unsafe
+# (overlapping the Sequence ones with other results); a call picks the first
+# overload that matches, and a name is one parameter, as here.
+@overload
+def jacobian(kernel: Kernel, wrt: int | str = 0, out: None = None,  # type: ignore[overload-overlap]
+             mode: Mode | None = None, chunk: int = 8) -> Transformed[Derivative]: ...
+@overload
+def jacobian(kernel: Kernel, wrt: int | str, out: int | str,  # type: ignore[overload-overlap]
+             mode: Mode | None = None, chunk: int = 8) -> Transformed[FloatArray]: ...
+@overload
+def jacobian(kernel: Kernel, wrt: int | str = 0, *, out: int | str, mode: Mode | None = None,
+             chunk: int = 8) -> Transformed[FloatArray]: ...
+@overload
+def jacobian(kernel: Kernel, wrt: Sequence[int | str], out: None = None, mode: Mode | None = None,
+             chunk: int = 8) -> Transformed[tuple[Derivative, ...]]: ...
+@overload
+def jacobian(kernel: Kernel, wrt: Sequence[int | str], out: int | str, mode: Mode | None = None,
+             chunk: int = 8) -> Transformed[tuple[FloatArray, ...]]: ...
 def jacobian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, out: int | str | None = None,
-             mode: Mode | None = None, chunk: int = 8) -> Transformed:
+             mode: Mode | None = None, chunk: int = 8) -> Transformed[Any]:
     """The Jacobian of an output array (``out=``) with respect to ``wrt``.
 
     Computed ``chunk`` columns at a time with batched forward mode, or
@@ -450,7 +500,7 @@ def jacobian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, out: int 
         else (_param_index(kernel, wrt, "wrt"),)
     if not indices:
         raise ActivityError("wrt is empty: name at least one parameter.")
-    options = {"wrt": wrt, "out": out, "mode": mode, "chunk": chunk}
+    options: dict[str, object] = {"wrt": wrt, "out": out, "mode": mode, "chunk": chunk}
     if out is None:
         _returns_float(kernel, "jacobian")
         body = grad(kernel, argnums=indices if several else indices[0])._body
@@ -585,7 +635,7 @@ def _jacobian_chunks(kernel: Kernel, annotations: list, x_index: int, out_index:
             jac[start:start + rows, :] = adjoints.reshape(width, n)[:rows]
 
 
-def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:
+def hvp(kernel: Kernel, wrt: int | str = 0) -> Transformed[FloatArray]:
     """Hessian-vector product ``f(*args, v) -> H v`` by forward-over-reverse.
 
     One call costs a small multiple of one gradient (Enzyme differentiates a
@@ -610,7 +660,13 @@ def hvp(kernel: Kernel, wrt: int | str = 0) -> Callable[..., np.ndarray]:
     return Transformed("hvp", kernel, {"wrt": wrt}, hvp_call, "v")
 
 
-def hessian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, chunk: int = 8) -> Transformed:
+@overload  # (a str is one parameter, though a Sequence: see jacobian)
+def hessian(kernel: Kernel, wrt: int | str = 0,  # type: ignore[overload-overlap]
+            chunk: int = 8) -> Transformed[HessianBlock]: ...
+@overload
+def hessian(kernel: Kernel, wrt: Sequence[int | str],
+            chunk: int = 8) -> Transformed[tuple[tuple[HessianBlock, ...], ...]]: ...
+def hessian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, chunk: int = 8) -> Transformed[Any]:
     """The Hessian of a scalar-returning kernel with respect to ``wrt``.
 
     For one array, built ``chunk`` columns at a time from batched
@@ -644,7 +700,7 @@ def hessian(kernel: Kernel, wrt: int | str | Sequence[int | str] = 0, chunk: int
     if not indices or len(set(indices)) != len(indices):
         raise ActivityError(f"wrt must name distinct parameters, at least one; got {wrt!r}.")
     _check_chunk(chunk)
-    options = {"wrt": wrt, "chunk": chunk}
+    options: dict[str, object] = {"wrt": wrt, "chunk": chunk}
     params = kernel.signature.params
     if not several and params[indices[0]].ctype.is_pointer:
         return Transformed("hessian", kernel, options, _array_hessian(kernel, indices[0], chunk))
@@ -867,6 +923,6 @@ class ForwardSecondOrder:
         return {i: (float(v[1]) if i == -1 else v) for i, v in found.items()}
 
 
-_TRANSFORMS: dict[str, Callable[..., Transformed]] = {
+_TRANSFORMS: dict[str, Callable[..., Transformed[Any]]] = {
     "grad": grad, "value_and_grad": value_and_grad, "jvp": jvp, "vjp": vjp, "jacobian": jacobian,
     "hvp": hvp, "hessian": hessian}

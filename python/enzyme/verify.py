@@ -32,9 +32,10 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from .activity import (
     Active,
@@ -58,6 +59,18 @@ from .errors import (
     ShadowError,
 )
 from .paths import env_seconds
+
+if TYPE_CHECKING:  # (for annotations only: module imports this module)
+    from .activity import Annotation, Mode
+    from .call import DerivativeFunction
+    from .module import Kernel
+
+# check_functions' callables: f(x) and jvp(x, v) return an output (a float
+# or an array), vjp(x, w) an array like x; w is a float when f returns one.
+_F64 = npt.NDArray[np.float64]
+_Outputs = Callable[[_F64], npt.ArrayLike]
+_Jvp = Callable[[_F64, _F64], npt.ArrayLike]
+_Vjp = Callable[[_F64, Union[_F64, float]], npt.ArrayLike]
 
 __all__ = ["ArgumentCheck", "CheckReport", "Point", "compare", "tolerances", "UNDECIDED"]
 
@@ -578,8 +591,8 @@ class SplitAsReverse:
         return self.functions.reverse(tape, seed=seed)
 
 
-def check(kernel: Any, *args: Any, mode: Any = None, ret: Any = None, width: int = 1,
-          finite_differences: bool = True, seed: int = 0) -> CheckReport:
+def check(kernel: Kernel, *args: object, mode: Mode | None = None, ret: type[Annotation[object]] | None = None,
+          width: int = 1, finite_differences: bool = True, seed: int = 0) -> CheckReport:
     """Check a kernel's derivatives with the dot-product test.
 
     For random directions ``v`` over the differentiated arguments and ``w``
@@ -678,6 +691,7 @@ def check(kernel: Any, *args: Any, mode: Any = None, ret: Any = None, width: int
         return Active if for_reverse else Duplicated
 
     batched = width > 1
+    entry: SplitAsReverse | DerivativeFunction[Any]
     if mode.split:
         entry = SplitAsReverse(kernel.split_functions(mode, kinds(True, False), ret_kind(True)))
     else:
@@ -888,8 +902,8 @@ def timeout() -> float:
     return env_seconds("ENZYME_VERIFY_TIMEOUT", 120.0, OptionError)
 
 
-def check_functions(f: Callable[[np.ndarray], Any], x: Any, *, jvp: Callable | None = None,
-                    vjp: Callable | None = None, seed: int = 0, name: str = "") -> CheckReport:
+def check_functions(f: _Outputs, x: npt.ArrayLike, *, jvp: _Jvp | None = None,
+                    vjp: _Vjp | None = None, seed: int = 0, name: str = "") -> CheckReport:
     """Check derivatives you compute yourself (C code calling
     ``__enzyme_autodiff`` / ``__enzyme_fwddiff``, wrapped in Python) with
     the dot-product test and central differences.
@@ -907,7 +921,15 @@ def check_functions(f: Callable[[np.ndarray], Any], x: Any, *, jvp: Callable | N
         ``vjp(x, w) -> J^T w`` (shaped like x).
     seed : int
         Seed of the random directions.
+    name : str
+        What the report calls the function.
 
+    Returns
+    -------
+    CheckReport
+
+    Notes
+    -----
     With both, ``w . jvp(x, v)`` is compared with ``vjp(x, w) . v``; with one,
     that one is compared with central differences, which are computed in
     every case. The verdict is about ``vjp`` when given, else ``jvp``.

@@ -19,26 +19,48 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, Union, cast, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from .activity import Active, Duplicated, Reverse, ReverseWithPrimal
-from .call import NativeEntry, native_entry, run_batch
+from .call import CArray, Derivative, FloatArray, NativeEntry, native_entry, run_batch
 from .errors import ArgumentTypeError, ArgumentValueError, OptionError, OptionTypeError
 from .module import Kernel
 from .params import Role
 from .transforms import Transformed, _normalize_argnums, grad_annotations
 
-__all__ = ["vmap", "Batched"]
+__all__ = ["vmap", "Batched", "StackedDerivative"]
 
 _log = logging.getLogger("enzyme")
 _PROBE = 256  # elements timed on one thread before deciding on more
 _THREADS_PAY_FROM = 300e-6  # seconds of remaining work below which one thread runs it
 
+_R = TypeVar("_R")
+# One argument's derivatives over the batch, stacked: an array of floats (a
+# scalar argument), or of the argument's rows (records for structs).
+StackedDerivative = Union[FloatArray, npt.NDArray[np.void]]
+_InAxes = Union[int, None, Sequence[Union[int, None]]]
 
-def vmap(fn: Kernel | Transformed, in_axes: int | None | Sequence[int | None] = 0,
-         workers: int = 1) -> Batched:
+
+# The overloads follow what vmap takes (a kernel, grad or value_and_grad, of
+# one argument or several) to what the batch gives. value_and_grad's come
+# before grad's: (float, Derivative) is also a tuple of Derivatives.
+@overload
+def vmap(fn: Kernel, in_axes: _InAxes = 0, workers: int = 1) -> Batched[CArray | None]: ...
+@overload
+def vmap(fn: Transformed[tuple[float, Derivative]], in_axes: _InAxes = 0,
+         workers: int = 1) -> Batched[tuple[FloatArray, StackedDerivative]]: ...
+@overload
+def vmap(fn: Transformed[tuple[float, tuple[Derivative, ...]]], in_axes: _InAxes = 0,
+         workers: int = 1) -> Batched[tuple[FloatArray, tuple[StackedDerivative, ...]]]: ...
+@overload
+def vmap(fn: Transformed[Derivative], in_axes: _InAxes = 0, workers: int = 1) -> Batched[StackedDerivative]: ...
+@overload
+def vmap(fn: Transformed[tuple[Derivative, ...]], in_axes: _InAxes = 0,
+         workers: int = 1) -> Batched[tuple[StackedDerivative, ...]]: ...
+def vmap(fn: Kernel | Transformed[Any], in_axes: _InAxes = 0, workers: int = 1) -> Batched[Any]:
     """``fn`` mapped over axis 0 of its batched arguments, in one native loop.
 
     Parameters
@@ -75,20 +97,24 @@ def vmap(fn: Kernel | Transformed, in_axes: int | None | Sequence[int | None] = 
     return Batched(fn, in_axes, workers)
 
 
-class Batched:
-    """A kernel or gradient mapped over a batch (see :func:`vmap`)."""
+class Batched(Generic[_R]):
+    """A kernel or gradient mapped over a batch (see :func:`vmap`); ``_R`` is
+    what a call returns."""
 
-    def __init__(self, fn: Any, in_axes: Any, workers: int) -> None:
+    def __init__(self, fn: Kernel | Transformed[Any], in_axes: _InAxes, workers: int) -> None:
+        self.kernel: Kernel
+        self.transform: str | None
+        self._nums: tuple[int, ...]
         if isinstance(fn, Kernel):
             self.kernel, self.transform, self._nums, self._single = fn, None, (), False
         elif isinstance(fn, Transformed) and fn.transform in ("grad", "value_and_grad"):
             self.kernel, self.transform = fn.kernel, fn.transform
-            self._nums, self._single = _normalize_argnums(fn.options["argnums"],
+            self._nums, self._single = _normalize_argnums(cast("int | Sequence[int]", fn.options["argnums"]),
                                                           len(fn.kernel.signature.params))
         else:
             raise OptionTypeError(f"enzyme.vmap takes a kernel (mod.f), enzyme.grad(...) or "
                                   f"enzyme.value_and_grad(...), got {fn!r}.")
-        self.fn = fn
+        self.fn: Kernel | Transformed[object] = fn
         sig = self.kernel.signature
         nparams = len(sig.params)
         if in_axes is None or isinstance(in_axes, (int, np.integer)):
@@ -123,7 +149,7 @@ class Batched:
     def __repr__(self) -> str:
         return f"<enzyme.vmap of {self.fn!r} in_axes={self.in_axes} workers={self.workers}>"
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: object) -> _R:
         sig = self.kernel.signature
         if len(args) != len(sig.params):
             raise ArgumentTypeError(f"'{sig.name}' takes {len(sig.params)} argument(s), {len(args)} "
