@@ -99,3 +99,22 @@ def test_tape_misuse_is_a_clear_error(mod):
     tape = fwd(x, dx, 0.5, 4)
     assert math.isclose(rev(tape, seed=2.0).derivs[1], 2.0 * enzyme.grad(mod.chain, argnums=1)(x, 0.5, 4))
     np.testing.assert_allclose(dx, 2.0 * g, rtol=1e-13)
+
+
+def test_a_split_mode_in_one_call_is_the_checked_unsplit_derivative(mod, recwarn):
+    """autodiff/derivative with a split mode run both passes in one call: the
+    same derivative as Reverse / ReverseWithPrimal, first-use check included
+    (it used to warn that the derivative could not be checked)."""
+    from enzyme import ReverseWithPrimal, derivative
+
+    x, a = np.array([0.3, -0.7, 1.1]), 0.9
+    dx_split, dx_plain = np.zeros(3), np.zeros(3)
+    split = autodiff(ReverseSplitWithPrimal, mod.chain, Duplicated(x, dx_split), Active(a), Const(3))
+    plain = autodiff(ReverseWithPrimal, mod.chain, Duplicated(x, dx_plain), Active(a), Const(3))
+    assert split.primal == plain.primal and split.derivs[1] == plain.derivs[1]
+    np.testing.assert_array_equal(dx_split, dx_plain)
+    df = derivative(mod.chain, ReverseSplit, Duplicated, Active, Const)
+    h = 1e-6
+    fd = (mod.chain(x, a + h, 3) - mod.chain(x, a - h, 3)) / (2 * h)
+    assert df(x, np.zeros(3), a, 3).derivs[1] == pytest.approx(fd, rel=1e-6)
+    assert not [w for w in recwarn if issubclass(w.category, enzyme.EnzymeWarning)]

@@ -34,6 +34,7 @@ from .activity import (
     Forward,
     Mode,
     Reverse,
+    ReverseWithPrimal,
     resolve_activities,
     resolve_hvp,
 )
@@ -338,6 +339,10 @@ class Kernel(FirstUseChecks):
         reverse mode, write) memory past it.
         """
         self.module._check_open()
+        if mode.split:
+            # Both passes in one call (autodiff or derivative with a split mode)
+            # is the unsplit derivative: built, cached and checked as that.
+            mode = ReverseWithPrimal if mode.with_primal else Reverse
         key = (mode, kinds, ret, width)
         found = self._derivatives.get(key)
         if found is None:
