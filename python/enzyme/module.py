@@ -1191,7 +1191,7 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         vector math library, libmvec (x86-64 with glibc 2.35 or later for most
         functions; elsewhere this does nothing). Its functions are accurate to
         4 ulp (glibc's bound) where libm's are to 1: results may differ from
-        scalar libm in the last bits (see the README's performance section
+        scalar libm in the last bits (see docs/performance.md
         for what was measured). Pass False for libm's own results.
     reassociate : bool
         Let clang reorder floating-point sums and products (and assume no
@@ -1206,14 +1206,14 @@ def compile(source: str | None = None, *, path: str | os.PathLike | None = None,
         central differences breaking a tie; raise
         :class:`DerivativeMismatchError` rather than return a wrong number.
         Costs one build of the other mode and a few extra calls the first
-        time (see the README); later calls cost nothing. Default: on, unless
+        time (see docs/helpers/check.md); later calls cost nothing. Default: on, unless
         the environment variable ``ENZYME_VERIFY`` is ``0``.
     isolate : bool
         Run every call of the module's kernels and derivatives in a worker
         process, for code you do not trust yet: a segfault, ``abort()`` or
         stack overflow there raises :class:`KernelCrashError` and the next
         call starts a new worker. Each call copies its arrays to shared
-        memory and back (see the README for the cost); globals live in the
+        memory and back (docs/safety.md gives the cost); globals live in the
         worker, so ``mod.globals`` is not available. No C fast path.
     language : {"c", "c++"}, optional
         The language of source text (default C), or of every file (default:
@@ -1480,7 +1480,7 @@ def _check_rule_targets(census: dict, forward_rules: dict, reverse_rules: dict,
         if target["ret"] == "floating" and (rule["ret"] != "struct" or rule["ret_fields"] != 2):
             raise OptionError(
                 f"forward_rules['{fn}']: '{fn}' returns a floating value, so '{fwd}' must return a "
-                "struct of two of them, { primal, tangent } (see the README's custom derivatives).")
+                "struct of two of them, { primal, tangent } (see docs/custom-derivatives.md).")
     for fn, (aug, rev) in reverse_rules.items():
         target = function(fn, "reverse_rules")
         aug_info = function(aug, f"reverse_rules['{fn}'][0]")

@@ -572,7 +572,7 @@ def mismatch_error(report: CheckReport, per_argument: CheckReport | None) -> Der
         "wrong derivative here without reporting an error.\n" + str(detail) +
         "\nWhat to try: the other mode (Forward instead of Reverse, or the reverse), which the "
         "check found right if finite differences side with it; the known Enzyme limitations in "
-        "the README's Correctness section; a custom derivative rule for the function involved; "
+        "docs/correctness.md; a custom derivative rule for the function involved; "
         "compile(..., split_long_blocks=False) or small rewrites of the loop; and please report "
         "the kernel. To call it anyway, compile with verify=False (or set ENZYME_VERIFY=0).",
         report=detail)
