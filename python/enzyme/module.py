@@ -339,7 +339,7 @@ class Kernel(FirstUseChecks):
         reverse mode, write) memory past it.
         """
         self.module._check_open()
-        if mode.split:
+        if isinstance(mode, Mode) and mode.split:
             # Both passes in one call (autodiff or derivative with a split mode)
             # is the unsplit derivative: built, cached and checked as that.
             mode = ReverseWithPrimal if mode.with_primal else Reverse
