@@ -37,6 +37,11 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
     for name in ("enzyme.compile", "enzyme.grad", "enzyme.vmap.vmap", "enzyme.jax.function",
                  "enzyme.errors.ShadowError", "enzyme.toolchain.install_toolchain"):
         assert f'id="{name}"' in api, f"the API reference lacks {name}"
+    import enzyme
+
+    undocumented = [name for name in enzyme.__all__
+                    if name != "__version__" and not re.search(rf"\b{re.escape(name)}\b", api)]
+    assert not undocumented, f"public names the API reference does not mention: {undocumented}"
     # The troubleshooting table is generated from the package's catalogue.
     from enzyme.diagnostics import CATALOGUE
 
