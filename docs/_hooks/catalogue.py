@@ -4,13 +4,20 @@ what the package matches."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MARKER = "<!-- failure-catalogue -->"
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """The catalogue's plain text as one Markdown table cell: Markdown's
+    special characters escaped outside `code` spans (``__enzyme_*`` must not
+    become emphasis), the spans kept as code."""
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):  # even parts lie outside backticks
+        parts[i] = re.sub(r"([\\_*\[\]#])", r"\\\1", parts[i]).replace("<", "&lt;")
+    return "`".join(parts).replace("|", "\\|")
 
 
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
