@@ -338,3 +338,28 @@ def test_cut_keeps_each_life_of_a_stack_slot(tc, split_pass):
     body = out[out.index("@two_lives("):]
     body = body[:body.index("\n}")]
     assert "0x7FF8" not in body and body.count("load double") == 2, body
+
+
+def test_a_probe_that_could_not_run_is_asked_again(tc, tmp_path, monkeypatch):
+    """opt not starting (or timing out) says nothing about the pass: that
+    answer is not remembered, and the next lookup probes again."""
+    import subprocess
+
+    from enzyme import paths
+
+    store, subject = tmp_path / "probe.json", tmp_path / "_split_blocks_llvm15.so"
+    subject.write_bytes(b"not an ELF file")
+    calls = []
+
+    def failing_run(*args, **kwargs):
+        calls.append(args)
+        raise subprocess.TimeoutExpired("opt", 60)
+
+    monkeypatch.setattr(toolchain_stage.subprocess, "run", failing_run)
+    for _ in range(2):
+        facts = paths.stamped_json(store, subject, lambda: toolchain_stage._split_pass_facts(subject, Path(tc.opt)))
+        assert facts["problem"] and facts["transient"]
+    assert len(calls) == 2 and not store.exists()
+    monkeypatch.undo()
+    facts = paths.stamped_json(store, subject, lambda: toolchain_stage._split_pass_facts(subject, Path(tc.opt)))
+    assert "does not load" in facts["problem"] and "transient" not in facts and store.exists()

@@ -128,11 +128,38 @@ def test_install_toolchain_without_apt_says_what_to_do_instead(monkeypatch):
     assert len(lines) == 1 and lines[0].startswith("would stop here") and "ENZYME_PLUGIN" in lines[0]
 
 
-def test_apt_candidate_tells_known_packages_from_unknown_ones():
+def test_apt_candidates_are_read_whatever_the_locale(monkeypatch):
+    """apt-cache translates "Candidate:"; the check runs it in the C locale,
+    so an installed package is never reported missing on a German system."""
     import shutil
 
     from enzyme import toolchain as tc_stage
     if not shutil.which("apt-cache"):
         pytest.skip("no apt-cache on this system")
-    assert tc_stage._apt_candidate("clang-15")  # installed by the set-up: apt knows it
-    assert not tc_stage._apt_candidate("enzyme-ffi-no-such-package")
+    for language in ("", "de"):
+        monkeypatch.setenv("LANGUAGE", language)
+        monkeypatch.setenv("LANG", "de_DE.UTF-8" if language else "C")
+        assert tc_stage._apt_without_candidate(["clang-15", "llvm-15", "enzyme-ffi-no-such-package"]) == [
+            "enzyme-ffi-no-such-package"]
+
+
+def test_an_archive_without_clang_15_is_named_as_such(monkeypatch):
+    """apt-get present but no clang-15 in the archive (Debian 11, Ubuntu
+    20.04): install-toolchain (also not as root, also --dry-run) and doctor's
+    message say so and point to another Enzyme, not to `apt-get install`."""
+    import shutil
+
+    from enzyme import toolchain as tc_stage
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    monkeypatch.setattr(tc_stage, "_apt_without_candidate", lambda packages: list(packages))
+    with pytest.raises(enzyme.ToolchainError, match="archive has no clang-15") as info:
+        tc_stage._apt_install(print)
+    assert "ENZYME_PLUGIN" in str(info.value) and "sudo" not in str(info.value)
+    lines = []
+    tc_stage._apt_install(lines.append, dry_run=True)
+    assert lines[0].startswith("would stop here") and "archive has no" in lines[0]
+    monkeypatch.setenv("ENZYME_CLANG", "")
+    monkeypatch.setattr(tc_stage.Path, "exists", lambda self: False)
+    with pytest.raises(enzyme.ToolchainError, match="cannot get Debian's clang-15") as info:
+        tc_stage._find_tool("clang", 15, None, "ENZYME_CLANG")
+    assert "apt-get install" not in str(info.value)

@@ -155,7 +155,9 @@ def stamped_json(store: Path, subject: Path, compute: Callable[[], dict], varian
 
     Probing a toolchain costs subprocesses and hashing; remembering it keeps a
     warm ``enzyme.compile`` free of both. A broken or unwritable store only
-    costs the recomputation.
+    costs the recomputation. Facts marked ``"transient": True`` (a probe
+    that timed out or could not start) are returned but not remembered, so
+    the next process asks again.
     """
     key = str(subject.resolve()) + (f" | {variant}" if variant else "")
     ident = list(file_identity(subject))  # JSON stores it as a list
@@ -167,6 +169,8 @@ def stamped_json(store: Path, subject: Path, compute: Callable[[], dict], varian
     except (OSError, ValueError, AttributeError):
         table = {}
     facts = compute()
+    if facts.get("transient"):
+        return facts
     if not isinstance(table, dict):
         table = {}
     table[key] = {"identity": ident, "facts": facts}

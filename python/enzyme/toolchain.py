@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,13 +130,17 @@ def _find_tool(name: str, major: int, explicit: str | None, env: str) -> tuple[P
     llvm_bin = Path(f"/usr/lib/llvm-{major}/bin/{name}")
     if llvm_bin.exists():
         return llvm_bin, "llvm bin dir"
-    packages = " ".join(APT_PACKAGES) if major == DEFAULT_LLVM_MAJOR else f"clang-{major} llvm-{major}"
-    fix = (f"Fix: `apt-get install {packages}` (Debian/Ubuntu; `python -m enzyme install-toolchain` "
-           f"does it), or set {env}=/path/to/{name}." if shutil.which("apt-get") else
-           f"Fix: this system has no apt-get for Debian's clang-{major} packages: set {env}=/path/to/"
-           f"{name} to LLVM {major}'s {name}, or use an Enzyme built for an LLVM you can install here "
-           "(Homebrew's or Spack's `enzyme`, or a build from source): ENZYME_PLUGIN=/path/to/LLVMEnzyme-NN.so "
-           "with that LLVM's clang and opt (ENZYME_CLANG, ENZYME_OPT).")
+    if _debian_packages_missing(major):
+        fix = (f"Fix: this system cannot get Debian's clang-{major} packages (no apt-get, or an archive "
+               f"without them): set {env}=/path/to/{name} to LLVM {major}'s {name}, or use an Enzyme built "
+               "for an LLVM you can install here (Homebrew's or Spack's `enzyme`, or a build from source): "
+               "ENZYME_PLUGIN=/path/to/LLVMEnzyme-NN.so with that LLVM's clang and opt (ENZYME_CLANG, "
+               "ENZYME_OPT).")
+    elif major == DEFAULT_LLVM_MAJOR:
+        fix = (f"Fix: `python -m enzyme install-toolchain` (as root: it runs `apt-get install "
+               f"{' '.join(APT_PACKAGES)}`), or set {env}=/path/to/{name}.")
+    else:
+        fix = f"Fix: `apt-get install clang-{major} llvm-{major}`, or set {env}=/path/to/{name}."
     raise ToolchainError(
         f"{name}-{major} not found (the Enzyme plugin is built for LLVM {major}, so the "
         f"compile chain needs {name} from LLVM {major}).\n{fix}"
@@ -202,7 +207,10 @@ def _split_pass_facts(pass_path: Path, opt_path: Path) -> dict:
                               input="", capture_output=True, text=True, timeout=60)
         ok, detail = done.returncode == 0, done.stderr.strip()[:500]
     except (OSError, subprocess.SubprocessError) as exc:
+        # (opt did not start or timed out: says nothing about the pass, so
+        # the answer is not remembered and the next process probes again)
         ok, detail = False, str(exc)
+        facts["transient"] = True
     facts["problem"] = "" if ok else f"{pass_path} does not load into {opt_path}: {detail}"
     return facts
 
@@ -338,15 +346,27 @@ _NO_DEBIAN_PACKAGES = (
     "doctor` checks what it finds. (The default plugin needs Debian's LLVM 15 packages.)")
 
 
-def _apt_candidate(package: str) -> bool:
-    """Does apt know a version of ``package`` it could install?"""
+def _apt_without_candidate(packages: Sequence[str]) -> list[str]:
+    """Which of ``packages`` apt has no installable version of ([] when
+    apt-cache cannot tell: then nothing is claimed missing)."""
     try:
-        done = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=60)
+        done = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60,
+                              env=dict(os.environ, LC_ALL="C"))  # "Candidate:" is translated otherwise
     except (OSError, subprocess.SubprocessError):
-        return False
-    found = re.search(r"Candidate:\s*(\S+)", done.stdout)
-    return bool(found) and found.group(1) != "(none)"
+        return []
+    if done.returncode != 0:
+        return []
+    # One "name:" section per package apt knows, each with a "Candidate:" line;
+    # an unknown package has no section at all.
+    candidates = dict(re.findall(r"^(\S+):\n(?:\s+.*\n)*?\s+Candidate:\s*(\S+)", done.stdout, re.M))
+    return [p for p in packages if candidates.get(p, "(none)") == "(none)"]
+
+
+def _debian_packages_missing(major: int) -> bool:
+    """True when this system cannot get clang-NN from apt: no apt-get, or an
+    archive without the package (Debian 11, Ubuntu 20.04 for LLVM 15)."""
+    return not shutil.which("apt-get") or bool(_apt_without_candidate([f"clang-{major}"]))
 
 
 def _apt_install(log, dry_run: bool = False) -> None:
@@ -355,10 +375,11 @@ def _apt_install(log, dry_run: bool = False) -> None:
         if dry_run:
             log("Debian packages: clang-15, opt-15 and llvm-link-15 are installed; nothing to do")
         return
-    if not shutil.which("apt-get"):
-        # Not Debian or Ubuntu: the packages this installer knows do not exist here.
-        message = (f"{', '.join(missing)} not found, and this system has no apt-get to install "
-                   f"Debian's {', '.join(APT_PACKAGES)} with.\n{_NO_DEBIAN_PACKAGES}")
+    unavailable = _apt_without_candidate(APT_PACKAGES) if shutil.which("apt-get") else list(APT_PACKAGES)
+    if unavailable:
+        where = ("this system has no apt-get to install Debian's" if not shutil.which("apt-get") else
+                 "this distribution's package archive has no")
+        message = f"{', '.join(missing)} not found, and {where} {', '.join(unavailable)}.\n{_NO_DEBIAN_PACKAGES}"
         if dry_run:
             log(f"would stop here: {message}")
             return
@@ -373,8 +394,8 @@ def _apt_install(log, dry_run: bool = False) -> None:
         for args in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
             done = subprocess.run(args, env=env, stdin=subprocess.DEVNULL)
             if done.returncode != 0:
-                unknown = [p for p in APT_PACKAGES if not _apt_candidate(p)] if args[1] == "install" else []
-                if unknown:  # e.g. Debian 11 or Ubuntu 20.04: no clang-15 in their archives
+                unknown = _apt_without_candidate(APT_PACKAGES) if args[1] == "install" else []
+                if unknown:  # the lists apt-get update fetched do not have them
                     raise ToolchainError(f"this distribution's package archive has no {', '.join(unknown)} "
                                          f"(`apt-get install` failed, exit {done.returncode}).\n"
                                          f"{_NO_DEBIAN_PACKAGES}")
