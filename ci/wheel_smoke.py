@@ -40,4 +40,6 @@ assert np.allclose(g, dw) and value == r.primal
 # The compiled parts of the wheel are the ones in use.
 assert enzyme.call._fastcall is not None, "the C fast path did not load from the wheel"
 tc = enzyme.toolchain.resolve()
-print(f"quick start OK on Python {sys.version.split()[0]}; long-block pass: {tc.split_pass or tc.split_pass_problem}")
+assert tc.split_pass, f"the wheel's long-block pass is not in use: {tc.split_pass_problem}"
+assert Path(tc.split_pass).resolve().is_relative_to(installed.parent), tc.split_pass
+print(f"quick start OK on Python {sys.version.split()[0]}; long-block pass: {tc.split_pass}")
