@@ -11,6 +11,7 @@ from. Nothing here touches values; value checks happen in the calling layer.
 from __future__ import annotations
 
 import enum
+import typing
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -227,7 +228,11 @@ _ANNOTATIONS = {cls.__name__: cls for cls in (Const, Active, Duplicated, Duplica
 
 
 def activity_class_of(obj: Any) -> type[Annotation]:
-    """The annotation class of an instance, or the class itself."""
+    """The annotation class of an instance, or the class itself (also when
+    parameterised for a type checker: ``Active[float]`` is ``Active``)."""
+    origin = typing.get_origin(obj)
+    if origin is not None:
+        obj = origin
     if isinstance(obj, type) and issubclass(obj, Annotation) and obj is not Annotation:
         return obj
     if isinstance(obj, Annotation) and type(obj) is not Annotation:

@@ -457,7 +457,7 @@ class JaxFunction(BridgeFunction):
 
     framework = "jax"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> jax.Array | tuple[jax.Array, ...]:
         if kwargs:
             args = self.pure.bind(args, kwargs)
         if len(args) != len(self.pure.inputs):

@@ -50,10 +50,10 @@ class TorchFunction(BridgeFunction):
 
     framework = "torch"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if kwargs:
             args = self.pure.bind(args, kwargs)
-        outputs = _KernelFunction.apply(self.pure, *args)
+        outputs: tuple[torch.Tensor, ...] = _KernelFunction.apply(self.pure, *args)
         return outputs[0] if len(self.pure.outputs) == 1 else outputs
 
 

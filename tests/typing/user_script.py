@@ -92,6 +92,9 @@ def fixed_activities(mod: enzyme.Module, x: npt.NDArray[np.float64]) -> float:
     dx = enzyme.aligned_zeros(x.shape, np.float64)
     result: enzyme.ReverseResult = df(x, dx, x.size)
     assert result.derivs == (None, None)
+    # Annotation classes parameterised for the reader (and a type checker).
+    dxy = enzyme.derivative(mod.f, Reverse, Active[float], Const[float])
+    assert dxy(3.0, 2.0).derivs == (12.0, None)
 
     # Split reverse mode: the tape carries the forward pass to the reverse one.
     forward, reverse = enzyme.autodiff_thunk(ReverseSplitWithPrimal, mod.sumsq, Duplicated, Const)
