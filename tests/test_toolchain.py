@@ -141,6 +141,10 @@ def test_apt_candidates_are_read_whatever_the_locale(monkeypatch):
         monkeypatch.setenv("LANG", "de_DE.UTF-8" if language else "C")
         assert tc_stage._apt_without_candidate(["clang-15", "llvm-15", "enzyme-ffi-no-such-package"]) == [
             "enzyme-ffi-no-such-package"]
+    # Package lists never fetched (a fresh image before `apt-get update`):
+    # apt knows nothing, so nothing is claimed missing.
+    monkeypatch.setattr(tc_stage.glob, "glob", lambda pattern: [])
+    assert tc_stage._apt_without_candidate(["enzyme-ffi-no-such-package"]) == []
 
 
 def test_an_archive_without_clang_15_is_named_as_such(monkeypatch):
@@ -148,13 +152,33 @@ def test_an_archive_without_clang_15_is_named_as_such(monkeypatch):
     20.04): install-toolchain (also not as root, also --dry-run) and doctor's
     message say so and point to another Enzyme, not to `apt-get install`."""
     import shutil
+    import subprocess
 
     from enzyme import toolchain as tc_stage
+
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
     monkeypatch.setattr(tc_stage, "_apt_without_candidate", lambda packages: list(packages))
+    monkeypatch.setattr(tc_stage.os, "geteuid", lambda: 1000)  # not root: refused before any apt run
     with pytest.raises(enzyme.ToolchainError, match="archive has no clang-15") as info:
         tc_stage._apt_install(print)
     assert "ENZYME_PLUGIN" in str(info.value) and "sudo" not in str(info.value)
+    # As root, apt-get update runs first (the lists may be stale); the failing
+    # install is then explained by the fresh lists.
+    ran = []
+
+    def fake_apt(args, **kwargs):
+        ran.append(args[1])
+        return subprocess.CompletedProcess(args, 0 if args[1] == "update" else 100)
+
+    monkeypatch.setattr(tc_stage.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(tc_stage.subprocess, "run", fake_apt)
+    with pytest.raises(enzyme.ToolchainError, match="archive has no clang-15.*exit 100"):
+        tc_stage._apt_install(lambda line: None)
+    assert ran == ["update", "install"]
+    monkeypatch.setattr(tc_stage, "_apt_without_candidate", lambda packages: [])
+    with pytest.raises(enzyme.ToolchainError, match="`apt-get install -y clang-15.*` failed"):
+        tc_stage._apt_install(lambda line: None)  # another failure (a lock, the network): said as such
+    monkeypatch.setattr(tc_stage, "_apt_without_candidate", lambda packages: list(packages))
     lines = []
     tc_stage._apt_install(lines.append, dry_run=True)
     assert lines[0].startswith("would stop here") and "archive has no" in lines[0]

@@ -349,6 +349,8 @@ _NO_DEBIAN_PACKAGES = (
 def _apt_without_candidate(packages: Sequence[str]) -> list[str]:
     """Which of ``packages`` apt has no installable version of ([] when
     apt-cache cannot tell: then nothing is claimed missing)."""
+    if not glob.glob("/var/lib/apt/lists/*_Packages*"):
+        return []  # package lists never fetched (a fresh image): apt knows nothing yet
     try:
         done = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=60,
@@ -375,7 +377,13 @@ def _apt_install(log, dry_run: bool = False) -> None:
         if dry_run:
             log("Debian packages: clang-15, opt-15 and llvm-link-15 are installed; nothing to do")
         return
-    unavailable = _apt_without_candidate(APT_PACKAGES) if shutil.which("apt-get") else list(APT_PACKAGES)
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if not shutil.which("apt-get"):
+        unavailable = list(APT_PACKAGES)
+    elif root and not dry_run:
+        unavailable = []  # asked again after `apt-get update`, if the install fails
+    else:
+        unavailable = _apt_without_candidate(APT_PACKAGES)
     if unavailable:
         where = ("this system has no apt-get to install Debian's" if not shutil.which("apt-get") else
                  "this distribution's package archive has no")
@@ -388,7 +396,7 @@ def _apt_install(log, dry_run: bool = False) -> None:
     if dry_run:
         log(f"would run (as root): {command}")
         return
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
+    if root:
         log(f"installing Debian packages: {command}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         for args in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES]):
