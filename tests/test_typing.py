@@ -21,6 +21,7 @@ import pytest
 from conftest import IN_CI
 
 SCRIPT = Path(__file__).parent / "typing" / "user_script.py"
+BRIDGES = Path(__file__).parent / "typing" / "bridges_script.py"
 
 # Each line with a trailing comment is a mistake a type checker must catch;
 # the comment is the error code mypy gives it.
@@ -64,7 +65,8 @@ def mypy_present() -> None:
         pytest.skip(message)
 
 
-def _mypy(tmp_path: Path, *files: Path) -> tuple[subprocess.CompletedProcess[str], list[re.Match[str]]]:
+def _mypy(tmp_path: Path, *files: Path, flags: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess[str],
+                                                                             list[re.Match[str]]]:
     """mypy --strict --disallow-any-expr on ``files``, with a fresh cache and
     an empty configuration (no setting of this repository or of the user's
     home can loosen it), from a directory outside the repository."""
@@ -73,7 +75,7 @@ def _mypy(tmp_path: Path, *files: Path) -> tuple[subprocess.CompletedProcess[str
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--disallow-any-expr", "--config-file", str(config),
          "--cache-dir", str(tmp_path / "mypy-cache"), "--show-error-codes", "--no-pretty",
-         "--no-color-output", *map(str, files)],
+         "--no-color-output", *flags, *map(str, files)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     # 0: no error; 1: errors reported; anything else: mypy itself failed
@@ -120,3 +122,19 @@ def test_user_script_runs(tc: object) -> None:
     """The script's narrowing (isinstance, asserts) holds for what the calls
     really return: the types it was checked against are the true ones."""
     runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+@pytest.mark.jax  # (runs the script, which imports JAX)
+def test_bridge_functions_return_typed_values(mypy_present: None, tc: object, tmp_path: Path) -> None:
+    """enzyme.torch / enzyme.jax functions give tensors and jax.Arrays, not
+    Any. (--allow-untyped-calls: torch's backward and jax.config.update are
+    untyped themselves; an untyped enzyme function would still return Any,
+    which --disallow-any-expr reports.)"""
+    from conftest import need
+
+    need("torch")
+    need("jax")
+    done, errors = _mypy(tmp_path, BRIDGES, flags=("--allow-untyped-calls",))
+    unexpected = [m.group(0) for m in errors if not _numpy_shape_only(m["message"])]
+    assert not unexpected, "\n".join(unexpected) + f"\n\nmypy's output:\n{done.stdout}{done.stderr}"
+    runpy.run_path(str(BRIDGES), run_name="__main__")
