@@ -132,10 +132,7 @@ def _find_tool(name: str, major: int, explicit: str | None, env: str) -> tuple[P
         return llvm_bin, "llvm bin dir"
     if _debian_packages_missing(major):
         fix = (f"Fix: this system cannot get Debian's clang-{major} packages (no apt-get, or an archive "
-               f"without them): set {env}=/path/to/{name} to LLVM {major}'s {name}, or use an Enzyme built "
-               "for an LLVM you can install here (Homebrew's or Spack's `enzyme`, or a build from source): "
-               "ENZYME_PLUGIN=/path/to/LLVMEnzyme-NN.so with that LLVM's clang and opt (ENZYME_CLANG, "
-               "ENZYME_OPT).")
+               f"without them): set {env}=/path/to/{name} to LLVM {major}'s {name}, or {_ANOTHER_ENZYME}.")
     elif major == DEFAULT_LLVM_MAJOR:
         fix = (f"Fix: `python -m enzyme install-toolchain` (as root: it runs `apt-get install "
                f"{' '.join(APT_PACKAGES)}`), or set {env}=/path/to/{name}.")
@@ -339,11 +336,14 @@ def resolve(plugin: str | os.PathLike | None = None, clang: str | None = None,
     )
 
 
-_NO_DEBIAN_PACKAGES = (
-    "Fix: use an Enzyme built for an LLVM you can install here (Homebrew's `enzyme` formula, Spack's "
+# The way out where Debian's LLVM packages cannot be had (install-toolchain's
+# and doctor's advice).
+_ANOTHER_ENZYME = (
+    "use an Enzyme built for an LLVM you can install here (Homebrew's `enzyme` formula, Spack's "
     "`enzyme`, or a build from source) with that LLVM's clang and opt: ENZYME_PLUGIN=/path/to/"
     "LLVMEnzyme-NN.so ENZYME_CLANG=/path/to/clang ENZYME_OPT=/path/to/opt, then `python -m enzyme "
-    "doctor` checks what it finds. (The default plugin needs Debian's LLVM 15 packages.)")
+    "doctor` checks what it finds")
+_NO_DEBIAN_PACKAGES = f"Fix: {_ANOTHER_ENZYME}. (The default plugin needs Debian's LLVM 15 packages.)"
 
 
 def _apt_without_candidate(packages: Sequence[str]) -> list[str]:
@@ -378,15 +378,16 @@ def _apt_install(log, dry_run: bool = False) -> None:
             log("Debian packages: clang-15, opt-15 and llvm-link-15 are installed; nothing to do")
         return
     root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if not shutil.which("apt-get"):
+    has_apt = shutil.which("apt-get") is not None
+    if not has_apt:
         unavailable = list(APT_PACKAGES)
     elif root and not dry_run:
         unavailable = []  # asked again after `apt-get update`, if the install fails
     else:
         unavailable = _apt_without_candidate(APT_PACKAGES)
     if unavailable:
-        where = ("this system has no apt-get to install Debian's" if not shutil.which("apt-get") else
-                 "this distribution's package archive has no")
+        where = ("this distribution's package archive has no" if has_apt else
+                 "this system has no apt-get to install Debian's")
         message = f"{', '.join(missing)} not found, and {where} {', '.join(unavailable)}.\n{_NO_DEBIAN_PACKAGES}"
         if dry_run:
             log(f"would stop here: {message}")
